@@ -1,0 +1,32 @@
+# The two commands: `make demo` and `make test`. Each creates or updates .venv itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgeq-installed
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export NO_ALBUMENTATIONS_UPDATE = 1
+
+.PHONY: venv demo test lint bench-zoo clean
+
+# Re-install only when the dependency list changes; otherwise this is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m edgeq.cli.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench-zoo: $(STAMP)
+	$(BIN)/python benchmarks/zoo.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""datagen: real image sources and condition-stratified calibration sets for edgeq."""

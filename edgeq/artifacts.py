@@ -1,0 +1,313 @@
+"""Frozen dataclasses that cross stage boundaries, and their JSON-safe (de)serialization.
+
+Every artifact serializes to a plain dict carrying ``kind`` and ``schema_version``; ``from_dict``
+rebuilds it from the type hints, refusing another kind or a newer schema with a clear message.
+Values that appear in JSON and take one of a fixed set of values are str-Enums.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from edgeq.errors import InputError
+
+SCHEMA_VERSION = 1
+
+A = TypeVar("A", bound="Artifact")
+
+
+class Estimator(enum.StrEnum):
+    """Activation-range estimators."""
+
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+    KL = "kl"
+    AUTO = "auto"
+
+
+class IOType(enum.StrEnum):
+    """Data type of a quantized model's inputs and outputs."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+    FLOAT32 = "float32"
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Target(enum.StrEnum):
+    """Deployment targets the spec checker has profiles for."""
+
+    GENERIC = "generic"
+    XNNPACK = "xnnpack"
+    EDGETPU = "edgetpu"
+    NNAPI = "nnapi"
+    TFLM = "tflm"
+
+
+class ChannelOrder(enum.StrEnum):
+    RGB = "rgb"
+    BGR = "bgr"
+
+
+class Interpolation(enum.StrEnum):
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    AREA = "area"
+
+
+class Artifact:
+    """Mixin for frozen dataclasses that travel between stages as JSON."""
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {"kind": self.kind, "schema_version": SCHEMA_VERSION, **body}
+
+    @classmethod
+    def from_dict(cls: type[A], data: dict[str, Any]) -> A:
+        if not isinstance(data, dict):
+            raise InputError(f"expected a {cls.kind} object, got {type(data).__name__}")
+        kind, version = data.get("kind"), data.get("schema_version")
+        if kind != cls.kind:
+            raise InputError(f"expected a {cls.kind} artifact, got {kind!r}")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise InputError(
+                f"{cls.kind} has schema version {version!r}; this edgeq reads up to {SCHEMA_VERSION}"
+            )
+        return _decode_dataclass(cls, data)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if isinstance(value, Artifact):
+            return value.to_dict()
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def _decode_dataclass(cls: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{cls.__name__}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise InputError(f"{getattr(cls, 'kind', cls.__name__)} is missing field {f.name!r}")
+    return cls(**kwargs)
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _decode(arg, value, where)
+            except (InputError, TypeError):
+                continue
+        raise InputError(f"{where}: {value!r} matches none of {tp}")
+    if tp is Any:
+        return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in tp)
+            raise InputError(f"{where}: {value!r} is not one of {choices}") from None
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: expected an object")
+        if issubclass(tp, Artifact):
+            return tp.from_dict(value)
+        return _decode_dataclass(tp, value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{where}: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise InputError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_decode(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin is list:
+        if not isinstance(value, list):
+            raise InputError(f"{where}: expected a list")
+        return [_decode(args[0], v, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: expected an object")
+        return {k: _decode(args[1], v, where) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp in (int, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise InputError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    raise TypeError(f"{where}: cannot decode type {tp!r}")
+
+
+@dataclass(frozen=True)
+class Preprocessing(Artifact):
+    """How uint8 images become model input: resize, then ``(x - mean) / std`` per channel.
+
+    It travels with calibration and evaluation sets so every stage feeds a model the same way.
+    """
+
+    kind: ClassVar[str] = "preprocessing"
+    size: tuple[int, int] | None = None  # (height, width); None keeps the image size
+    interpolation: Interpolation = Interpolation.BILINEAR
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    channel_order: ChannelOrder = ChannelOrder.RGB
+
+
+@dataclass(frozen=True)
+class TensorRange(Artifact):
+    """The activation range chosen for one tensor, and why."""
+
+    kind: ClassVar[str] = "tensor_range"
+    name: str
+    min: float
+    max: float
+    estimator: Estimator
+    rule: str  # which rule chose the estimator ("method", "auto: outlier ratio 4.2 in [3, 10)", ...)
+    outlier_ratio: float  # max|x| / p99|x|
+    clip_fraction: float  # expected share of values outside [min, max]
+
+
+@dataclass(frozen=True)
+class RangeTable(Artifact):
+    """Activation ranges for every float activation tensor of one model."""
+
+    kind: ClassVar[str] = "range_table"
+    model_fingerprint: str
+    ranges: tuple[TensorRange, ...]
+
+
+@dataclass(frozen=True)
+class QuantizedArtifact(Artifact):
+    """An INT8 model on disk and everything needed to trust or reproduce it."""
+
+    kind: ClassVar[str] = "quantized_artifact"
+    path: str
+    sha256: str
+    source_fingerprint: str
+    calibration_fingerprint: str
+    io_type: IOType
+    ranges: RangeTable
+    float_bytes: int
+    int8_bytes: int
+    recipe: dict[str, Any] = field(default_factory=dict)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finding(Artifact):
+    """One spec or deployability finding, pinned to an op and tensor."""
+
+    kind: ClassVar[str] = "finding"
+    rule_id: str
+    severity: Severity
+    message: str
+    op_index: int | None = None
+    op_type: str | None = None
+    tensor: str | None = None
+    expected: str | None = None
+    actual: str | None = None
+
+
+@dataclass(frozen=True)
+class SpecReport(Artifact):
+    kind: ClassVar[str] = "spec_report"
+    model_sha256: str
+    target: Target
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+
+@dataclass(frozen=True)
+class LatencyStats(Artifact):
+    """Summary of measured inference times in milliseconds, with the raw samples."""
+
+    kind: ClassVar[str] = "latency_stats"
+    n: int
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    samples_ms: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class BenchResult(Artifact):
+    kind: ClassVar[str] = "bench_result"
+    model_sha256: str
+    backend: str
+    threads: int
+    runtime: str
+    runtime_version: str
+    init_ms: float
+    first_inference_ms: float
+    latency: LatencyStats
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccuracyResult(Artifact):
+    """Top-1 accuracy of one model on one labelled set, overall and per stratum (condition)."""
+
+    kind: ClassVar[str] = "accuracy_result"
+    model_sha256: str
+    dataset: str
+    n: int
+    top1: float
+    per_stratum: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodResult(Artifact):
+    """One calibration method's INT8 model measured against the FP32 baseline."""
+
+    kind: ClassVar[str] = "method_result"
+    method: Estimator
+    accuracy: AccuracyResult
+    drop_pp: float
+    agreement: float
+    output_sqnr_db: float
+
+
+@dataclass(frozen=True)
+class ValidationReport(Artifact):
+    kind: ClassVar[str] = "validation_report"
+    float_model_fingerprint: str
+    baseline: AccuracyResult
+    methods: tuple[MethodResult, ...]
+    best_method: Estimator | None
+    max_drop_pp: float | None = None

@@ -1,0 +1,80 @@
+"""The ``edgeq`` command: parse, dispatch to a verb, map errors to documented exit codes.
+
+argparse is deliberate: no dependency for the slim device install, fast start-up (verbs import
+TensorFlow lazily, only when they need it), and full control of the one-line error contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from edgeq import __version__
+from edgeq.errors import EdgeqError, ExitCode, UsageError
+
+#: Verb modules, each exposing ``register(subparsers)``. A verb is listed here when its issue lands.
+VERB_MODULES: tuple[str, ...] = ("edgeq.cli.zoo",)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage mistakes as one line (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _OneLineParser(
+        prog="edgeq",
+        description="Full-integer INT8 TensorFlow Lite models for the edge, proven on the target.",
+        epilog="exit codes: 0 success, 1 a check or gate failed, 2 bad usage or bad input, "
+        "3 requested backend unavailable, 4 internal error (a bug: please report it with --debug output)",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeq {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_OneLineParser)
+    for module_name in VERB_MODULES:
+        importlib.import_module(module_name).register(verbs)
+    return parser
+
+
+def _quiet_frameworks() -> None:
+    """Keep TensorFlow's C++ start-up chatter off the user's terminal (before it is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("EDGEQ_DEBUG") == "1"
+    _quiet_frameworks()
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+        if handler is None:
+            build_parser().print_help(sys.stderr)
+            return ExitCode.BAD_INPUT
+        return int(handler(args))
+    except EdgeqError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"edgeq: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("edgeq: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user mistake: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"edgeq: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return int(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The one place that creates a LiteRT interpreter: ai_edge_litert, else tflite_runtime, else tf.lite.
+
+Never imports TensorFlow unless both lighter runtimes are missing, so the device harness stays slim.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeq.errors import BackendUnavailable, InputError
+
+_RUNTIMES = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime", "tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow", "tensorflow.lite.python.interpreter", "tensorflow"),
+)
+
+
+class CpuKernels(enum.StrEnum):
+    """Which CPU kernels run the graph."""
+
+    REF = "ref"  # reference kernels: slow, the numerical ground truth
+    CPU = "cpu"  # builtin optimized kernels, no default delegate
+    XNNPACK = "xnnpack"  # builtin kernels with the XNNPACK delegate applied by default
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+    module: Any
+
+
+def load_runtime() -> Runtime:
+    """The first LiteRT runtime that imports, with its distribution version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reasons = []
+    for name, module_name, dist in _RUNTIMES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            reasons.append(f"{name}: {exc}")
+            continue
+        try:
+            dist_version = version(dist)
+        except PackageNotFoundError:
+            dist_version = "unknown"
+        return Runtime(name=name, version=dist_version, module=module)
+    raise BackendUnavailable("no LiteRT runtime found (" + "; ".join(reasons) + ")")
+
+
+def make_interpreter(model: bytes | str | Path, kernels: CpuKernels = CpuKernels.XNNPACK,
+                     threads: int = 1, preserve_all_tensors: bool = False) -> tuple[Any, Runtime]:
+    """An interpreter with tensors allocated, for a model given as bytes or a path."""
+    runtime = load_runtime()
+    api = runtime.module
+    resolver = {
+        CpuKernels.REF: api.OpResolverType.BUILTIN_REF,
+        CpuKernels.CPU: api.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        CpuKernels.XNNPACK: api.OpResolverType.AUTO,
+    }[CpuKernels(kernels)]
+    source: dict[str, Any]
+    if isinstance(model, bytes):
+        source = {"model_content": model}
+    else:
+        if not Path(model).is_file():
+            raise InputError(f"no such model file: {model}")
+        source = {"model_path": str(model)}
+    try:
+        interpreter = api.Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver,
+                                      experimental_preserve_all_tensors=preserve_all_tensors)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the runtime could not load the model: {first_line}") from exc
+    return interpreter, runtime
