@@ -12,8 +12,7 @@ import os
 import platform
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+from edgeq.tfimport import import_tensorflow
 from edgeq_models import ZOO, build
 
 #: Minimum test-split top-1 per model (issue 2): CNNs >= 97 %, the attention model >= 90 %.
@@ -25,6 +24,7 @@ def main() -> int:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--force", action="store_true", help="retrain even when cached")
     args = parser.parse_args()
+    import_tensorflow("the zoo benchmark")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print("| model | dataset | params | val top-1 | test top-1 | target | train s |")
     print("|---|---|---:|---:|---:|---:|---:|")

@@ -20,7 +20,10 @@ def run(model_name: str, out_dir: Path) -> int:
     from edgeq.files import write_bytes_atomic
     from edgeq.harness.accuracy import run_batch1, top1
     from edgeq.preprocess import apply_preprocessing
+    from edgeq.tfimport import import_tensorflow
     from edgeq.tflite.runtime import CpuKernels, make_interpreter
+
+    import_tensorflow("the demo")
     from edgeq_models.train import keras_accuracy
     from edgeq_models.zoo import build, entry, load_model, test_split
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.cli.output import print_json, print_table
-from edgeq.errors import UsageError, require
+from edgeq.errors import UsageError
+from edgeq.tfimport import import_tensorflow
 
 
 def register(verbs: Any) -> None:
@@ -61,7 +62,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError(f"output must end in .keras, got {output}")
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
-    require("tensorflow", "edgeq zoo build")
+    import_tensorflow("edgeq zoo build")
     recipe = zoo_entry.recipe if args.epochs is None else dataclasses.replace(zoo_entry.recipe,
                                                                                 epochs=args.epochs)
     built = build(args.name, recipe=recipe, cache=args.cache_dir, force=args.force)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeq.errors import require
+from edgeq.quiet import native_output_captured
+from edgeq.tfimport import import_tensorflow
 
 if TYPE_CHECKING:
     import keras
@@ -16,13 +17,13 @@ if TYPE_CHECKING:
 
 def keras_to_float_tflite(model: "keras.Model", batch_size: int = 1) -> bytes:
     """Convert a Keras model to a float32 ``.tflite`` flatbuffer with static batch ``batch_size``."""
-    require("tensorflow", "converting a Keras model")
+    tf = import_tensorflow("converting a Keras model")
     import keras
-    import tensorflow as tf
 
     inputs = [keras.Input(shape=tuple(t.shape[1:]), batch_size=batch_size, name=t.name.split(":")[0],
                           dtype=t.dtype) for t in model.inputs]
     outputs = model(inputs if len(inputs) > 1 else inputs[0])
     static = keras.Model(inputs, outputs, name=model.name)
     converter = tf.lite.TFLiteConverter.from_keras_model(static)
-    return bytes(converter.convert())
+    with native_output_captured():  # the exporter prints its SavedModel signature to stdout
+        return bytes(converter.convert())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import BackendUnavailable, InputError
+from edgeq.quiet import native_output_captured
 
 _RUNTIMES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -72,10 +73,12 @@ def make_interpreter(model: bytes | str | Path, kernels: CpuKernels = CpuKernels
             raise InputError(f"no such model file: {model}")
         source = {"model_path": str(model)}
     try:
-        interpreter = api.Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver,
-                                      experimental_preserve_all_tensors=preserve_all_tensors)
-        interpreter.allocate_tensors()
+        with native_output_captured((2,)) as captured:  # "INFO: Created XNNPACK delegate" and errors
+            interpreter = api.Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver,
+                                          experimental_preserve_all_tensors=preserve_all_tensors)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"the runtime could not load the model: {first_line}") from exc
+        lines = str(exc).strip().splitlines()
+        reason = captured.first_error_line() or (lines[0] if lines else type(exc).__name__)
+        raise InputError(f"the runtime could not load the model: {reason}") from exc
     return interpreter, runtime
