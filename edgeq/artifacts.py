@@ -207,18 +207,25 @@ class RangeTable(Artifact):
 
 @dataclass(frozen=True)
 class QuantizedArtifact(Artifact):
-    """An INT8 model on disk and everything needed to trust or reproduce it."""
+    """An INT8 model on disk and everything needed to trust or reproduce it (the sidecar JSON)."""
 
     kind: ClassVar[str] = "quantized_artifact"
     path: str
     sha256: str
-    source_fingerprint: str
+    source: str
+    source_fingerprint: str  # sha256 of the source model file
+    float_fingerprint: str  # sha256 of the float flatbuffer that was calibrated (after rewrites)
     calibration_fingerprint: str
+    calibration_samples: int
     io_type: IOType
     ranges: RangeTable
     float_bytes: int
     int8_bytes: int
+    size_ratio: float  # float_bytes / int8_bytes
     recipe: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None
+    rewrites: dict[str, int] = field(default_factory=dict)  # float-graph rewrites applied, with counts
+    float_ops: tuple[str, ...] = ()  # ops left in float (only with allow_float_ops)
     tool_versions: dict[str, str] = field(default_factory=dict)
 
 

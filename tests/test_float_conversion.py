@@ -7,7 +7,7 @@ import pytest
 
 import edgeq_models.zoo as zoo
 from datagen.bundled import load_digits
-from edgeq.convert.load import keras_to_float_tflite
+from edgeq.converter.load import keras_to_float_tflite
 from edgeq.errors import InputError
 from edgeq.harness.accuracy import _dequantize, _quantize, run_batch1, top1
 from edgeq.preprocess import apply_preprocessing

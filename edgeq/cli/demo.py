@@ -16,7 +16,7 @@ from edgeq.cli.output import print_table
 
 
 def run(model_name: str, out_dir: Path) -> int:
-    from edgeq.convert.load import keras_to_float_tflite
+    from edgeq.converter.load import keras_to_float_tflite
     from edgeq.files import write_bytes_atomic
     from edgeq.harness.accuracy import run_batch1, top1
     from edgeq.preprocess import apply_preprocessing

@@ -1,0 +1,1 @@
+"""Calibration: streaming activation statistics and the range estimators built on them."""

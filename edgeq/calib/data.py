@@ -1,0 +1,193 @@
+"""Calibration inputs: arrays, image folders or bundled data, fed to a model one sample at a time.
+
+Images stay uint8 until the preprocessing spec turns each sample into model input, so a set of a
+few hundred 224×224 images costs its uint8 size, not four times that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.artifacts import ChannelOrder, Interpolation, Preprocessing
+from edgeq.errors import InputError
+from edgeq.preprocess import apply_preprocessing
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+BUNDLED_PREFIXES = ("digits:", "lfw:")
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What one model input expects (batch dimension excluded)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Per-input sample arrays (uint8 images or ready float input) plus how to preprocess them."""
+
+    source: str
+    arrays: tuple[np.ndarray, ...]  # one per model input, each (N, ...)
+    preprocessing: Preprocessing | None  # applied to uint8 image arrays; None: arrays are model input
+
+    def __len__(self) -> int:
+        return int(self.arrays[0].shape[0])
+
+    def samples(self, inputs: Sequence[ModelInput]) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """(sample index, batch-1 float32 arrays per input), validated against the model's inputs."""
+        if len(self.arrays) != len(inputs):
+            raise InputError(f"calibration data has {len(self.arrays)} input array(s), the model has {len(inputs)}")
+        for i in range(len(self)):
+            batch = []
+            for array, model_input in zip(self.arrays, inputs, strict=True):
+                sample = array[i : i + 1]
+                if self.preprocessing is not None and sample.dtype == np.uint8 and sample.ndim == 4:
+                    sample = apply_preprocessing(self.preprocessing, sample)
+                sample = np.asarray(sample, dtype=np.float32)
+                if tuple(sample.shape[1:]) != model_input.shape:
+                    raise InputError(f"calibration samples are shaped {tuple(sample.shape[1:])}, model input "
+                                     f"'{model_input.name}' expects {model_input.shape}")
+                if not np.all(np.isfinite(sample)):
+                    raise InputError(f"calibration sample {i} of {self.source} contains NaN or Inf")
+                batch.append(sample)
+            yield i, batch
+
+    def fingerprint(self) -> str:
+        """sha256 of the raw arrays and the preprocessing: equal sets give equal fingerprints."""
+        digest = hashlib.sha256()
+        for array in self.arrays:
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        spec = self.preprocessing.to_dict() if self.preprocessing else None
+        digest.update(json.dumps(spec, sort_keys=True).encode())
+        return digest.hexdigest()
+
+
+def parse_preprocessing(text: str | None) -> Preprocessing | None:
+    """A spec from a JSON file, or inline ``size=32x32,mean=127.5,std=127.5,order=rgb,interp=bilinear``.
+
+    Inline lists use ``/`` between channel values: ``mean=123.7/116.3/103.5``.
+    """
+    if text is None:
+        return None
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise InputError(f"no such preprocessing file: {path}")
+        try:
+            document = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        if not isinstance(document, dict):
+            raise InputError(f"{path} must hold a JSON object")
+        return Preprocessing.from_dict({"kind": Preprocessing.kind, "schema_version": 1, **document})
+    fields: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise InputError(f"preprocessing item {part!r} is not key=value")
+        if key not in ("size", "mean", "std", "order", "interp"):
+            raise InputError(f"unknown preprocessing key {key!r} (size, mean, std, order, interp)")
+        try:
+            if key == "size":
+                height, width = (int(v) for v in value.lower().split("x"))
+                fields["size"] = (height, width)
+            elif key in ("mean", "std"):
+                fields[key] = tuple(float(v) for v in value.split("/"))
+            elif key == "order":
+                fields["channel_order"] = ChannelOrder(value)
+            else:
+                fields["interpolation"] = Interpolation(value)
+        except ValueError:
+            raise InputError(f"bad preprocessing value {part!r}") from None
+    return Preprocessing(**fields)  # type: ignore[arg-type]
+
+
+def _load_npz(path: Path, inputs: Sequence[ModelInput]) -> tuple[np.ndarray, ...]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not arrays:
+        raise InputError(f"{path} holds no arrays")
+    if len(arrays) == 1 and len(inputs) == 1:
+        return (next(iter(arrays.values())),)
+    missing = [i.name for i in inputs if i.name not in arrays]
+    if missing:
+        raise InputError(f"{path} has arrays {sorted(arrays)}; the model's inputs are "
+                         f"{[i.name for i in inputs]} (missing {missing})")
+    return tuple(arrays[i.name] for i in inputs)
+
+
+def _load_image_folder(folder: Path, model_input: ModelInput) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    if len(model_input.shape) != 3:
+        raise InputError(f"an image folder needs an image input (H, W, C); the model input is {model_input.shape}")
+    height, width, channels = model_input.shape
+    mode = "L" if channels == 1 else "RGB"
+    images = np.empty((len(files), height, width, channels), dtype=np.uint8)
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as img:
+                resized = img.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"cannot decode image {file}: {exc}") from None
+        images[i] = np.asarray(resized).reshape(height, width, channels)
+    return images
+
+
+def _load_bundled(name: str) -> np.ndarray:
+    from datagen import bundled
+
+    dataset, _, split = name.partition(":")
+    loader = bundled.load_digits if dataset == "digits" else bundled.load_lfw
+    return loader(split).images  # type: ignore[arg-type]
+
+
+def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preprocessing: Preprocessing | None,
+                     limit: int | None = None) -> CalibrationSet:
+    """Open ``source`` (.npy, .npz, an image folder, or ``digits:train`` / ``lfw:train``)."""
+    text = str(source)
+    path = Path(text)
+    if text.startswith(BUNDLED_PREFIXES) and not path.exists():
+        arrays: tuple[np.ndarray, ...] = (_load_bundled(text),)
+    elif path.is_dir():
+        if len(inputs) != 1:
+            raise InputError("an image folder can only calibrate a single-input model")
+        arrays = (_load_image_folder(path, inputs[0]),)
+    elif path.suffix == ".npy" and path.is_file():
+        try:
+            arrays = (np.load(path, allow_pickle=False),)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {path}: {exc}") from None
+    elif path.suffix == ".npz" and path.is_file():
+        arrays = _load_npz(path, inputs)
+    elif not path.exists():
+        raise InputError(f"no such calibration data: {text}")
+    else:
+        raise InputError(f"calibration data must be .npy, .npz, an image folder or digits:/lfw:<split>: {text}")
+    for array in arrays:
+        if array.dtype.kind not in "uif" or array.ndim < 1:
+            raise InputError(f"calibration arrays must be numeric, got {array.dtype} in {text}")
+        if array.shape[0] != arrays[0].shape[0]:
+            raise InputError(f"calibration arrays in {text} have different sample counts")
+    if arrays[0].shape[0] == 0:
+        raise InputError(f"calibration set {text} is empty")
+    if limit is not None:
+        arrays = tuple(a[:limit] for a in arrays)
+    if preprocessing is None and any(a.dtype == np.uint8 and a.ndim == 4 for a in arrays):
+        preprocessing = Preprocessing()  # uint8 images are fed as 0..255 floats unless told otherwise
+    return CalibrationSet(source=text, arrays=arrays, preprocessing=preprocessing)

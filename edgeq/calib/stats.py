@@ -1,0 +1,227 @@
+"""Streaming, mergeable per-tensor statistics of bounded size.
+
+A tensor's statistics are its value count, its exact min and max, and a fixed-size histogram over
+``[-radius, radius]``. The grid depends only on the data's max|x|: ``radius`` is the smallest power of two
+that covers it. When new data exceeds the radius, the radius doubles (as often as needed) and adjacent
+bin pairs are summed into the middle half of the new grid. Power-of-two scaling is exact in floating
+point and the binning rule below is stable under halving, so stats collected in any order, with any
+batch split, or merged from partial stats are bit-identical. Memory never grows with the sample count.
+
+Binning rule, with ``t = x / bin_width`` and ``H = HIST_BINS // 2``: a bin is closed on the side away
+from zero. ``t`` in ``[0, 1]`` goes to bin ``H``, ``(c-1, c]`` to bin ``H + c - 1`` and ``[-c, -(c-1))``
+to bin ``H - c``. So ``+radius`` lands in the last bin, ``-radius`` in the first, and zero in bin ``H``
+(also when the radius is 0, i.e. the tensor has been all zeros so far).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeq.errors import InputError
+
+HIST_BINS = 4096
+_HALF = HIST_BINS // 2
+# Radii are clamped to 2**MIN_EXPONENT .. 2**MAX_EXPONENT: below, bin widths would approach float64
+# subnormals (and lose exactness); above, edges would overflow. float32 activations never reach either.
+MIN_EXPONENT = -100
+MAX_EXPONENT = 1000
+_FIELDS = ("count", "min", "max", "radius", "hist")
+
+
+def radius_for(abs_max: float) -> float:
+    """The histogram radius for data with this max|x|: the smallest power of two >= it (0.0 for 0)."""
+    if abs_max == 0:
+        return 0.0
+    mantissa, exponent = math.frexp(abs_max)  # abs_max = mantissa * 2**exponent, mantissa in [0.5, 1)
+    k = max(exponent - 1 if mantissa == 0.5 else exponent, MIN_EXPONENT)
+    if k > MAX_EXPONENT:
+        raise ValueError(f"values up to {abs_max:g} are too large to histogram")
+    return math.ldexp(1.0, k)
+
+
+def _bin_indices(values: np.ndarray, radius: float) -> np.ndarray:
+    """Bin index of each value on the grid of ``radius`` (> 0), by the rule in the module docstring."""
+    per_unit = _HALF / radius  # a power of two: the product below is exact
+    # At least 1: a tiny nonzero value whose scaled magnitude underflowed to 0 still belongs to the first bin
+    # on its side, exactly as it would on any smaller radius.
+    c = np.maximum(np.ceil(np.abs(values) * per_unit), 1.0).astype(np.int64)
+    return np.where(values > 0, _HALF - 1 + c, np.where(values < 0, _HALF - c, _HALF))
+
+
+def _regrid(hist: np.ndarray, radius: float, new_radius: float) -> np.ndarray:
+    """``hist`` on the grid of ``new_radius`` (a power-of-two multiple of ``radius``): exact pair sums."""
+    if radius == 0 or radius == new_radius:
+        return hist.copy()  # radius 0: all mass is at zero, which is bin _HALF on every grid
+    doublings = math.frexp(new_radius)[1] - math.frexp(radius)[1]
+    # After 12 doublings every value sits in one of the two centre bins, a fixed point of the fold.
+    for _ in range(min(doublings, 16)):
+        folded = np.zeros_like(hist)
+        folded[_HALF // 2: _HALF // 2 + _HALF] = hist[0::2] + hist[1::2]
+        hist = folded
+    return hist
+
+
+def _interpolate(counts: np.ndarray, lows: np.ndarray, highs: np.ndarray, target: float) -> float:
+    """The point below which ``target`` of the mass lies, mass spread uniformly over each [low, high]."""
+    cumulative = np.cumsum(counts)
+    b = min(int(np.searchsorted(cumulative, target, side="left")), len(counts) - 1)
+    before = float(cumulative[b] - counts[b])
+    frac = (target - before) / float(counts[b])
+    if frac >= 1.0:
+        return float(highs[b])
+    return float(lows[b] + max(frac, 0.0) * (highs[b] - lows[b]))
+
+
+def _check_q(q: float) -> None:
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+
+
+@dataclass(eq=False)
+class TensorStats:
+    """Count, exact min/max and a power-of-two-radius histogram of every value a tensor took."""
+
+    count: int  # number of values seen
+    min: float  # exact observed min (inf when empty)
+    max: float  # exact observed max (-inf when empty)
+    radius: float  # histogram covers [-radius, radius]; a power of two >= max|x|, 0.0 when empty or all-zero
+    hist: np.ndarray  # int64 counts, shape (HIST_BINS,), uniform bins over [-radius, radius]
+
+    @classmethod
+    def empty(cls) -> TensorStats:
+        return cls(count=0, min=math.inf, max=-math.inf, radius=0.0, hist=np.zeros(HIST_BINS, dtype=np.int64))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TensorStats):
+            return NotImplemented
+        return (self.count == other.count and self.min == other.min and self.max == other.max
+                and self.radius == other.radius and np.array_equal(self.hist, other.hist))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    @property
+    def abs_max(self) -> float:
+        """max|x| (0.0 when empty)."""
+        return max(-self.min, self.max) if self.count else 0.0
+
+    def update(self, values: np.ndarray) -> None:
+        """Add every element of ``values`` (any shape). Raises ValueError on NaN/Inf, leaving self unchanged."""
+        array = np.asarray(values)
+        if array.dtype.kind not in "fiub":
+            raise TypeError(f"tensor stats need real numbers, got dtype {array.dtype}")
+        flat = array.astype(np.float64, copy=False).ravel()
+        if flat.size == 0:
+            return
+        if not np.isfinite(flat).all():
+            raise ValueError("values contain non-finite numbers (NaN or Inf)")
+        lo, hi = float(flat.min()), float(flat.max())
+        radius = max(self.radius, radius_for(max(-lo, hi)))
+        hist = _regrid(self.hist, self.radius, radius)
+        if radius == 0:
+            hist[_HALF] += flat.size
+        else:
+            hist += np.bincount(_bin_indices(flat, radius), minlength=HIST_BINS)
+        self.hist, self.radius = hist, radius
+        self.count += int(flat.size)
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+
+    def merge(self, other: TensorStats) -> TensorStats:
+        """The stats of both data sets together; neither operand changes."""
+        radius = max(self.radius, other.radius)
+        hist = _regrid(self.hist, self.radius, radius) + _regrid(other.hist, other.radius, radius)
+        return TensorStats(count=self.count + other.count, min=min(self.min, other.min),
+                           max=max(self.max, other.max), radius=radius, hist=hist)
+
+    def bin_edges(self) -> np.ndarray:
+        """HIST_BINS + 1 edges from -radius to radius (all 0.0 while the radius is 0)."""
+        return (np.arange(HIST_BINS + 1, dtype=np.float64) - _HALF) * (self.radius / _HALF)
+
+    def bin_centers(self) -> np.ndarray:
+        edges = self.bin_edges()
+        return (edges[:-1] + edges[1:]) / 2
+
+    def occupied_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(counts, lows, highs) of the nonempty bins, edges tightened to the observed [min, max].
+
+        Tightening makes interpolation exact at the extremes: the lowest bin starts at min, the highest
+        ends at max. An all-zero tensor is one bin with low == high == 0.
+        """
+        self._require_data()
+        nonempty = np.flatnonzero(self.hist)
+        edges = self.bin_edges()
+        lows = np.maximum(edges[nonempty], self.min)
+        highs = np.minimum(edges[nonempty + 1], self.max)
+        return self.hist[nonempty], lows, highs
+
+    def quantile(self, q: float) -> float:
+        """Signed quantile from the histogram (uniform within a bin), within [min, max]."""
+        _check_q(q)
+        counts, lows, highs = self.occupied_bins()
+        return min(max(_interpolate(counts, lows, highs, q * self.count), self.min), self.max)
+
+    def abs_quantile(self, q: float) -> float:
+        """Quantile of |x| from the histogram folded at zero, within [min|x|-bound, max|x|]."""
+        _check_q(q)
+        self._require_data()
+        if self.radius == 0:
+            return 0.0
+        # Folded bin j holds |x| in (j, j+1] bin widths (j = 0 also holds exact zeros).
+        folded = self.hist[_HALF:] + self.hist[_HALF - 1::-1]
+        nonempty = np.flatnonzero(folded)
+        width = self.radius / _HALF
+        if self.min >= 0:
+            floor = self.min
+        elif self.max <= 0:
+            floor = -self.max
+        else:
+            floor = 0.0
+        lows = np.maximum(nonempty * width, floor)
+        highs = np.minimum((nonempty + 1) * width, self.abs_max)
+        value = _interpolate(folded[nonempty], lows, highs, q * self.count)
+        return min(max(value, floor), self.abs_max)
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Arrays named ``prefix + field`` for ``np.savez``; ``from_arrays`` reads them back exactly."""
+        return {
+            f"{prefix}count": np.array(self.count, dtype=np.int64),
+            f"{prefix}min": np.array(self.min, dtype=np.float64),
+            f"{prefix}max": np.array(self.max, dtype=np.float64),
+            f"{prefix}radius": np.array(self.radius, dtype=np.float64),
+            f"{prefix}hist": self.hist.copy(),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str) -> TensorStats:
+        """Rebuild stats written by ``to_arrays``; InputError if they are missing or inconsistent."""
+        missing = [f"{prefix}{name}" for name in _FIELDS if f"{prefix}{name}" not in arrays]
+        if missing:
+            raise InputError(f"tensor stats are missing {', '.join(missing)}")
+        hist = np.asarray(arrays[f"{prefix}hist"])
+        try:
+            count = int(arrays[f"{prefix}count"])
+            lo, hi = float(arrays[f"{prefix}min"]), float(arrays[f"{prefix}max"])
+            radius = float(arrays[f"{prefix}radius"])
+        except (TypeError, ValueError):
+            raise InputError(f"tensor stats {prefix!r} hold non-scalar fields") from None
+        problem = None
+        if hist.shape != (HIST_BINS,) or hist.dtype.kind not in "iu" or (hist < 0).any():
+            problem = f"histogram is not {HIST_BINS} non-negative integer counts"
+        elif int(hist.sum()) != count:
+            problem = "histogram total differs from the count"
+        elif count and not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            problem = "min/max are not a finite interval"
+        elif count and radius != radius_for(max(-lo, hi)):
+            problem = "radius is not the smallest power of two covering the data"
+        elif not count and (radius != 0 or lo != math.inf or hi != -math.inf):
+            problem = "empty stats carry a range"
+        if problem:
+            raise InputError(f"tensor stats {prefix!r} are inconsistent: {problem}")
+        return cls(count=count, min=lo, max=hi, radius=radius, hist=hist.astype(np.int64))
+
+    def _require_data(self) -> None:
+        if self.count == 0:
+            raise ValueError("no values have been collected for this tensor")

@@ -1,0 +1,135 @@
+"""``edgeq calibrate`` and ``edgeq convert``: float model + calibration data -> stats / INT8 model."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from typing import Any
+
+from edgeq.artifacts import Estimator, IOType
+from edgeq.cli.output import print_json, print_table
+from edgeq.cli.progress import progress_printer
+from edgeq.errors import UsageError
+
+MODEL_HELP = "float model: .keras/.h5, a SavedModel folder, or a float .tflite"
+CALIB_HELP = "calibration data: .npy, .npz (one array per input name), an image folder, or digits:/lfw:<split>"
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.lower().replace("x", ",").split(",") if d)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}; use e.g. 224x224x3 (no batch)") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}; dimensions must be positive")
+    return dims
+
+
+def _thresholds(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad thresholds {text!r}; use LOW,HIGH such as 3,10") from None
+    return low, high
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preprocess", metavar="SPEC",
+                        help="preprocessing for uint8 images: a JSON file or inline "
+                             "'size=32x32,mean=127.5,std=127.5,order=rgb' (default: pixels as 0..255 floats)")
+    parser.add_argument("--input-shape", type=_shape, metavar="HxWxC",
+                        help="static input shape without the batch (default: the model's own, batch 1)")
+    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N calibration samples")
+
+
+def register(verbs: Any) -> None:
+    calibrate = verbs.add_parser("calibrate", help="collect activation statistics of a float model",
+                                 description="Run the float model once over the calibration data and save "
+                                             "per-tensor statistics for 'edgeq convert --stats'.")
+    calibrate.add_argument("model", help=MODEL_HELP)
+    calibrate.add_argument("--calib", required=True, metavar="SET", help=CALIB_HELP)
+    calibrate.add_argument("-o", "--output", required=True, help="statistics file to write (.npz)")
+    _add_data_arguments(calibrate)
+    calibrate.set_defaults(handler=run_calibrate)
+
+    convert = verbs.add_parser("convert", help="full-integer INT8 .tflite with chosen activation ranges",
+                               description="Convert a float model to a full-integer INT8 TFLite model and a "
+                                           "JSON sidecar describing every activation range and why it was chosen.")
+    convert.add_argument("model", help=MODEL_HELP)
+    source = convert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--calib", metavar="SET", help=CALIB_HELP)
+    source.add_argument("--stats", metavar="FILE", help="statistics from 'edgeq calibrate' (same model)")
+    convert.add_argument("-o", "--output", required=True, help="INT8 model to write (.tflite); sidecar: .json")
+    convert.add_argument("--method", choices=[e.value for e in Estimator],
+                         help="activation-range estimator (default auto)")
+    convert.add_argument("--percentile", type=float, help="percentile for the percentile estimator (99.99)")
+    convert.add_argument("--auto-thresholds", type=_thresholds, metavar="LOW,HIGH",
+                         help="outlier-ratio thresholds of auto: minmax below LOW, percentile up to HIGH, "
+                              "mse above (3,10)")
+    convert.add_argument("--io", choices=[e.value for e in IOType], help="model input/output type (int8)")
+    granularity = convert.add_mutually_exclusive_group()
+    granularity.add_argument("--per-tensor", action="store_true", default=None,
+                             help="per-tensor weights everywhere (default per-axis)")
+    granularity.add_argument("--per-tensor-dense", action="store_true", default=None,
+                             help="per-tensor weights for FULLY_CONNECTED only")
+    convert.add_argument("--allow-float-ops", action="store_true", default=None,
+                         help="leave ops without an int8 kernel in float (listed in the sidecar) instead of failing")
+    convert.add_argument("--recipe", metavar="FILE", help="YAML/JSON recipe with per-tensor/per-op overrides")
+    convert.add_argument("--json", action="store_true", help="print the sidecar JSON instead of a summary")
+    _add_data_arguments(convert)
+    convert.set_defaults(handler=run_convert)
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.converter.api import calibrate
+
+    _check_limit(args.limit)
+    if Path(args.output).suffix != ".npz":
+        raise UsageError(f"statistics output must end in .npz, got {args.output}")
+    result = calibrate(args.model, args.calib, preprocessing=parse_preprocessing(args.preprocess),
+                       input_shape=args.input_shape, limit=args.limit, progress=progress_printer("calibrating"))
+    result.stats.save(args.output)
+    print(f"{len(result.stats.tensors)} activation tensors over {result.stats.samples} samples -> {args.output}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.converter.api import convert
+    from edgeq.converter.recipe import QuantRecipe, load_recipe
+
+    _check_limit(args.limit)
+    recipe = load_recipe(args.recipe) if args.recipe else QuantRecipe()
+    recipe = recipe.with_updates(
+        method=Estimator(args.method) if args.method else None, percentile=args.percentile,
+        auto_thresholds=args.auto_thresholds, io=IOType(args.io) if args.io else None,
+        per_tensor=args.per_tensor, per_tensor_dense=args.per_tensor_dense, allow_float_ops=args.allow_float_ops)
+    artifact = convert(args.model, args.output, calib=args.calib, stats=args.stats, recipe=recipe,
+                       preprocessing=parse_preprocessing(args.preprocess), input_shape=args.input_shape,
+                       limit=args.limit, progress=progress_printer("calibrating"))
+    if args.json:
+        print_json(artifact.to_dict())
+        return 0
+    chosen = Counter(r.estimator.value for r in artifact.ranges.ranges)
+    clipped = max(artifact.ranges.ranges, key=lambda r: r.clip_fraction)
+    print_table(["", ""], [
+        ["model", artifact.path],
+        ["source", artifact.source],
+        ["io", artifact.io_type.value],
+        ["calibration samples", artifact.calibration_samples],
+        ["activation ranges", ", ".join(f"{k} {v}" for k, v in sorted(chosen.items()))],
+        ["most clipped tensor", f"{clipped.name} ({clipped.clip_fraction:.3%})"],
+        ["size", f"{artifact.float_bytes / 1024:.1f} KiB float -> {artifact.int8_bytes / 1024:.1f} KiB int8 "
+                 f"({artifact.size_ratio:.2f}x smaller)"],
+        ["float ops left", ", ".join(artifact.float_ops) or "none"],
+        ["sidecar", str(artifact.path).removesuffix(".tflite") + ".json"],
+    ])
+    return 0

@@ -1,0 +1,144 @@
+"""``calibrate`` and ``convert``: the Python API the CLI verbs mirror. Returns artifacts, never prints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeq.artifacts import Estimator, Preprocessing, QuantizedArtifact, RangeTable, TensorRange
+from edgeq.calib.collect import ActivationStats, collect, model_inputs
+from edgeq.calib.data import CalibrationSet, load_calibration
+from edgeq.calib.estimators import estimate
+from edgeq.converter.load import FloatModel, load_float_model
+from edgeq.converter.quantize import float_ops, quantize
+from edgeq.converter.recipe import QuantRecipe
+from edgeq.errors import InputError, UsageError
+from edgeq.files import atomic_path
+from edgeq.tflite import model as tfl
+from edgeq.tflite.runtime import CpuKernels, make_interpreter
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    float_model: FloatModel
+    data: CalibrationSet | None
+    stats: ActivationStats
+
+
+def _calibration_data(float_model: FloatModel, calib: str | Path, preprocessing: Preprocessing | None,
+                      limit: int | None) -> CalibrationSet:
+    interpreter, _ = make_interpreter(float_model.flatbuffer, CpuKernels.CPU)
+    return load_calibration(calib, model_inputs(interpreter), preprocessing, limit)
+
+
+def calibrate(model: str | Path, calib: str | Path, *, preprocessing: Preprocessing | None = None,
+              input_shape: tuple[int, ...] | None = None, limit: int | None = None,
+              progress: Progress | None = None) -> Calibration:
+    """Run the float model over the calibration set once and collect per-tensor statistics."""
+    float_model = load_float_model(model, input_shape)
+    data = _calibration_data(float_model, calib, preprocessing, limit)
+    return Calibration(float_model, data, collect(float_model.flatbuffer, data, progress))
+
+
+def choose_ranges(stats: ActivationStats, recipe: QuantRecipe) -> RangeTable:
+    """A range per activation tensor: the recipe's method, or the first override rule that matches."""
+    used = [0] * len(recipe.overrides)
+    ranges = []
+    for index in sorted(stats.tensors):
+        name, producer = stats.names[index], stats.producers[index]
+        method, percentile, why = recipe.method, recipe.percentile, ""
+        for k, rule in enumerate(recipe.overrides):
+            if rule.matches(name, producer):
+                used[k] += 1
+                method = rule.method
+                percentile = rule.percentile if rule.percentile is not None else recipe.percentile
+                why = f"recipe override #{k + 1} ({rule.describe()}); "
+                break
+        tensor_stats = stats.tensors[index]
+        if tensor_stats.count == 0:
+            raise InputError(f"tensor '{name}' was never computed during calibration")
+        choice = estimate(tensor_stats, method, percentile=percentile, auto_thresholds=recipe.auto_thresholds)
+        ranges.append(TensorRange(name=name, min=float(choice.lo), max=float(choice.hi), estimator=choice.estimator,
+                                  rule=why + choice.rule, outlier_ratio=float(choice.outlier_ratio),
+                                  clip_fraction=float(choice.clip_fraction)))
+    unused = [k for k, n in enumerate(used) if n == 0]
+    if unused:
+        rule = recipe.overrides[unused[0]]
+        raise InputError(f"recipe override #{unused[0] + 1} ({rule.describe()}) matches no activation tensor")
+    return RangeTable(model_fingerprint=stats.model_fingerprint, ranges=tuple(ranges))
+
+
+def _tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import edgeq
+
+    found = {"edgeq": edgeq.__version__}
+    for package in ("tensorflow", "ai-edge-litert", "numpy"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "absent"
+    return found
+
+
+def sidecar_path(output: str | Path) -> Path:
+    return Path(output).with_suffix(".json")
+
+
+def convert(model: str | Path, output: str | Path, *, calib: str | Path | None = None,
+            stats: str | Path | None = None, recipe: QuantRecipe | None = None,
+            preprocessing: Preprocessing | None = None, input_shape: tuple[int, ...] | None = None,
+            limit: int | None = None, progress: Progress | None = None) -> QuantizedArtifact:
+    """Calibrate (or reuse ``stats``), choose ranges, quantize, and write ``output`` + its JSON sidecar."""
+    recipe = recipe or QuantRecipe()
+    output = Path(output)
+    if output.suffix != ".tflite":
+        raise UsageError(f"output must end in .tflite, got {output}")
+    if (calib is None) == (stats is None):
+        raise UsageError("give exactly one of a calibration set (--calib) or a stats file (--stats)")
+    float_model = load_float_model(model, input_shape)
+    if stats is not None:
+        activation_stats = ActivationStats.load(stats)
+        if activation_stats.model_fingerprint != float_model.fingerprint:
+            raise InputError(f"stats file {stats} was collected on a different model "
+                             f"({activation_stats.model_fingerprint[:12]}, this one is {float_model.fingerprint[:12]})")
+        samples = activation_stats.samples
+        preprocessing = activation_stats.preprocessing
+    else:
+        assert calib is not None
+        data = _calibration_data(float_model, calib, preprocessing, limit)
+        preprocessing = data.preprocessing
+        activation_stats = collect(float_model.flatbuffer, data, progress)
+        samples = len(data)
+    table = choose_ranges(activation_stats, recipe)
+    index_of = {name: index for index, name in activation_stats.names.items()}
+    quantized = quantize(float_model.flatbuffer, {index_of[r.name]: (r.min, r.max) for r in table.ranges},
+                         recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
+    left_float = float_ops(quantized)
+    if left_float and not recipe.allow_float_ops:
+        names = ", ".join(sorted({op.op_type for op in left_float}))
+        raise InputError(f"cannot quantize {names} to int8 (first: {left_float[0]}); "
+                         "use --allow-float-ops to leave such ops in float")
+    artifact = QuantizedArtifact(
+        path=str(output), sha256=tfl.sha256(quantized), source=float_model.source,
+        source_fingerprint=float_model.source_fingerprint, float_fingerprint=float_model.fingerprint,
+        calibration_fingerprint=activation_stats.calibration_fingerprint, calibration_samples=samples,
+        io_type=recipe.io, ranges=table, float_bytes=float_model.source_bytes, int8_bytes=len(quantized),
+        size_ratio=round(float_model.source_bytes / len(quantized), 4), recipe=recipe.to_dict(),
+        preprocessing=preprocessing, rewrites={r.name: r.count for r in float_model.rewrites},
+        float_ops=tuple(str(op) for op in left_float), tool_versions=_tool_versions(),
+    )
+    sidecar = json.dumps(artifact.to_dict(), indent=2, sort_keys=True) + "\n"
+    with atomic_path(output) as model_tmp, atomic_path(sidecar_path(output)) as sidecar_tmp:
+        model_tmp.write_bytes(quantized)
+        sidecar_tmp.write_text(sidecar)
+    return artifact
+
+
+def estimator_names() -> list[str]:
+    return [e.value for e in Estimator]

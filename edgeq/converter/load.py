@@ -1,0 +1,158 @@
+"""Any supported float model -> a float TFLite flatbuffer with a static input shape (batch 1 by default).
+
+Inputs: Keras ``.keras``/``.h5`` files, SavedModel folders and float ``.tflite`` files from any
+exporter. A dynamic batch leaves SHAPE/PACK/GATHER and QUANTIZE/DEQUANTIZE ops in an "int8"
+graph, so the batch is fixed here. The float-graph rewrites (edgeq.converter.rewrite) run last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeq.converter.rewrite import RewriteCount, apply_rewrites
+from edgeq.errors import InputError
+from edgeq.quiet import native_output_captured
+from edgeq.tfimport import import_tensorflow
+from edgeq.tflite import model as tfl
+
+if TYPE_CHECKING:
+    import keras
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class FloatModel:
+    """A float flatbuffer ready for calibration, and where it came from."""
+
+    flatbuffer: bytes  # after rewrites: what stats are collected on and ranges stamped into
+    source: str
+    source_fingerprint: str  # sha256 of the source file (or of the SavedModel's saved_model.pb)
+    source_bytes: int  # size of the float model as converted, before rewrites
+    rewrites: tuple[RewriteCount, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        return tfl.sha256(self.flatbuffer)
+
+
+def _static(shape: tuple[int | None, ...], override: tuple[int, ...] | None, batch_size: int,
+            what: str) -> tuple[int, ...]:
+    if override is not None:
+        if len(override) != len(shape) - 1:
+            raise InputError(f"--input-shape {override} has rank {len(override)}; {what} has rank {len(shape) - 1} "
+                             "without the batch")
+        return (batch_size, *override)
+    dims = tuple(shape[1:])
+    if any(d is None or d < 0 for d in dims):
+        raise InputError(f"{what} has a dynamic shape {shape}; give a static one with --input-shape")
+    return (batch_size, *(int(d) for d in dims))  # type: ignore[misc]
+
+
+def keras_to_float_tflite(model: "keras.Model", batch_size: int = 1,
+                          input_shape: tuple[int, ...] | None = None) -> bytes:
+    """Convert a Keras model to a float32 ``.tflite`` flatbuffer with static batch ``batch_size``."""
+    tf = import_tensorflow("converting a Keras model")
+    import keras
+
+    if input_shape is not None and len(model.inputs) != 1:
+        raise InputError("--input-shape applies to single-input models only")
+    inputs = []
+    for t in model.inputs:
+        shape = _static(tuple(t.shape), input_shape, batch_size, f"input '{t.name}'")
+        inputs.append(keras.Input(shape=shape[1:], batch_size=batch_size, name=t.name.split(":")[0], dtype=t.dtype))
+    outputs = model(inputs if len(inputs) > 1 else inputs[0])
+    static = keras.Model(inputs, outputs, name=model.name)
+    converter = tf.lite.TFLiteConverter.from_keras_model(static)
+    with native_output_captured():  # the exporter prints its SavedModel signature to stdout
+        return bytes(converter.convert())
+
+
+def _load_keras(path: Path) -> "keras.Model":
+    import_tensorflow("loading a Keras model")
+    import keras
+
+    with contextlib.suppress(ImportError):  # the zoo ships with the full install
+        from edgeq_models import layers  # noqa: F401  (registers the zoo's custom layers)
+    try:
+        with native_output_captured((1,)):
+            return keras.saving.load_model(path, compile=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot load Keras model {path}: {first}") from None
+
+
+def _saved_model_to_tflite(folder: Path, batch_size: int, input_shape: tuple[int, ...] | None) -> bytes:
+    tf = import_tensorflow("converting a SavedModel")
+    try:
+        with native_output_captured((1,)):
+            loaded = tf.saved_model.load(str(folder))
+    except Exception as exc:
+        raise InputError(f"cannot load SavedModel {folder}: {type(exc).__name__}") from None
+    signatures = dict(loaded.signatures)
+    if "serving_default" not in signatures:
+        raise InputError(f"SavedModel {folder} has no 'serving_default' signature")
+    serving = signatures["serving_default"]
+    specs = serving.structured_input_signature[1]
+    if input_shape is not None and len(specs) != 1:
+        raise InputError("--input-shape applies to single-input models only")
+    names = sorted(specs)
+    static_specs = [tf.TensorSpec(_static(tuple(specs[n].shape), input_shape, batch_size, f"input '{n}'"),
+                                  specs[n].dtype, name=n) for n in names]
+
+    @tf.function(input_signature=static_specs)
+    def serve(*args: object) -> object:
+        return serving(**dict(zip(names, args, strict=True)))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], loaded)
+    with native_output_captured():
+        return bytes(converter.convert())
+
+
+def _fingerprint_path(path: Path) -> str:
+    if path.is_dir():
+        return tfl.sha256((path / "saved_model.pb").read_bytes())
+    return tfl.sha256(path.read_bytes())
+
+
+def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = None,
+                     batch_size: int = 1) -> FloatModel:
+    """Load ``source`` as a static-shape float flatbuffer with the float-graph rewrites applied."""
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"no such model: {path}")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise InputError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
+        flatbuffer = _saved_model_to_tflite(path, batch_size, input_shape)
+    elif path.suffix.lower() in KERAS_SUFFIXES:
+        flatbuffer = keras_to_float_tflite(_load_keras(path), batch_size, input_shape)
+    elif path.suffix.lower() == ".tflite":
+        flatbuffer = tfl.read_bytes(path)
+        if input_shape is not None:
+            raise InputError("--input-shape cannot reshape a .tflite model; export it with a static shape")
+    else:
+        raise InputError(f"{path} is not a model edgeq reads (.keras, .h5, .tflite or a SavedModel folder)")
+    parsed = tfl.parse(flatbuffer, str(path))
+    _require_float_static(parsed, str(path))
+    rewrites = tuple(apply_rewrites(parsed))
+    final = tfl.serialize(parsed) if rewrites else flatbuffer
+    return FloatModel(flatbuffer=final, source=str(path), source_fingerprint=_fingerprint_path(path),
+                      source_bytes=len(flatbuffer), rewrites=rewrites)
+
+
+def _require_float_static(parsed: object, what: str) -> None:
+    graph = parsed.subgraphs[0]  # type: ignore[attr-defined]
+    float32 = tfl.tensor_type("FLOAT32")
+    for index in graph.inputs:
+        tensor = graph.tensors[index]
+        if tensor.type != float32:
+            raise InputError(f"{what} input '{tfl.tensor_name(tensor)}' is {tfl.tensor_type_name(tensor.type)}: "
+                             "edgeq quantizes float models; this one already is quantized")
+        signature = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+        if any(int(d) < 0 for d in signature):
+            raise InputError(f"{what} input '{tfl.tensor_name(tensor)}' has a dynamic shape "
+                             f"{[int(d) for d in signature]}; export it with a static shape")

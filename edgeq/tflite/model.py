@@ -1,0 +1,133 @@
+"""Read, write and look inside ``.tflite`` flatbuffers without importing TensorFlow.
+
+Uses the generated schema object API that ships with the LiteRT runtime (``ai_edge_litert``) and
+the tiny ``flatbuffers`` runtime. This is the one module that knows the flatbuffer layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import flatbuffers
+
+from edgeq.errors import InputError
+
+FILE_IDENTIFIER = b"TFL3"
+
+
+def schema() -> Any:
+    """The generated TFLite schema module (object API)."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError as exc:  # pragma: no cover - the device/full extras both install it
+        raise InputError("reading .tflite files needs ai-edge-litert: pip install 'edgeq[device]'") from exc
+    return schema_py_generated
+
+
+@cache
+def _enum_names(enum_class_name: str) -> dict[int, str]:
+    enum_class = getattr(schema(), enum_class_name)
+    return {v: k for k, v in vars(enum_class).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def builtin_op_name(code: int) -> str:
+    return _enum_names("BuiltinOperator").get(code, f"BUILTIN_{code}")
+
+
+def tensor_type_name(code: int) -> str:
+    return _enum_names("TensorType").get(code, f"TYPE_{code}")
+
+
+def builtin_code(name: str) -> int:
+    return int(getattr(schema().BuiltinOperator, name))
+
+
+def tensor_type(name: str) -> int:
+    return int(getattr(schema().TensorType, name))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of a .tflite file, refusing what is clearly not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such model file: {path}")
+    data = path.read_bytes()
+    check_identifier(data, str(path))
+    return data
+
+
+def check_identifier(data: bytes, what: str = "model") -> None:
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise InputError(f"{what} is not a TFLite flatbuffer (no 'TFL3' identifier)")
+
+
+def parse(data: bytes, what: str = "model") -> Any:
+    """A mutable ``ModelT`` object tree; truncated or corrupted buffers give an InputError."""
+    check_identifier(data, what)
+    try:
+        return schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
+    except Exception as exc:  # the generated reader raises anything from struct.error to IndexError
+        raise InputError(f"{what} is a damaged TFLite flatbuffer ({type(exc).__name__})") from None
+
+
+def serialize(model: Any) -> bytes:
+    """Pack a ``ModelT`` back into flatbuffer bytes (deterministic for the same object tree)."""
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def op_type(model: Any, op: Any) -> str:
+    """BuiltinOperator name of ``op`` (or ``CUSTOM:<code>`` for custom ops)."""
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    if builtin == builtin_code("CUSTOM"):
+        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        return f"CUSTOM:{custom}"
+    return builtin_op_name(builtin)
+
+
+def tensor_name(tensor: Any) -> str:
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def is_constant(model: Any, tensor: Any) -> bool:
+    """A tensor backed by data in the model (weights, biases, constant operands)."""
+    buffer = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+    if buffer is None:
+        return False
+    return (buffer.data is not None and len(buffer.data) > 0) or bool(getattr(buffer, "size", 0))
+
+
+@dataclass(frozen=True)
+class ActivationTensor:
+    """A float, non-constant tensor of the main subgraph: what calibration measures."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+
+
+def float_activations(model: Any) -> list[ActivationTensor]:
+    """Float32 tensors that are computed at run time (inputs, intermediates, outputs) in subgraph 0."""
+    graph = model.subgraphs[0]
+    float32 = tensor_type("FLOAT32")
+    produced_or_input = set(graph.inputs.tolist() if hasattr(graph.inputs, "tolist") else graph.inputs)
+    for op in graph.operators:
+        produced_or_input.update(int(i) for i in op.outputs if i >= 0)
+    found = []
+    for index in sorted(produced_or_input):
+        tensor = graph.tensors[index]
+        if tensor.type == float32 and not is_constant(model, tensor):
+            shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
+            found.append(ActivationTensor(index=index, name=tensor_name(tensor), shape=shape))
+    return found
