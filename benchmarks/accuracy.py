@@ -28,7 +28,7 @@ from edgeq.quiet import native_output_captured
 from edgeq.tfimport import import_tensorflow
 from edgeq.tflite.runtime import make_interpreter
 from edgeq_models import ZOO, build, load_model
-from edgeq_models.zoo import _load_splits
+from edgeq_models.zoo import load_splits
 
 METHODS = (Estimator.MINMAX, Estimator.PERCENTILE, Estimator.MSE, Estimator.KL, Estimator.AUTO)
 CNNS = {"cnn", "resnet", "mobilenet_v2", "face_cnn"}
@@ -71,7 +71,7 @@ def main() -> int:
             started = time.perf_counter()
             entry = ZOO[name]
             built = build(name, cache=args.cache_dir)
-            train, _, test = _load_splits(entry.dataset)
+            train, _, test = load_splits(entry.dataset)
             order = np.random.default_rng(0).permutation(len(train))[: args.samples]
             calib_file = Path(tmp) / f"{name}_calib.npy"
             np.save(calib_file, train.images[order])

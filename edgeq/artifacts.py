@@ -193,7 +193,7 @@ class TensorRange(Artifact):
     estimator: Estimator
     rule: str  # which rule chose the estimator ("method", "auto: outlier ratio 4.2 in [3, 10)", ...)
     outlier_ratio: float  # max|x| / p99|x|
-    clip_fraction: float  # expected share of values outside [min, max]
+    clip_fraction: float  # expected share of values clipped: beyond half a quantization step outside [min, max]
 
 
 @dataclass(frozen=True)

@@ -145,14 +145,14 @@ def recipe_key(zoo_entry: ZooEntry, recipe: TrainRecipe) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _load_splits(dataset: str) -> tuple["LabelledImages", "LabelledImages", "LabelledImages"]:
+def load_splits(dataset: str) -> tuple["LabelledImages", "LabelledImages", "LabelledImages"]:
     loader = bundled.load_digits if dataset == "digits" else bundled.load_lfw
     return loader("train"), loader("val"), loader("test")
 
 
 def test_split(name: str) -> "LabelledImages":
     """The held-out test split a zoo model is measured on."""
-    return _load_splits(entry(name).dataset)[2]
+    return load_splits(entry(name).dataset)[2]
 
 
 def build(name: str, recipe: TrainRecipe | None = None, cache: str | os.PathLike[str] | None = None,
@@ -182,7 +182,7 @@ def _train_into_staging(zoo_entry: ZooEntry, recipe: TrainRecipe, key: str,
     from .determinism import seed_everything
     from .train import train_classifier
 
-    train, val, test = _load_splits(zoo_entry.dataset)
+    train, val, test = load_splits(zoo_entry.dataset)
     seed_everything(recipe.seed)  # the initial weights come from the seed too
     model = zoo_entry.builder(zoo_entry.input_shape, zoo_entry.num_classes)
     outcome = train_classifier(

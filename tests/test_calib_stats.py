@@ -230,3 +230,23 @@ def test_quantiles_match_raw_samples(name: str) -> None:
         assert abs(stats.quantile(q) - np.percentile(x, 100 * q)) <= max(2 * width, hi - lo), q
         lo, hi = abs_ordered[max(math.floor(k) - 1, 0)], abs_ordered[min(math.ceil(k) + 1, x.size - 1)]
         assert lo - width <= stats.abs_quantile(q) <= hi + width, q
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(1, 300),
+                  elements=st.floats(allow_nan=False, allow_infinity=False, width=32)))
+def test_float32_fast_path_bins_exactly_like_float64(x: np.ndarray) -> None:
+    """Calibration feeds float32 tensors through a float32 path; it must agree bit for bit with float64."""
+    fast, slow = TensorStats.empty(), TensorStats.empty()
+    fast.update(x)
+    slow.update(x.astype(np.float64))
+    assert fast == slow
+
+
+def test_float32_after_a_huge_float64_radius() -> None:
+    stats = TensorStats.empty()
+    stats.update(np.array([1e200]))
+    stats.update(np.array([1.0, -2.0], np.float32))
+    reference = TensorStats.empty()
+    reference.update(np.array([1e200, 1.0, -2.0]))
+    assert stats == reference

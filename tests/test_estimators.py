@@ -285,7 +285,8 @@ def test_auto_picks_by_outlier_ratio() -> None:
         assert choice.outlier_ratio == ratio
         explicit = est.estimate(stats, expected)
         assert (choice.lo, choice.hi) == (explicit.lo, explicit.hi)
-        assert choice.clip_fraction == est.clip_fraction(stats, choice.lo, choice.hi)
+        half_step = (choice.hi - choice.lo) / 255 / 2  # values within half a step round to the edge level
+        assert choice.clip_fraction == est.clip_fraction(stats, choice.lo - half_step, choice.hi + half_step)
     assert 3.0 < est.outlier_ratio(stats_of(middling)) < 10.0
 
 
@@ -380,3 +381,14 @@ def test_percentile_is_monotone(x: np.ndarray, p1: float, p2: float) -> None:
     assert lo2 <= lo1 <= 0.0 <= hi1 <= hi2
     assert est.percentile_range(stats, 100.0) == est.minmax_range(stats)
     assert est.clip_fraction(stats, lo2, hi2) <= est.clip_fraction(stats, lo1, hi1) + 1e-12
+
+
+@pytest.mark.parametrize("offset", [1.0, 2.0, 10.0])
+def test_kl_keeps_the_bulk_of_a_tensor_far_from_zero(offset: float) -> None:
+    """LayerNorm variances and RSQRT outputs sit far from 0: plain TensorRT KL would clip them all."""
+    x = np.random.default_rng(3).uniform(offset, offset + 2.0, 50_000)
+    stats = stats_of(x)
+    lo, hi = est.kl_range(stats)
+    assert lo == 0.0
+    assert est.clip_fraction(stats, lo, hi) <= 1 - est.KL_MIN_KEPT + 1e-3
+    assert hi >= np.quantile(x, 0.985)

@@ -110,8 +110,9 @@ def collect(float_model: bytes, data: CalibrationSet,
                 tensor_stats.update(interpreter.get_tensor(tensor_index))
             except ValueError as exc:
                 if "non-finite" in str(exc):
-                    raise InputError(f"calibration sample {i} of {data.source} drives tensor "
-                                     f"'{tfl.tensor_name(parsed.subgraphs[0].tensors[tensor_index])}' to NaN or Inf") from None
+                    name = tfl.tensor_name(parsed.subgraphs[0].tensors[tensor_index])
+                    raise InputError(f"calibration sample {i} of {data.source} drives tensor '{name}' "
+                                     "to NaN or Inf") from None
                 raise
         if progress is not None:
             progress(i + 1, len(data))

@@ -17,6 +17,7 @@ from edgeq.calib.stats import HIST_BINS, TensorStats
 
 ZERO_WIDTH = 1e-6  # range width given to an all-zero tensor: (0.0, ZERO_WIDTH)
 KL_BINS = 2048  # |x| histogram resolution of the entropy (KL) calibration, as in TensorRT
+KL_MIN_KEPT = 0.99  # KL may clip at most the top 1 % of |x| (see kl_range)
 INT8_STEPS = 255  # affine int8: 256 levels, scale = (hi - lo) / 255
 _HALF = HIST_BINS // 2
 _COARSE = 256  # mse_range searches at most this many candidates per side before refining
@@ -252,7 +253,13 @@ def kl_range(stats: TensorStats, num_quantized_bins: int = 128) -> tuple[float, 
     if hist.sum() <= 0:
         return _finish(min(stats.min, 0.0), max(stats.max, 0.0))
     divergences = kl_divergences(hist, num_quantized_bins)
-    threshold = (num_quantized_bins + int(np.argmin(divergences))) * (stats.abs_max / KL_BINS)
+    # A threshold below the bulk folds everything into P's last bin, where Q matches P exactly (KL 0):
+    # on tensors far from zero (LayerNorm variances, RSQRT) plain TensorRT KL clips ~100 % of the
+    # values. Candidates therefore keep at least KL_MIN_KEPT of the mass inside the range.
+    first = max(num_quantized_bins, math.ceil(stats.abs_quantile(KL_MIN_KEPT) / (stats.abs_max / KL_BINS)))
+    first = min(first, KL_BINS)
+    best = first + int(np.argmin(divergences[first - num_quantized_bins :]))
+    threshold = best * (stats.abs_max / KL_BINS)
     return _finish(max(-threshold, min(stats.min, 0.0)), min(threshold, max(stats.max, 0.0)))
 
 
@@ -288,5 +295,7 @@ def estimate(stats: TensorStats, method: Estimator, *, percentile: float = 99.99
         lo, hi = mse_range(stats)
     else:
         lo, hi = kl_range(stats)
+    # Values within half a step beyond the range round to the edge level anyway: not clipped.
+    half_step = (hi - lo) / INT8_STEPS / 2
     return RangeChoice(lo=lo, hi=hi, estimator=chosen, rule=rule, outlier_ratio=ratio,
-                       clip_fraction=clip_fraction(stats, lo, hi))
+                       clip_fraction=clip_fraction(stats, lo - half_step, hi + half_step))

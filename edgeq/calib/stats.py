@@ -44,12 +44,22 @@ def radius_for(abs_max: float) -> float:
 
 
 def _bin_indices(values: np.ndarray, radius: float) -> np.ndarray:
-    """Bin index of each value on the grid of ``radius`` (> 0), by the rule in the module docstring."""
-    per_unit = _HALF / radius  # a power of two: the product below is exact
+    """Bin index of each value on the grid of ``radius`` (> 0), by the rule in the module docstring.
+
+    Works in the values' own float precision: scaling by a power of two and ``ceil`` are exact there,
+    so float32 activations need no float64 copy (this is the hot loop of calibration).
+    """
+    per_unit = values.dtype.type(_HALF / radius)  # a power of two: the product below is exact
+    if not 0 < per_unit < np.inf:  # a float64-sized radius seen before: float32 cannot hold its scale
+        values, per_unit = values.astype(np.float64), np.float64(_HALF / radius)
+    scaled = np.abs(values)
+    np.multiply(scaled, per_unit, out=scaled)
+    np.ceil(scaled, out=scaled)
     # At least 1: a tiny nonzero value whose scaled magnitude underflowed to 0 still belongs to the first bin
-    # on its side, exactly as it would on any smaller radius.
-    c = np.maximum(np.ceil(np.abs(values) * per_unit), 1.0).astype(np.int64)
-    return np.where(values > 0, _HALF - 1 + c, np.where(values < 0, _HALF - c, _HALF))
+    # on its side, exactly as it would on any smaller radius; zero itself (c = 1, x >= 0) lands in bin _HALF.
+    np.maximum(scaled, 1.0, out=scaled)
+    c = scaled.astype(np.int32)
+    return np.where(values >= 0, c + (_HALF - 1), _HALF - c)
 
 
 def _regrid(hist: np.ndarray, radius: float, new_radius: float) -> np.ndarray:
@@ -113,12 +123,13 @@ class TensorStats:
         array = np.asarray(values)
         if array.dtype.kind not in "fiub":
             raise TypeError(f"tensor stats need real numbers, got dtype {array.dtype}")
-        flat = array.astype(np.float64, copy=False).ravel()
+        precision = np.float32 if array.dtype.kind == "f" and array.dtype.itemsize <= 4 else np.float64
+        flat = array.astype(precision, copy=False).ravel()
         if flat.size == 0:
             return
-        if not np.isfinite(flat).all():
-            raise ValueError("values contain non-finite numbers (NaN or Inf)")
         lo, hi = float(flat.min()), float(flat.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # min/max propagate NaN and reach +-Inf
+            raise ValueError("values contain non-finite numbers (NaN or Inf)")
         radius = max(self.radius, radius_for(max(-lo, hi)))
         hist = _regrid(self.hist, self.radius, radius)
         if radius == 0:
