@@ -26,6 +26,7 @@ def _cases(tmp: Path, cnn: Path) -> dict[str, tuple[list[str], str]]:
     nan[3, 1, 2, 0] = np.nan
     np.save(tmp / "nan.npy", nan)
     np.save(tmp / "empty.npy", np.zeros((0, 32, 32, 3), np.float32))
+    np.save(tmp / "vec.npy", np.zeros((4, 8), np.float32))
     (tmp / "not_a_model.tflite").write_bytes(b"hello, not a flatbuffer")
     (tmp / "notes.txt").write_text("hello")
     float_tflite = tmp / "float.tflite"
@@ -51,9 +52,31 @@ def _cases(tmp: Path, cnn: Path) -> dict[str, tuple[list[str], str]]:
         "stats not npz": ([str(cnn), "--stats", str(tmp / "notes.txt")], "not an edgeq stats file"),
         "bad recipe key": ([str(cnn), "--calib", str(good), "--recipe", str(_recipe(tmp, "methd: mse\n"))],
                            "unknown key(s) methd"),
+        "custom op is named": ([str(_custom_op_model(tmp / "custom.tflite")), "--calib", str(tmp / "vec.npy")],
+                               "unresolved custom op: EdgeqMystery"),
         "bad recipe method": ([str(cnn), "--calib", str(good), "--recipe", str(_recipe(tmp, "method: median\n"))],
                               "not one of minmax"),
     }
+
+
+def _custom_op_model(path: Path) -> Path:
+    """A float .tflite whose SIN op is replaced by a custom op no runtime knows."""
+    import keras
+
+    from edgeq.converter.load import keras_to_float_tflite
+    from edgeq.tflite import model as tfl
+
+    inputs = keras.Input((8,), batch_size=1)
+    outputs = keras.layers.Dense(4)(keras.layers.Lambda(keras.ops.sin)(keras.layers.Dense(8)(inputs)))
+    parsed = tfl.parse(keras_to_float_tflite(keras.Model(inputs, outputs)))
+    code = tfl.schema().OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = tfl.builtin_code("CUSTOM")
+    code.customCode, code.version = "EdgeqMystery", 1
+    parsed.operatorCodes.append(code)
+    sin = next(op for op in parsed.subgraphs[0].operators if tfl.op_type(parsed, op) == "SIN")
+    sin.opcodeIndex, sin.builtinOptionsType, sin.builtinOptions = len(parsed.operatorCodes) - 1, 0, None
+    path.write_bytes(tfl.serialize(parsed))
+    return path
 
 
 def _recipe(tmp: Path, text: str) -> Path:
@@ -64,7 +87,8 @@ def _recipe(tmp: Path, text: str) -> Path:
 
 CASE_NAMES = ["missing model", "not a model (txt)", "not a flatbuffer", "truncated tflite", "missing data",
               "wrong shape", "wrong dtype", "NaN names the sample", "empty set", "undecodable image",
-              "bad preprocess", "missing stats", "stats not npz", "bad recipe key", "bad recipe method"]
+              "bad preprocess", "missing stats", "stats not npz", "bad recipe key", "bad recipe method",
+              "custom op is named"]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
