@@ -31,3 +31,26 @@ def tiny_cnn(zoo_cache: Path):
     from edgeq_models import build
 
     return build("cnn", recipe=reduced_recipe("cnn"), cache=zoo_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(zoo_cache: Path) -> dict[str, Path]:
+    """Every zoo model after one short epoch: real architectures, real (if weak) weights."""
+    from edgeq_models import ZOO, build
+
+    return {name: build(name, recipe=reduced_recipe(name, train_limit=64), cache=zoo_cache).path for name in ZOO}
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo_int8(tiny_zoo: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every tiny zoo model converted by edgeq (auto estimator, 32 real calibration images)."""
+    import edgeq
+    from edgeq_models import ZOO
+
+    out = tmp_path_factory.mktemp("int8")
+    converted = {}
+    for name, path in tiny_zoo.items():
+        calib = "lfw:train" if ZOO[name].dataset == "lfw" else "digits:train"
+        converted[name] = out / f"{name}.tflite"
+        edgeq.convert(path, converted[name], calib=calib, limit=32, preprocessing=ZOO[name].preprocessing)
+    return converted

@@ -11,7 +11,6 @@ import pytest
 
 import edgeq
 import edgeq_models.zoo as zoo
-from conftest import reduced_recipe
 from edgeq.artifacts import Estimator, IOType, QuantizedArtifact
 from edgeq.calib.collect import ActivationStats
 from edgeq.cli import main as cli
@@ -54,13 +53,6 @@ def assert_full_integer(data: bytes, io: IOType = IOType.INT8, per_axis: bool = 
                 assert len(q.scale) == 1
             if len(op.inputs) > 2 and op.inputs[2] >= 0:
                 assert graph.tensors[op.inputs[2]].type == tfl.tensor_type("INT32")
-
-
-@pytest.fixture(scope="session")
-def tiny_zoo(zoo_cache: Path) -> dict[str, Path]:
-    """Every zoo model after one short epoch: real architectures, real (if weak) weights."""
-    return {name: zoo.build(name, recipe=reduced_recipe(name, train_limit=64), cache=zoo_cache).path
-            for name in zoo.ZOO}
 
 
 def _calib_for(name: str) -> str:

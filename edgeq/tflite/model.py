@@ -74,8 +74,8 @@ def parse(data: bytes, what: str = "model") -> Any:
     check_identifier(data, what)
     try:
         return schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
-    except Exception as exc:  # the generated reader raises anything from struct.error to IndexError
-        raise InputError(f"{what} is a damaged TFLite flatbuffer ({type(exc).__name__})") from None
+    except Exception:  # the generated reader raises anything from struct.error to IndexError
+        raise InputError(f"{what} is a damaged TFLite flatbuffer (truncated or corrupted)") from None
 
 
 def serialize(model: Any) -> bytes:
@@ -90,14 +90,14 @@ def op_type(model: Any, op: Any) -> str:
     code = model.operatorCodes[op.opcodeIndex]
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     if builtin == builtin_code("CUSTOM"):
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        custom = code.customCode.decode(errors="replace") if isinstance(code.customCode, bytes) else code.customCode
         return f"CUSTOM:{custom}"
     return builtin_op_name(builtin)
 
 
 def tensor_name(tensor: Any) -> str:
     name = tensor.name
-    return name.decode() if isinstance(name, bytes) else str(name)
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
 
 def is_constant(model: Any, tensor: Any) -> bool:

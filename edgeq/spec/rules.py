@@ -1,0 +1,143 @@
+"""The TFLite 8-bit quantization specification as data: one entry per op.
+
+Source: the TensorFlow Lite "8-bit quantization specification" (tensorflow.org/lite/performance/
+quantization_spec). General rules: activations int8 per-tensor with zero point in [-128, 127];
+weights int8 symmetric (zero point 0) in [-127, 127]; biases int32 with zero point 0 and scale
+input scale x weight scale. The table below adds each op's exceptions. The check engine
+(edgeq/spec/check.py) interprets it; nothing op-specific lives in code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """What the spec says about one op's quantized tensors."""
+
+    weights_input: int | None = None  # operand index of the weights (a constant int8 tensor)
+    weights_axis: int | None = None  # required per-axis dimension of the weights
+    per_tensor_weights_allowed: bool = False  # the spec also allows per-tensor weights for this op
+    bias_input: int | None = None  # operand index of the int32 bias
+    fixed_output: tuple[float, int] | None = None  # (scale, zero point) the spec fixes for output 0
+    same_scale: bool = False  # inputs and outputs must share scale and zero point
+
+
+#: Ops the spec lists, with their restrictions. Ops listed without restrictions follow the general rules.
+SPEC: dict[str, OpRule] = {
+    "ADD": OpRule(),
+    "AVERAGE_POOL_2D": OpRule(same_scale=True),
+    "CONCATENATION": OpRule(same_scale=True),
+    "CONV_2D": OpRule(weights_input=1, weights_axis=0, bias_input=2),
+    "DEPTHWISE_CONV_2D": OpRule(weights_input=1, weights_axis=3, bias_input=2),
+    "FULLY_CONNECTED": OpRule(weights_input=1, weights_axis=0, per_tensor_weights_allowed=True, bias_input=2),
+    "L2_NORMALIZATION": OpRule(fixed_output=(1.0 / 128.0, 0)),
+    "LOGISTIC": OpRule(fixed_output=(1.0 / 256.0, -128)),
+    "MAX_POOL_2D": OpRule(same_scale=True),
+    "MUL": OpRule(),
+    "RESHAPE": OpRule(same_scale=True),
+    "RESIZE_BILINEAR": OpRule(same_scale=True),
+    "SOFTMAX": OpRule(fixed_output=(1.0 / 256.0, -128)),
+    "SPACE_TO_DEPTH": OpRule(same_scale=True),
+    "TANH": OpRule(fixed_output=(1.0 / 128.0, 0)),
+    "PAD": OpRule(same_scale=True),
+    "GATHER": OpRule(same_scale=True),
+    "BATCH_TO_SPACE_ND": OpRule(same_scale=True),
+    "SPACE_TO_BATCH_ND": OpRule(same_scale=True),
+    "TRANSPOSE": OpRule(same_scale=True),
+    "MEAN": OpRule(),
+    "SUB": OpRule(),
+    "SQUEEZE": OpRule(same_scale=True),
+    "LOG_SOFTMAX": OpRule(fixed_output=(16.0 / 256.0, 127)),
+    "MAXIMUM": OpRule(same_scale=True),
+    "ARG_MAX": OpRule(),
+    "MINIMUM": OpRule(same_scale=True),
+    "LESS": OpRule(),
+    "PADV2": OpRule(same_scale=True),
+    "GREATER": OpRule(),
+    "GREATER_EQUAL": OpRule(),
+    "LESS_EQUAL": OpRule(),
+    "SLICE": OpRule(same_scale=True),
+    "EQUAL": OpRule(),
+    "NOT_EQUAL": OpRule(),
+    "SHAPE": OpRule(),
+    "QUANTIZE": OpRule(),  # requantization int8 -> int8 (and the float/uint8 boundary)
+    "TRANSPOSE_CONV": OpRule(weights_input=1, weights_axis=0, bias_input=3),
+}
+
+#: Builtin ops with int8 kernels in the TFLite runtime beyond those the spec table lists (checked against
+#: the LiteRT 2.x kernel registrations). An op outside SPEC and this set gets an 'op.no-int8-kernel' finding.
+EXTRA_INT8_KERNELS: frozenset[str] = frozenset({
+    "ARG_MIN", "BATCH_MATMUL", "CUMSUM", "DEPTH_TO_SPACE", "DEQUANTIZE", "ELU", "EXPAND_DIMS", "GELU",
+    "HARD_SWISH", "LEAKY_RELU", "MIRROR_PAD", "PACK", "PRELU", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD",
+    "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT", "SELECT_V2",
+    "SPLIT", "SPLIT_V", "SQUARED_DIFFERENCE", "STRIDED_SLICE", "SUM", "TILE", "UNPACK", "BROADCAST_TO",
+    "EXP", "LOG", "ABS", "NEG", "SQUARE", "ZEROS_LIKE", "FILL", "GATHER_ND", "CAST", "SQRT",
+})
+
+#: Ops whose operands/results are integer indices or shapes, not quantized activations.
+INDEX_OUTPUT_OPS: frozenset[str] = frozenset({"ARG_MAX", "ARG_MIN", "SHAPE", "LESS", "GREATER", "GREATER_EQUAL",
+                                              "LESS_EQUAL", "EQUAL", "NOT_EQUAL", "CAST"})
+
+
+def has_int8_kernel(op_type: str) -> bool:
+    return op_type in SPEC or op_type in EXTRA_INT8_KERNELS
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """What a deployment target adds to the generic spec rules."""
+
+    name: str
+    description: str
+    supported_ops: frozenset[str] | None = None  # None: every op with an int8 kernel
+    unsupported_severity: str = "warning"  # how bad an op outside supported_ops is on this target
+    note: str = ""
+
+
+#: XNNPACK's quantized (QS8/QU8) operator coverage in the TFLite delegate (tensorflow/lite/delegates/xnnpack,
+#: README "Quantized operators"). Ops outside it stay on the builtin kernels: slower, still correct.
+XNNPACK_INT8_OPS = frozenset({
+    "ADD", "CONCATENATION", "CONV_2D", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "ELU",
+    "FULLY_CONNECTED", "LEAKY_RELU", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "PADV2", "PRELU",
+    "QUANTIZE", "RESHAPE", "RESIZE_BILINEAR", "SLICE", "SPACE_TO_DEPTH", "SPLIT", "STRIDED_SLICE", "SUB",
+    "TANH", "TRANSPOSE", "TRANSPOSE_CONV", "HARD_SWISH", "AVERAGE_POOL_2D", "SOFTMAX", "BATCH_MATMUL",
+})
+
+#: TFLite Micro's op resolver (tflite-micro/tensorflow/lite/micro/kernels): int8 reference kernels.
+TFLM_OPS = frozenset({
+    "ABS", "ADD", "ADD_N", "ARG_MAX", "ARG_MIN", "AVERAGE_POOL_2D", "BATCH_MATMUL", "BATCH_TO_SPACE_ND",
+    "BROADCAST_TO", "CAST", "CONCATENATION", "CONV_2D", "CUMSUM", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D",
+    "DEQUANTIZE", "DIV", "ELU", "EQUAL", "EXP", "EXPAND_DIMS", "FILL", "FLOOR", "FULLY_CONNECTED", "GATHER",
+    "GATHER_ND", "GREATER", "GREATER_EQUAL", "HARD_SWISH", "L2_NORMALIZATION", "LEAKY_RELU", "LESS",
+    "LESS_EQUAL", "LOG", "LOG_SOFTMAX", "LOGISTIC", "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM", "MIRROR_PAD",
+    "MUL", "NEG", "NOT_EQUAL", "PACK", "PAD", "PADV2", "PRELU", "QUANTIZE", "REDUCE_MAX", "RELU", "RELU6",
+    "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT_V2", "SHAPE", "SLICE",
+    "SOFTMAX", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE",
+    "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+    "UNPACK", "ZEROS_LIKE",
+})
+
+#: NNAPI (Android 11+, TENSOR_QUANT8_ASYMM_SIGNED) ops the TFLite NNAPI delegate maps for int8 models.
+NNAPI_INT8_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTH_TO_SPACE",
+    "DEPTHWISE_CONV_2D", "DEQUANTIZE", "FULLY_CONNECTED", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC",
+    "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM", "MUL", "PAD", "PADV2", "PRELU", "QUANTIZE", "RELU", "RELU6",
+    "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SLICE", "SOFTMAX", "SPACE_TO_BATCH_ND",
+    "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+    "REDUCE_MAX", "REDUCE_MIN", "ARG_MAX", "ARG_MIN", "GATHER", "PACK", "SELECT", "TILE",
+})
+
+PROFILES: dict[str, TargetProfile] = {
+    "generic": TargetProfile("generic", "the TFLite INT8 spec and full-integer deployability"),
+    "xnnpack": TargetProfile("xnnpack", "generic + XNNPACK's quantized operator coverage",
+                             XNNPACK_INT8_OPS, "warning",
+                             "ops outside XNNPACK's coverage run on the builtin kernels (slower, still correct)"),
+    "edgetpu": TargetProfile("edgetpu", "generic + Coral Edge TPU requirements and partition prediction"),
+    "nnapi": TargetProfile("nnapi", "generic + ops the NNAPI delegate maps for int8 (Android 11+)",
+                           NNAPI_INT8_OPS, "warning",
+                           "unmapped ops fall back to the CPU; NNAPI is deprecated from Android 15"),
+    "tflm": TargetProfile("tflm", "generic + TFLite Micro's int8 kernels, static shapes, no custom ops",
+                          TFLM_OPS, "error", "TFLite Micro has no fallback: an op it lacks cannot run"),
+}
