@@ -40,3 +40,14 @@ def test_unwritable_parent_is_an_input_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot write to"):
         write_bytes_atomic(blocker / "out.bin", b"data")
+
+
+def test_artifacts_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        target = write_bytes_atomic(tmp_path / "m.tflite", b"x")
+    finally:
+        os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o644

@@ -47,3 +47,16 @@ def test_cli_starts_without_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_checker_runs_without_tensorflow(tmp_path: Path) -> None:
+    """`edgeq check` is for slim CI images and devices: TensorFlow must not be needed (or imported)."""
+    model = ROOT / "tests" / "data" / "tiny_int8.tflite"
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "from edgeq.cli.main import main\n"
+        f"assert main(['check', {str(model)!r}, '--json']) == 0\n"
+        f"assert main(['check', {str(model)!r}, '--target', 'tflm']) == 0\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

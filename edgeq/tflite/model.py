@@ -131,3 +131,29 @@ def float_activations(model: Any) -> list[ActivationTensor]:
             shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
             found.append(ActivationTensor(index=index, name=tensor_name(tensor), shape=shape))
     return found
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A SignatureDef: named entry point mapping input/output names to tensor indices of a subgraph."""
+
+    key: str
+    subgraph: int
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+
+
+def signatures(model: Any) -> list[Signature]:
+    """The model's signatures (empty for models exported without any)."""
+    found = []
+    for sig in model.signatureDefs or []:
+        found.append(Signature(
+            key=_text(sig.signatureKey), subgraph=int(sig.subgraphIndex),
+            inputs={_text(m.name): int(m.tensorIndex) for m in sig.inputs or []},
+            outputs={_text(m.name): int(m.tensorIndex) for m in sig.outputs or []},
+        ))
+    return found
