@@ -231,3 +231,15 @@ def test_damaged_files_exit_2_or_check_never_crash(tiny_zoo_int8: dict[str, Path
 def test_missing_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", str(tmp_path / "none.tflite")]) == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_cli_edgetpu_target_reports_partition_and_missing_compiler(tiny_zoo_int8: dict[str, Path],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", str(tiny_zoo_int8["cnn"]), "--target", "edgetpu", "--compile", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    partition = document["edgetpu_partition"]
+    assert partition["first_unsupported"] is None and partition["cpu_ops"] == 0 and partition["tpu_ops"] > 5
+    assert document["edgetpu_compiler"]["ran"] is False
+    assert "not on PATH" in document["edgetpu_compiler"]["reason"]
+    assert cli.main(["check", str(tiny_zoo_int8["vit"]), "--target", "edgetpu"]) == 1  # GELU ends the partition
+    assert "first unsupported op" in capsys.readouterr().out
