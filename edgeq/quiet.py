@@ -7,6 +7,7 @@ descriptors themselves are redirected to a temporary file. The capture is kept f
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -36,17 +37,23 @@ def native_output_captured(fds: tuple[int, ...] = (1, 2)) -> Iterator[Captured]:
     sys.stderr.flush()
     captured = Captured()
     saved = {fd: os.dup(fd) for fd in fds}
-    with tempfile.TemporaryFile() as sink:
+    python_level = io.StringIO()  # Python prints reach sys.stdout even when it is not fd 1 (pytest, IDEs)
+    streams = [contextlib.redirect_stdout(python_level)] if 1 in fds else []
+    streams += [contextlib.redirect_stderr(python_level)] if 2 in fds else []
+    with tempfile.TemporaryFile() as sink, contextlib.ExitStack() as stack:
         for fd in fds:
             os.dup2(sink.fileno(), fd)
+        for stream in streams:
+            stack.enter_context(stream)
         try:
             yield captured
         finally:
+            stack.close()
             sys.stdout.flush()
             sys.stderr.flush()
             for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)
             sink.seek(0)
-            captured.text = sink.read().decode(errors="replace")
+            captured.text = sink.read().decode(errors="replace") + python_level.getvalue()
             captured.lines = captured.text.splitlines()

@@ -19,6 +19,7 @@ from edgeq.calib.data import CalibrationSet, ModelInput
 from edgeq.calib.stats import TensorStats
 from edgeq.errors import InputError
 from edgeq.files import atomic_path
+from edgeq.npzio import save_npz
 from edgeq.tflite import model as tfl
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
@@ -49,7 +50,7 @@ class ActivationStats:
         for index, stats in self.tensors.items():
             arrays.update(stats.to_arrays(f"t{index}_"))
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, **arrays)  # type: ignore[arg-type]
+            save_npz(tmp, arrays)
         return Path(path)
 
     @classmethod

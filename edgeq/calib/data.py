@@ -37,6 +37,7 @@ class CalibrationSet:
     source: str
     arrays: tuple[np.ndarray, ...]  # one per model input, each (N, ...)
     preprocessing: Preprocessing | None  # applied to uint8 image arrays; None: arrays are model input
+    conditions: tuple[str, ...] | None = None  # per-sample condition, for sets from `edgeq datagen`
 
     def __len__(self) -> int:
         return int(self.arrays[0].shape[0])
@@ -159,11 +160,18 @@ def _load_bundled(name: str) -> np.ndarray:
 
 def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preprocessing: Preprocessing | None,
                      limit: int | None = None) -> CalibrationSet:
-    """Open ``source`` (.npy, .npz, an image folder, or ``digits:train`` / ``lfw:train``)."""
+    """Open ``source``: a set from ``edgeq datagen``, .npy, .npz, an image folder, or ``digits:train``."""
     text = str(source)
     path = Path(text)
+    conditions = None
     if text.startswith(BUNDLED_PREFIXES) and not path.exists():
         arrays: tuple[np.ndarray, ...] = (_load_bundled(text),)
+    elif path.is_dir() and (path / "datagen.json").is_file():
+        from datagen.calibset import load_set
+
+        calibration_set = load_set(path)
+        arrays, conditions = (calibration_set.images,), tuple(calibration_set.conditions)
+        preprocessing = preprocessing or calibration_set.preprocessing  # the set's own spec unless overridden
     elif path.is_dir():
         if len(inputs) != 1:
             raise InputError("an image folder can only calibrate a single-input model")
@@ -188,6 +196,7 @@ def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preproces
         raise InputError(f"calibration set {text} is empty")
     if limit is not None:
         arrays = tuple(a[:limit] for a in arrays)
+        conditions = conditions[:limit] if conditions else None
     if preprocessing is None and any(a.dtype == np.uint8 and a.ndim == 4 for a in arrays):
         preprocessing = Preprocessing()  # uint8 images are fed as 0..255 floats unless told otherwise
-    return CalibrationSet(source=text, arrays=arrays, preprocessing=preprocessing)
+    return CalibrationSet(source=text, arrays=arrays, preprocessing=preprocessing, conditions=conditions)

@@ -16,7 +16,9 @@ from edgeq import __version__
 from edgeq.errors import EdgeqError, ExitCode, UsageError
 
 #: Verb modules, each exposing ``register(subparsers)``. A verb is listed here when its issue lands.
-VERB_MODULES: tuple[str, ...] = ("edgeq.cli.check", "edgeq.cli.convert", "edgeq.cli.zoo")
+VERB_MODULES: tuple[str, ...] = (
+    "edgeq.cli.check", "edgeq.cli.convert", "edgeq.cli.coverage", "edgeq.cli.datagen", "edgeq.cli.zoo",
+)
 
 
 class _OneLineParser(argparse.ArgumentParser):

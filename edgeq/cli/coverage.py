@@ -1,0 +1,71 @@
+"""``edgeq coverage``: does the calibration set cover production activations, layer by layer?"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from edgeq.cli.convert import _shape
+from edgeq.cli.output import print_json, print_table
+from edgeq.errors import UsageError
+
+
+def register(verbs: Any) -> None:
+    cov = verbs.add_parser(
+        "coverage", help="compare calibration and production activation ranges per layer",
+        description="Per activation tensor: max|x| and p99.99 of the calibration set against production data; "
+                    "layers where production exceeds calibration are flagged with the conditions that would "
+                    "close the gap. Exit 1 when a flagged gap remains.")
+    cov.add_argument("model", help="float model (.keras/.h5, SavedModel, float .tflite)")
+    cov.add_argument("--calib", required=True, metavar="SET", help="calibration data (a datagen set, .npy, ...)")
+    cov.add_argument("--production", required=True, metavar="SET", help="production data, same forms")
+    cov.add_argument("--threshold", type=float, default=1.0,
+                     help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
+    cov.add_argument("--preprocess", metavar="SPEC", help="preprocessing for uint8 images (default: the set's own)")
+    cov.add_argument("--input-shape", type=_shape, metavar="HxWxC", help="static input shape without the batch")
+    cov.add_argument("-o", "--output", metavar="DIR", help="write coverage.json and coverage.png here")
+    cov.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cov.set_defaults(handler=run_coverage)
+
+
+def run_coverage(args: argparse.Namespace) -> int:
+    from edgeq.calib.coverage import coverage, plot_coverage
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.converter.api import _calibration_data
+    from edgeq.converter.load import load_float_model
+    from edgeq.files import atomic_path
+
+    if not args.threshold > 0:
+        raise UsageError("--threshold must be positive")
+    float_model = load_float_model(args.model, args.input_shape)
+    preprocessing = parse_preprocessing(args.preprocess)
+    calibration = _calibration_data(float_model, args.calib, preprocessing, None)
+    production = _calibration_data(float_model, args.production, preprocessing or calibration.preprocessing, None)
+    report = coverage(float_model, calibration, production, args.threshold)
+    document = {"threshold": report.threshold, "flagged": len(report.flagged),
+                "layers": [_json_safe(dataclasses.asdict(layer)) for layer in report.layers],
+                "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()}}
+    if args.output:
+        out = Path(args.output)
+        with atomic_path(out / "coverage.json") as tmp:
+            import json
+
+            tmp.write_text(json.dumps(document, indent=2) + "\n")
+        with atomic_path(out / "coverage.png", suffix=".png") as tmp:
+            plot_coverage(report, tmp)
+    if args.json:
+        print_json(document)
+    else:
+        rows = [[layer.name[-40:], layer.producer, f"{layer.calib_max:.4g}", f"{layer.production_max:.4g}",
+                 f"{layer.ratio:.3f}", "GAP" if layer.flagged else "",
+                 ", ".join(layer.closing_conditions) if layer.flagged else ""] for layer in report.layers]
+        print_table(["tensor", "op", "calib max", "prod max", "ratio", "", "closed by"], rows)
+        print(f"\n{len(report.flagged)} of {len(report.layers)} layers flagged (threshold {report.threshold})")
+    return 1 if report.flagged else 0
+
+
+def _json_safe(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in document.items()}
