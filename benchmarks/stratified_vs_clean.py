@@ -47,12 +47,13 @@ def main() -> int:
             built = build(name)
             train_source = "lfw:train" if entry.dataset == "lfw" else "digits:train"
             test_source = "lfw:test" if entry.dataset == "lfw" else "digits:test"
-            test = load_splits(entry.dataset)[2]
+            train, _, test = load_splits(entry.dataset)
             channels = entry.input_shape[2]
+            n = min(args.n, len(train))  # lfw has 120 training images
             sets = {
-                "clean": generate(DatagenConfig(source=train_source, conditions=(("original", 1.0),), n=args.n,
+                "clean": generate(DatagenConfig(source=train_source, conditions=(("original", 1.0),), n=n,
                                                 severity=args.severity, channels=channels), root / f"{name}-clean"),
-                "stratified": generate(DatagenConfig(source=train_source, n=args.n, severity=args.severity,
+                "stratified": generate(DatagenConfig(source=train_source, n=n, severity=args.severity,
                                                      conditions=tuple((c, 1.0) for c in CONDITIONS),
                                                      channels=channels), root / f"{name}-stratified"),
             }
@@ -61,7 +62,8 @@ def main() -> int:
                 out = root / f"{name}-{label}.tflite"
                 convert(built.path, out, calib=generated.path, preprocessing=entry.preprocessing, recipe=QuantRecipe())
                 models[f"INT8 {label}"] = out.read_bytes()
-            print(f"\n### {name} (test split, severity {args.severity}; {len(test)} images per condition)\n")
+            print(f"\n### {name} (test split, severity {args.severity}; {len(test)} images per condition; "
+                  f"{n} calibration images)\n")
             print("| condition | FP32 | INT8 clean | INT8 stratified | clean Δ pp | stratified Δ pp |")
             print("|---|---:|---:|---:|---:|---:|")
             drops = {"clean": [], "stratified": []}

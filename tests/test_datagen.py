@@ -145,3 +145,17 @@ def test_convert_reads_a_set_and_its_preprocessing(digits_set: Path, tiny_zoo: d
     artifact = edgeq.convert(tiny_zoo["cnn"], tmp_path / "m.tflite", calib=digits_set)
     assert artifact.calibration_samples == 40
     assert artifact.preprocessing is not None and artifact.preprocessing.std == (127.5,)
+
+
+def test_numpy_array_source_with_labels(tmp_path: Path) -> None:
+    from datagen.bundled import load_lfw
+
+    faces = load_lfw("test")
+    np.savez(tmp_path / "faces.npz", images=faces.images[..., 0], labels=faces.labels)  # (N, H, W) grey
+    result = generate(DatagenConfig(source=str(tmp_path / "faces.npz"), conditions=(("noise", 1.0), ("blur", 1.0)),
+                                    n=10, channels=1, seed=3), tmp_path / "set")
+    loaded = load_set(result.path)
+    assert loaded.images.shape == (10, 25, 25, 1)
+    assert loaded.labels is not None and sorted(set(loaded.labels.tolist())) == [0, 1]
+    assert loaded.records[0]["source_id"].startswith("faces.npz/")
+    assert regenerate(result.path).tobytes() == loaded.images.tobytes()
