@@ -24,6 +24,8 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q device_tests --eval-set digits:test --preprocess mean=127.5,std=127.5 \
+		--budget device_tests/budget.example.yaml
 
 bench-zoo: $(STAMP)
 	$(BIN)/python benchmarks/zoo.py

@@ -284,6 +284,8 @@ class BenchResult(Artifact):
     first_inference_ms: float
     latency: LatencyStats
     environment: dict[str, str] = field(default_factory=dict)
+    model: str = ""
+    delegation: dict[str, Any] | None = None  # delegate, nodes_total, nodes_delegated, partitions, undelegated_ops
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import edgeq_models.zoo as zoo
 from datagen.bundled import load_digits
 from edgeq.converter.load import keras_to_float_tflite
 from edgeq.errors import InputError
-from edgeq.harness.accuracy import _dequantize, _quantize, run_batch1, top1
+from edgeq.harness.accuracy import dequantize, quantize, run_batch1, top1
+from edgeq.harness.session import TensorInfo
 from edgeq.preprocess import apply_preprocessing
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
@@ -54,10 +55,10 @@ def test_garbage_model_is_an_input_error() -> None:
 
 
 def test_int8_io_quantization_round_trips() -> None:
-    detail = {"name": "x", "dtype": np.int8, "quantization": (0.05, -3)}
+    detail = TensorInfo(name="x", shape=(141,), dtype=np.dtype(np.int8), scale=0.05, zero_point=-3)
     x = np.linspace(-7.0, 7.0, 141, dtype=np.float32)
-    q = _quantize(x, detail)
+    q = quantize(x, detail)
     assert q.dtype == np.int8
     assert q.min() == -128 and q.max() == 127  # +-7 / 0.05 - 3 is outside int8: clipped
     inside = (x >= -6.25) & (x <= 6.5)  # (-128 + 3) * 0.05 .. (127 + 3) * 0.05
-    assert np.all(np.abs(_dequantize(q, detail)[inside] - x[inside]) <= 0.025 + 1e-6)
+    assert np.all(np.abs(dequantize(q, detail)[inside] - x[inside]) <= 0.025 + 1e-6)

@@ -1,51 +1,106 @@
-"""Top-1 accuracy of a TFLite classifier run in a LiteRT interpreter.
-
-Inputs are quantized and outputs dequantized with the model's own parameters, so the same code
-measures float, int8 and uint8 models.
-"""
+"""Accuracy of a classifier on a backend: quantize inputs and dequantize outputs with the model's own
+parameters, so the same code measures float, int8 and uint8 models on any backend."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edgeq.errors import InputError
+from edgeq.errors import InputError, UsageError
+from edgeq.harness.session import Session, TensorInfo
 
 
-def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = detail["dtype"]
-    if np.issubdtype(dtype, np.floating):
-        return x.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    if scale == 0:
-        raise InputError(f"input {detail['name']!r} is {np.dtype(dtype).name} without quantization parameters")
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(dtype)
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if np.issubdtype(info.dtype, np.floating):
+        return x.astype(info.dtype)
+    if info.scale == 0:
+        raise InputError(f"input '{info.name}' is {info.dtype} without quantization parameters")
+    limits = np.iinfo(info.dtype)
+    return np.clip(np.rint(x / info.scale) + info.zero_point, limits.min, limits.max).astype(info.dtype)
 
 
-def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if np.issubdtype(y.dtype, np.floating):
+def dequantize(y: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.floating) or info.scale == 0:
         return y.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return ((y.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)
 
 
-def run_batch1(interpreter: Any, inputs: np.ndarray, output_index: int = 0) -> np.ndarray:
-    """Run a single-input model one sample at a time; returns the dequantized outputs stacked."""
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[output_index]
-    expected = tuple(input_detail["shape"][1:])
-    if tuple(inputs.shape[1:]) != expected:
-        raise InputError(f"data samples are shaped {tuple(inputs.shape[1:])}, the model expects {expected}")
-    outputs = []
-    for sample in inputs:
-        interpreter.set_tensor(input_detail["index"], _quantize(sample[None], input_detail))
-        interpreter.invoke()
-        outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)[0])
-    return np.stack(outputs)
+def output_index(session: Session, output: str | int | None) -> int:
+    """The classification output: by index, by (suffix of) name, or the only/first one."""
+    if output is None:
+        return 0
+    if isinstance(output, int) or str(output).isdigit():
+        index = int(output)
+        if not 0 <= index < len(session.outputs):
+            raise UsageError(f"--output {index} is out of range: the model has {len(session.outputs)} outputs")
+        return index
+    matches = [i for i, o in enumerate(session.outputs) if o.name == output or o.name.split(":")[0].endswith(output)]
+    if len(matches) != 1:
+        names = ", ".join(o.name for o in session.outputs)
+        raise UsageError(f"--output {output!r} matches {len(matches)} outputs; the model's outputs are {names}")
+    return matches[0]
+
+
+def predict(session: Session, x: np.ndarray, output: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Dequantized scores of ``output`` for float model inputs ``x`` (N, ...), one sample at a time."""
+    if len(session.inputs) != 1:
+        raise UsageError("accuracy evaluation supports single-input models")
+    info = session.inputs[0]
+    if tuple(x.shape[1:]) != tuple(info.shape[1:]):
+        raise InputError(f"data samples are shaped {tuple(x.shape[1:])}, the model expects {tuple(info.shape[1:])}")
+    scores = []
+    for i, sample in enumerate(x):
+        session.set_inputs([quantize(sample[None], info)])
+        session.invoke()
+        scores.append(dequantize(session.get_outputs()[output], session.outputs[output]).reshape(-1))
+        if progress is not None and (i + 1) % 50 == 0:
+            progress(i + 1, len(x))
+    return np.stack(scores)
 
 
 def top1(scores: np.ndarray, labels: np.ndarray) -> float:
     """Share of samples whose highest score is the label."""
     return float(np.mean(np.argmax(scores, axis=-1) == labels))
+
+
+def topk(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, scores.shape[-1])
+    best = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    return float(np.mean(np.any(best == labels[:, None], axis=-1)))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    n: int
+    top1: float
+    top5: float
+    agreement: float | None  # share of samples where the top-1 equals the reference model's
+    per_condition: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def evaluate(scores: np.ndarray, labels: np.ndarray, conditions: list[str] | None = None,
+             reference: np.ndarray | None = None) -> EvalResult:
+    agreement = None if reference is None else float(np.mean(scores.argmax(-1) == reference.argmax(-1)))
+    per_condition: dict[str, dict[str, Any]] = {}
+    if conditions:
+        groups = np.asarray(conditions)
+        for name in dict.fromkeys(conditions):
+            mask = groups == name
+            entry: dict[str, Any] = {"n": int(mask.sum()), "top1": top1(scores[mask], labels[mask]),
+                                     "top5": topk(scores[mask], labels[mask], 5)}
+            if reference is not None:
+                entry["agreement"] = float(np.mean(scores[mask].argmax(-1) == reference[mask].argmax(-1)))
+            per_condition[name] = entry
+    return EvalResult(n=len(labels), top1=top1(scores, labels), top5=topk(scores, labels, 5), agreement=agreement,
+                      per_condition=per_condition)
+
+
+def run_batch1(interpreter: Any, inputs: np.ndarray, output_index: int = 0) -> np.ndarray:
+    """Dequantized outputs of a bare LiteRT interpreter (kept for the demo and benchmarks)."""
+    from edgeq.harness.backends import LiteRTSession
+
+    return predict(LiteRTSession(interpreter, "litert", "", None), inputs, output_index)

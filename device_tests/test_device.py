@@ -1,0 +1,83 @@
+"""On-target checks: the model loads, agrees with the reference kernels, meets the latency and accuracy budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import Budget
+from edgeq.harness.backends import availability, open_session, parse_backend
+from edgeq.harness.latency import LatencyConfig, open_timed, random_inputs, run_interleaved
+
+
+def _session(model_path: Path, backend_name: str, threads: int = 1):
+    backend = parse_backend(backend_name)
+    if backend.kind == "android":
+        pytest.skip("android runs through 'edgeq bench --backend android:SERIAL', not in-process")
+    status = availability(backend)
+    if not status.available:
+        pytest.skip(f"{backend} unavailable: {status.reason}")
+    return open_session(model_path.read_bytes(), backend, threads)
+
+
+def test_model_loads_and_runs(model_path: Path, backend_name: str) -> None:
+    session = _session(model_path, backend_name)
+    session.set_inputs(random_inputs(session, 0))
+    session.invoke()
+    outputs = session.get_outputs()
+    assert len(outputs) == len(session.outputs)
+    assert all(np.all(np.isfinite(o.astype(np.float64))) for o in outputs)
+
+
+def test_outputs_match_reference_kernels(model_path: Path, backend_name: str) -> None:
+    """Optimized kernels and delegates may round differently, never by more than a couple of steps."""
+    session = _session(model_path, backend_name)
+    reference = open_session(model_path.read_bytes(), parse_backend("ref"))
+    for seed in range(3):
+        inputs = random_inputs(session, seed)
+        session.set_inputs(inputs)
+        reference.set_inputs(inputs)
+        session.invoke()
+        reference.invoke()
+        for got, want, info in zip(session.get_outputs(), reference.get_outputs(), session.outputs, strict=True):
+            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            tolerance = 2 if np.issubdtype(info.dtype, np.integer) else 1e-3 * (1 + np.abs(want).max())
+            assert diff.max() <= tolerance, f"{backend_name}: output {info.name} differs by {diff.max()}"
+
+
+def test_latency_budget(model_path: Path, backend_name: str, budget: Budget) -> None:
+    measurement = open_timed(backend_name, lambda: _session(model_path, backend_name, budget.threads))
+    run_interleaved([measurement], LatencyConfig(runs=budget.runs, min_seconds=0.2, warmup_seconds=0.1))
+    stats = measurement.stats()
+    assert stats.n >= budget.runs
+    if budget.max_p90_ms is not None:
+        assert stats.p90_ms <= budget.max_p90_ms, f"p90 {stats.p90_ms:.3f} ms > budget {budget.max_p90_ms} ms"
+
+
+def test_full_delegation_budget(model_path: Path, backend_name: str, budget: Budget) -> None:
+    session = _session(model_path, backend_name)
+    if not budget.require_full_delegation:
+        pytest.skip("the budget does not require full delegation")
+    if session.delegation is None:
+        pytest.skip(f"{backend_name} has no delegate")
+    assert session.delegation.full, (f"{session.delegation.nodes_delegated}/{session.delegation.nodes_total} "
+                                     f"nodes delegated; left: {session.delegation.undelegated_ops}")
+
+
+def test_accuracy_budget(model_path: Path, backend_name: str, budget: Budget, eval_set: str | None,
+                         request: pytest.FixtureRequest) -> None:
+    if not eval_set:
+        pytest.skip("no --eval-set given")
+    from edgeq.artifacts import Preprocessing
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.cli.evaluate import _labelled
+    from edgeq.harness.accuracy import predict, top1
+    from edgeq.preprocess import apply_preprocessing
+
+    images, labels, _, set_pp = _labelled(eval_set, None)
+    pp = parse_preprocessing(request.config.getoption("--preprocess")) or set_pp or Preprocessing()
+    accuracy = top1(predict(_session(model_path, backend_name), apply_preprocessing(pp, images)), labels)
+    if budget.min_top1 is not None:
+        assert accuracy >= budget.min_top1, f"top-1 {accuracy:.2%} < budget {budget.min_top1:.2%}"

@@ -1,0 +1,209 @@
+"""``edgeq bench``: latency of one or more models on one or more backends, interleaved, with ratios."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgeq.cli.output import print_table
+from edgeq.errors import BackendUnavailable, GateFailed, UsageError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def register(verbs: Any) -> None:
+    bench = verbs.add_parser(
+        "bench", help="measure latency on CPU, XNNPACK, reference kernels, Edge TPU, TFLM or Android",
+        description="Warm-up by count and time, measured runs by count and minimum time (as benchmark_model "
+                    "does), init and first inference reported apart; several models/backends/thread counts "
+                    "interleaved and compared as ratios. Exit 3 when no requested backend can run here.")
+    bench.add_argument("models", nargs="+", metavar="MODEL", help=".tflite model(s)")
+    bench.add_argument("--backend", default="xnnpack",
+                       help="comma-separated: ref, cpu, xnnpack, edgetpu[:usb:0], tflm, android:SERIAL")
+    bench.add_argument("--threads", type=_int_list, default=[1], help="comma-separated thread counts (1)")
+    bench.add_argument("--runs", type=int, default=50, help="measured runs, at least (50)")
+    bench.add_argument("--min-seconds", type=float, default=1.0, help="measured time per configuration, at least")
+    bench.add_argument("--max-seconds", type=float, default=150.0, help="stop measuring after this long")
+    bench.add_argument("--warmup-runs", type=int, default=1)
+    bench.add_argument("--warmup-seconds", type=float, default=0.5)
+    bench.add_argument("--cpus", type=_int_list, help="pin this process to these CPU ids (affinity)")
+    bench.add_argument("--require-full-delegation", action="store_true",
+                       help="exit 1 when XNNPACK (or the Edge TPU) did not take the whole graph")
+    bench.add_argument("--accelerator", default="cpu", choices=["cpu", "xnnpack", "gpu", "nnapi"],
+                       help="android backend: which delegate benchmark_model applies")
+    bench.add_argument("--android-binary", metavar="PATH", help="android backend: the benchmark_model binary")
+    bench.add_argument("--taskset", metavar="MASK", help="android backend: CPU mask for taskset (e.g. f0 = big cores)")
+    bench.add_argument("--json", metavar="FILE", help="write all results (raw samples included) as JSON")
+    bench.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from edgeq.harness import environment
+    from edgeq.harness.backends import availability, parse_backend
+
+    if args.runs < 1 or args.min_seconds < 0 or args.warmup_runs < 0:
+        raise UsageError("--runs must be at least 1; --min-seconds and --warmup-runs not negative")
+    if any(t < 1 for t in args.threads):
+        raise UsageError("--threads must be at least 1")
+    models = [Path(m) for m in args.models]
+    for model in models:
+        if not model.is_file():
+            from edgeq.errors import InputError
+
+            raise InputError(f"no such model file: {model}")
+    if args.cpus:
+        environment.pin_cpus(args.cpus)
+    backends, skipped = [], []
+    for name in dict.fromkeys(b.strip() for b in args.backend.split(",") if b.strip()):
+        backend = parse_backend(name)
+        status = availability(backend)
+        if status.available:
+            backends.append(backend)
+        else:
+            skipped.append({"backend": str(backend), "reason": status.reason})
+            print(f"edgeq: warning: backend {backend} unavailable: {status.reason}", file=sys.stderr)
+    if not backends:
+        raise BackendUnavailable(f"no requested backend can run here ({skipped[0]['reason']})" if len(skipped) == 1
+                                 else "none of the requested backends can run here")
+    local = [b for b in backends if b.kind != "android"]
+    document: dict[str, Any] = {"environment": environment.capture(), "skipped": skipped, "results": [],
+                                "ratios": [], "warnings": []}
+    if local:
+        _bench_local(models, local, args, document)
+    for backend in (b for b in backends if b.kind == "android"):
+        _bench_android(models, backend, args, document)
+    from edgeq.harness.latency import peak_rss_mib
+
+    document["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    _print(document)
+    if args.json:
+        import json
+
+        from edgeq.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(document, indent=2) + "\n")
+    failures = [w for w in document["warnings"] if w.startswith("not fully delegated")]
+    if args.require_full_delegation and failures:
+        raise GateFailed(failures[0])
+    return 0
+
+
+def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespace,
+                 document: dict[str, Any]) -> None:
+    from edgeq.cli.progress import progress_printer
+    from edgeq.harness import environment
+    from edgeq.harness.backends import open_session
+    from edgeq.harness.latency import LatencyConfig, open_timed, ratio, run_interleaved
+    from edgeq.tflite import model as tfl
+
+    config = LatencyConfig(warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds, runs=args.runs,
+                           min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    data = {m: m.read_bytes() for m in models}
+    measurements, keys = [], []
+    for model in models:
+        for backend in backends:
+            for threads in args.threads:
+                label = f"{model.name} {backend} t{threads}"
+                opener = lambda m=model, b=backend, t=threads: open_session(data[m], b, t)  # noqa: E731
+                measurements.append(open_timed(label, opener))
+                keys.append((model, backend, threads))
+    run_interleaved(measurements, config, progress_printer("benchmarking"))
+    by_key = dict(zip(keys, measurements, strict=True))
+    for (model, backend, threads), m in by_key.items():
+        runtime_name, _, runtime_version = m.session.runtime.partition(" ")
+        delegation = dataclasses.asdict(m.session.delegation) if m.session.delegation else None
+        from edgeq.artifacts import BenchResult
+
+        result = BenchResult(model_sha256=tfl.sha256(data[model]), backend=str(backend), threads=threads,
+                             runtime=runtime_name, runtime_version=runtime_version, init_ms=round(m.init_ms, 3),
+                             first_inference_ms=round(m.first_ms, 3), latency=m.stats(),
+                             environment=environment.capture(threads), model=str(model), delegation=delegation)
+        document["results"].append(result.to_dict())
+        d = m.session.delegation
+        if d is not None and not d.full:
+            document["warnings"].append(
+                f"not fully delegated: {model.name} on {backend}: {d.nodes_delegated} of {d.nodes_total} nodes in "
+                f"{d.partitions} partition(s); left on the builtin kernels: {', '.join(d.undelegated_ops) or '-'}")
+    for (model, backend, threads), m in by_key.items():  # XNNPACK vs CPU, same model and threads
+        if backend.kind == "xnnpack":
+            for (model2, backend2, threads2), m2 in by_key.items():
+                if model2 == model and threads2 == threads and backend2.kind == "cpu":
+                    what = f"{model.name} t{threads}: xnnpack / cpu"
+                    document["ratios"].append({"what": what, "ratio": ratio(m, m2)})
+    floats = [m for m in models if _is_float(data[m])]
+    ints = [m for m in models if not _is_float(data[m])]
+    for int_model in ints:
+        for float_model in floats:
+            for backend in backends:
+                for threads in args.threads:
+                    document["ratios"].append({
+                        "what": f"{backend} t{threads}: {int_model.name} / {float_model.name} (int8 / fp32)",
+                        "ratio": ratio(by_key[(int_model, backend, threads)], by_key[(float_model, backend, threads)])})
+
+
+def _is_float(data: bytes) -> bool:
+    from edgeq.tflite import model as tfl
+
+    parsed = tfl.parse(data)
+    graph = parsed.subgraphs[0]
+    return tfl.tensor_type_name(graph.tensors[graph.inputs[0]].type) == "FLOAT32" and not any(
+        tfl.tensor_type_name(t.type) == "INT8" for t in graph.tensors)
+
+
+def _bench_android(models: list[Path], backend: Any, args: argparse.Namespace, document: dict[str, Any]) -> None:
+    from edgeq.harness import android
+
+    if not args.android_binary:
+        raise UsageError("the android backend needs --android-binary PATH (TFLite's benchmark_model for the device)")
+    for model in models:
+        for threads in args.threads:
+            result = android.run_benchmark(model, backend.option, Path(args.android_binary), args.accelerator,
+                                           threads, runs=args.runs, warmup_runs=args.warmup_runs,
+                                           min_seconds=args.min_seconds, taskset=args.taskset,
+                                           report_peak_memory=True)
+            entry = {k: v for k, v in result.to_dict().items() if k not in ("raw_output", "commands")}
+            document["results"].append({**entry, "model": str(model)})
+            if args.accelerator != "cpu" and result.fully_delegated is not True:
+                document["warnings"].append(f"not fully delegated: {model.name} on {backend} ({args.accelerator}): "
+                                            f"benchmark_model reports applied={result.delegate_applied}, "
+                                            f"fully={result.fully_delegated}")
+
+
+def _print(document: dict[str, Any]) -> None:
+    rows = []
+    for r in document["results"]:
+        if r.get("kind") == "android_benchmark":
+            rows.append([Path(r["model"]).name, f"android:{r['serial']} {r['accelerator']}", r["threads"],
+                         _ms(r["init_us"], 1e-3), _ms(r["first_us"], 1e-3), _ms(r["avg_us"], 1e-3), "-", "-",
+                         r["count"], "-"])
+            continue
+        lat = r["latency"]
+        d = r.get("delegation")
+        took = f"{d['nodes_delegated']}/{d['nodes_total']} in {d['partitions']}" if d else "-"
+        rows.append([Path(r["model"]).name, r["backend"], r["threads"], f"{r['init_ms']:.1f}",
+                     f"{r['first_inference_ms']:.2f}", f"{lat['mean_ms']:.3f}", f"{lat['p50_ms']:.3f}",
+                     f"{lat['p90_ms']:.3f}", lat["n"], took])
+    print_table(["model", "backend", "threads", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "n",
+                 "delegated"], rows)
+    for entry in document["ratios"]:
+        print(f"ratio {entry['what']}: {entry['ratio']:.3f}")
+    for warning in document["warnings"]:
+        print(f"warning: {warning}")
+    env = document["environment"]
+    print(f"environment: {env['cpu_model']}, {env['cpu_count']} cores, affinity {env['affinity']}, governor "
+          f"{env['governor']}; peak RSS {document['peak_rss_mib']} MiB")
+
+
+def _ms(value: float | None, factor: float) -> str:
+    return "-" if value is None else f"{value * factor:.3f}"

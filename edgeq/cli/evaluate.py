@@ -1,0 +1,106 @@
+"""``edgeq eval``: top-1/top-5 of a .tflite classifier on a labelled set, per condition, on a backend."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.cli.output import print_json, print_table
+from edgeq.errors import InputError
+
+
+def register(verbs: Any) -> None:
+    ev = verbs.add_parser(
+        "eval", help="accuracy of a .tflite classifier on a labelled set, per condition",
+        description="Quantizes inputs and dequantizes outputs with the model's own parameters; per-condition "
+                    "results for sets from 'edgeq datagen'; agreement with an FP32 reference model.")
+    ev.add_argument("model", help=".tflite model")
+    ev.add_argument("--data", required=True, metavar="SET",
+                    help="a labelled set from 'edgeq datagen', or digits:test|val|train, lfw:test|...")
+    ev.add_argument("--backend", default="xnnpack", help="ref, cpu, xnnpack, edgetpu[:DEVICE], tflm (xnnpack)")
+    ev.add_argument("--threads", type=int, default=1)
+    ev.add_argument("--output", help="classification output by name or index (multi-output models)")
+    ev.add_argument("--reference", metavar="MODEL", help="FP32 .tflite to compare predictions with (agreement)")
+    ev.add_argument("--preprocess", metavar="SPEC", help="preprocessing (default: the set's own)")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    ev.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
+    ev.set_defaults(handler=run_eval)
+
+
+def _labelled(data: str, limit: int | None) -> tuple[np.ndarray, np.ndarray, list[str] | None, Any]:
+    from datagen.calibset import is_set, load_set
+
+    if is_set(data):
+        loaded = load_set(data)
+        if loaded.labels is None:
+            raise InputError(f"{data} has no labels: eval needs a labelled source")
+        images, labels, conditions, pp = loaded.images, loaded.labels, list(loaded.conditions), loaded.preprocessing
+    elif data.startswith(("digits:", "lfw:")):
+        from datagen import bundled
+
+        dataset, _, split = data.partition(":")
+        loader = bundled.load_digits if dataset == "digits" else bundled.load_lfw
+        if split not in bundled.SPLITS:
+            raise InputError(f"unknown split in {data!r}; use one of {', '.join(bundled.SPLITS)}")
+        split_data = loader(split)  # type: ignore[arg-type]
+        images, labels, conditions, pp = split_data.images, split_data.labels, None, None
+    else:
+        raise InputError(f"{data} is neither a labelled set from 'edgeq datagen' nor digits:/lfw:<split>")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+        conditions = conditions[:limit] if conditions else None
+    return images, labels, conditions, pp
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from edgeq.artifacts import Preprocessing
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.cli.progress import progress_printer
+    from edgeq.errors import BackendUnavailable, UsageError
+    from edgeq.harness.accuracy import evaluate, output_index, predict
+    from edgeq.harness.backends import availability, open_session, parse_backend
+    from edgeq.preprocess import apply_preprocessing
+    from edgeq.tflite import model as tfl
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    backend = parse_backend(args.backend)
+    status = availability(backend)
+    if not status.available:
+        raise BackendUnavailable(f"backend {backend} unavailable: {status.reason}")
+    model_bytes = tfl.read_bytes(args.model)
+    images, labels, conditions, set_pp = _labelled(args.data, args.limit)
+    pp = parse_preprocessing(args.preprocess) or set_pp or Preprocessing()
+    x = apply_preprocessing(pp, images)
+    session = open_session(model_bytes, backend, args.threads)
+    out = output_index(session, args.output)
+    scores = predict(session, x, out, progress_printer("evaluating"))
+    reference = None
+    if args.reference:
+        ref_session = open_session(tfl.read_bytes(args.reference), parse_backend("cpu"), args.threads)
+        reference = predict(ref_session, x, output_index(ref_session, args.output))
+    result = evaluate(scores, labels, conditions, reference)
+    document = {"model": args.model, "model_sha256": tfl.sha256(model_bytes), "data": args.data,
+                "backend": str(backend), "runtime": session.runtime, "n": result.n, "top1": result.top1,
+                "top5": result.top5, "agreement": result.agreement, "per_condition": result.per_condition,
+                "preprocessing": pp.to_dict()}
+    if args.json == "-":
+        print_json(document)
+        return 0
+    rows = [["all", result.n, f"{result.top1:.2%}", f"{result.top5:.2%}",
+             "-" if result.agreement is None else f"{result.agreement:.2%}"]]
+    for name, entry in result.per_condition.items():
+        rows.append([name, entry["n"], f"{entry['top1']:.2%}", f"{entry['top5']:.2%}",
+                     f"{entry['agreement']:.2%}" if "agreement" in entry else "-"])
+    print(f"{Path(args.model).name} on {backend} ({session.runtime}), data {args.data}")
+    print_table(["condition", "n", "top-1", "top-5", "agrees with FP32"], rows)
+    if args.json:
+        import json
+
+        from edgeq.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(document, indent=2) + "\n")
+    return 0
