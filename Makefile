@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m edgeq.cli.demo
+	$(BIN)/edgeq build docs/examples/cnn_digits.yaml -o out/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -72,11 +72,11 @@ def test_accuracy_budget(model_path: Path, backend_name: str, budget: Budget, ev
         pytest.skip("no --eval-set given")
     from edgeq.artifacts import Preprocessing
     from edgeq.calib.data import parse_preprocessing
-    from edgeq.cli.evaluate import _labelled
     from edgeq.harness.accuracy import predict, top1
+    from edgeq.harness.labelled import load_labelled
     from edgeq.preprocess import apply_preprocessing
 
-    images, labels, _, set_pp = _labelled(eval_set, None)
+    images, labels, _, set_pp = load_labelled(eval_set)
     pp = parse_preprocessing(request.config.getoption("--preprocess")) or set_pp or Preprocessing()
     accuracy = top1(predict(_session(model_path, backend_name), apply_preprocessing(pp, images)), labels)
     if budget.min_top1 is not None:

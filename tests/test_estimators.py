@@ -393,3 +393,11 @@ def test_kl_keeps_the_bulk_of_a_tensor_far_from_zero(offset: float) -> None:
     assert lo == 0.0
     assert est.clip_fraction(stats, lo, hi) <= 1 - est.KL_MIN_KEPT + 1e-3
     assert hi >= np.quantile(x, 0.985)
+
+
+@pytest.mark.parametrize("method", list(Estimator))
+def test_subnormal_only_tensor_gets_the_minimum_width(method: Estimator) -> None:
+    """Found by hypothesis in CI: a tensor holding one subnormal value broke KL's bin width."""
+    stats = stats_of(np.array([5e-324]))
+    choice = est.estimate(stats, method)
+    assert (choice.lo, choice.hi) == (0.0, est.ZERO_WIDTH)

@@ -233,7 +233,9 @@ def kl_divergences(hist: np.ndarray, num_quantized_bins: int = 128) -> np.ndarra
 def near_zero_kl_bins(stats: TensorStats) -> int:
     """How many of the KL_BINS |x| bins start inside the first stats bin (1 or 2: radius < 2 max|x|)."""
     kl_width = stats.abs_max / KL_BINS
-    return max(1, math.ceil((stats.radius / _HALF) / kl_width - 1e-9))
+    if not kl_width > 0:  # subnormal data: every bin is "near zero"
+        return KL_BINS
+    return min(KL_BINS, max(1, math.ceil((stats.radius / _HALF) / kl_width - 1e-9)))
 
 
 def kl_range(stats: TensorStats, num_quantized_bins: int = 128) -> tuple[float, float]:

@@ -6,10 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeq.cli.output import print_json, print_table
-from edgeq.errors import InputError
 
 
 def register(verbs: Any) -> None:
@@ -30,31 +27,6 @@ def register(verbs: Any) -> None:
     ev.set_defaults(handler=run_eval)
 
 
-def _labelled(data: str, limit: int | None) -> tuple[np.ndarray, np.ndarray, list[str] | None, Any]:
-    from datagen.calibset import is_set, load_set
-
-    if is_set(data):
-        loaded = load_set(data)
-        if loaded.labels is None:
-            raise InputError(f"{data} has no labels: eval needs a labelled source")
-        images, labels, conditions, pp = loaded.images, loaded.labels, list(loaded.conditions), loaded.preprocessing
-    elif data.startswith(("digits:", "lfw:")):
-        from datagen import bundled
-
-        dataset, _, split = data.partition(":")
-        loader = bundled.load_digits if dataset == "digits" else bundled.load_lfw
-        if split not in bundled.SPLITS:
-            raise InputError(f"unknown split in {data!r}; use one of {', '.join(bundled.SPLITS)}")
-        split_data = loader(split)  # type: ignore[arg-type]
-        images, labels, conditions, pp = split_data.images, split_data.labels, None, None
-    else:
-        raise InputError(f"{data} is neither a labelled set from 'edgeq datagen' nor digits:/lfw:<split>")
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-        conditions = conditions[:limit] if conditions else None
-    return images, labels, conditions, pp
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from edgeq.artifacts import Preprocessing
     from edgeq.calib.data import parse_preprocessing
@@ -62,6 +34,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from edgeq.errors import BackendUnavailable, UsageError
     from edgeq.harness.accuracy import evaluate, output_index, predict
     from edgeq.harness.backends import availability, open_session, parse_backend
+    from edgeq.harness.labelled import load_labelled
     from edgeq.preprocess import apply_preprocessing
     from edgeq.tflite import model as tfl
 
@@ -72,7 +45,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if not status.available:
         raise BackendUnavailable(f"backend {backend} unavailable: {status.reason}")
     model_bytes = tfl.read_bytes(args.model)
-    images, labels, conditions, set_pp = _labelled(args.data, args.limit)
+    images, labels, conditions, set_pp = load_labelled(args.data, args.limit)
     pp = parse_preprocessing(args.preprocess) or set_pp or Preprocessing()
     x = apply_preprocessing(pp, images)
     session = open_session(model_bytes, backend, args.threads)

@@ -17,8 +17,9 @@ from edgeq.errors import EdgeqError, ExitCode, UsageError
 
 #: Verb modules, each exposing ``register(subparsers)``. A verb is listed here when its issue lands.
 VERB_MODULES: tuple[str, ...] = (
-    "edgeq.cli.bench", "edgeq.cli.check", "edgeq.cli.convert", "edgeq.cli.coverage", "edgeq.cli.datagen",
-    "edgeq.cli.evaluate", "edgeq.cli.zoo",
+    "edgeq.cli.bench", "edgeq.cli.build", "edgeq.cli.check", "edgeq.cli.convert", "edgeq.cli.coverage",
+    "edgeq.cli.datagen",
+    "edgeq.cli.evaluate", "edgeq.cli.validate", "edgeq.cli.zoo",
 )
 
 

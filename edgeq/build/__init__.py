@@ -1,0 +1,1 @@
+"""`edgeq build`: one recipe runs datagen -> convert -> check -> validate -> bench, with gates and caching."""

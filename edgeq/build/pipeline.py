@@ -1,0 +1,256 @@
+"""Run a build recipe: datagen -> validate (convert with every method) -> check -> bench -> report.
+
+Every step's result is cached under OUT/cache/<step>-<key>, where the key hashes everything the step
+depends on (its configuration and the fingerprints of its inputs), so re-running an unchanged recipe
+reuses them and any change recomputes exactly what it affects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeq.build.recipe import BuildRecipe, DataSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BuildOutcome:
+    document: dict[str, Any]
+    artifact: Path
+    report_html: Path
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g["passed"] for g in self.gates)
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprint(path: Path) -> str:
+    if path.is_dir():
+        marker = path / "datagen.json" if (path / "datagen.json").is_file() else path / "saved_model.pb"
+        return hashlib.sha256(marker.read_bytes()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _resolve_model(recipe: BuildRecipe, log: Log) -> Path:
+    if recipe.model.startswith("zoo:"):
+        from edgeq_models import build
+
+        built = build(recipe.model[4:])
+        log(f"model: zoo {recipe.model[4:]} ({'reused' if built.reused else 'trained'}, test top-1 "
+            f"{built.card.test_accuracy:.2%})")
+        return built.path
+    path = Path(recipe.model)
+    return path if path.is_absolute() else Path(recipe.base_dir) / path
+
+
+def _source(spec: DataSpec, recipe: BuildRecipe) -> str:
+    local = Path(recipe.base_dir) / spec.source
+    return str(local) if local.exists() else spec.source
+
+
+def _dataset(spec: DataSpec, recipe: BuildRecipe, cache: Path, label: str, channels: int, log: Log,
+             reused: list[str]) -> Path:
+    from datagen.generate import DatagenConfig, generate, parse_conditions
+    from edgeq.calib.data import parse_preprocessing
+
+    config = DatagenConfig(source=_source(spec, recipe), conditions=parse_conditions(spec.conditions), n=spec.n,
+                           severity=spec.severity, seed=spec.seed, channels=channels,
+                           preprocessing=parse_preprocessing(recipe.preprocess))
+    folder = cache / f"{label}-{_key(dataclasses.asdict(config), _code_version())}"
+    if folder.is_dir():
+        reused.append(label)
+        log(f"{label} set: reused {folder.name}")
+        return folder
+    generate(config, folder)
+    log(f"{label} set: generated {spec.n} samples ({spec.conditions}) -> {folder.name}")
+    return folder
+
+
+def _code_version() -> str:
+    import edgeq
+
+    return edgeq.__version__
+
+
+def _input_channels(model: Path) -> int:
+    from edgeq.converter.load import load_float_model
+    from edgeq.tflite import model as tfl
+
+    parsed = tfl.parse(load_float_model(model).flatbuffer)
+    graph = parsed.subgraphs[0]
+    shape = list(graph.tensors[graph.inputs[0]].shape)
+    return int(shape[-1]) if len(shape) == 4 and shape[-1] in (1, 3) else 3
+
+
+def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) -> BuildOutcome:
+    from edgeq.artifacts import Preprocessing
+    from edgeq.converter.recipe import QuantRecipe
+    from edgeq.files import copy_atomic
+    from edgeq.harness.labelled import load_labelled
+    from edgeq.report.html import write_report
+    from edgeq.validate.protocol import EvalData, validate
+
+    cache = out / "cache"
+    if not use_cache and cache.exists():
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    reused: list[str] = []
+    model = _resolve_model(recipe, log)
+    model_fp = _fingerprint(model)
+    channels = _input_channels(model)
+    calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", channels, log, reused)
+    eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", channels, log, reused)
+
+    validate_dir = cache / f"validate-{_key(model_fp, _fingerprint(calib_dir), _fingerprint(eval_dir), [m.value for m in recipe.methods], recipe.gates.max_drop_pp, _code_version())}"  # noqa: E501
+    outcome_file = validate_dir / "validation.json"
+    if outcome_file.is_file():
+        saved = json.loads(outcome_file.read_text())
+        reused.append("validate")
+        log(f"validate: reused {validate_dir.name}")
+    else:
+        images, labels, conditions, set_pp = load_labelled(str(eval_dir))
+        data = EvalData(name=str(eval_dir), images=images, labels=labels, conditions=conditions,
+                        preprocessing=set_pp or Preprocessing())
+        outcome = validate(model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
+                           recipe=QuantRecipe())
+        saved = {**outcome.document, "best_model": outcome.best_model.name}
+        outcome_file.write_text(json.dumps(saved, indent=2) + "\n")
+        log(f"validate: {len(recipe.methods)} methods, best {outcome.best_method.value}")
+    best_model = validate_dir / saved["best_model"]
+    artifact = out / f"{recipe.name}_int8.tflite"
+    copy_atomic(best_model, artifact)
+    copy_atomic(best_model.with_suffix(".json"), artifact.with_suffix(".json"))
+    float_copy = validate_dir / "float32.tflite"
+    if not float_copy.is_file():
+        from edgeq.converter.load import load_float_model
+
+        float_copy.write_bytes(load_float_model(model).flatbuffer)
+
+    check_sections = _checks(artifact, recipe)
+    latency, bench_reused = _bench(artifact, float_copy, recipe, cache)
+    if bench_reused:
+        reused.append("bench")
+    coverage_section = _coverage(model, calib_dir, eval_dir, recipe) if recipe.gates.coverage_threshold else None
+    gates = _gates(saved, check_sections, latency, coverage_section, recipe)
+    document = {
+        "title": f"edgeq build: {recipe.name}", **{k: v for k, v in saved.items() if k != "best_model"},
+        "check": check_sections, "latency": latency, "gates": gates, "passed": all(g["passed"] for g in gates),
+        "calibration": _calibration_section(calib_dir),
+        **({"coverage": coverage_section} if coverage_section else {}),
+        "artifact": {"path": str(artifact), "sidecar": str(artifact.with_suffix(".json"))},
+    }
+    document["model"] = {**document.get("model", {}), "name": recipe.name}
+    _, html_path = write_report(document, out)
+    return BuildOutcome(document=document, artifact=artifact, report_html=html_path, gates=gates, reused=reused)
+
+
+def _checks(artifact: Path, recipe: BuildRecipe) -> list[dict[str, Any]]:
+    from edgeq.artifacts import Severity
+    from edgeq.spec.check import check_model
+
+    data = artifact.read_bytes()
+    sections = []
+    for target in dict.fromkeys((*recipe.targets, *recipe.gates.spec)):
+        report = check_model(data, target=target)
+        findings = [f.to_dict() for f in report.findings]
+        sections.append({"target": target, "passed": report.passed,
+                         "errors": sum(f.severity is Severity.ERROR for f in report.findings),
+                         "warnings": sum(f.severity is Severity.WARNING for f in report.findings),
+                         "findings": findings[:50]})
+    return sections
+
+
+def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) -> tuple[list[dict[str, Any]], bool]:
+    from edgeq.harness import environment
+    from edgeq.harness.backends import availability, open_session, parse_backend
+    from edgeq.harness.latency import LatencyConfig, open_timed, run_interleaved
+
+    key = _key(_fingerprint(artifact), _fingerprint(float_model), dataclasses.asdict(recipe.bench),
+               environment.cpu_model())
+    stored = cache / f"bench-{key}.json"
+    if stored.is_file():
+        return json.loads(stored.read_text()), True
+    measurements = []
+    for name in recipe.bench.backends:
+        backend = parse_backend(name)
+        if backend.kind == "android" or not availability(backend).available:
+            continue
+        for threads in recipe.bench.threads:
+            for path, kind in ((artifact, "int8"), (float_model, "fp32")):
+                opener = lambda p=path, b=backend, t=threads: open_session(p.read_bytes(), b, t)  # noqa: E731
+                m = open_timed(f"{kind} {backend} t{threads}", opener)
+                measurements.append((backend, threads, kind, m))
+    run_interleaved([m for *_, m in measurements],
+                    LatencyConfig(runs=recipe.bench.runs, min_seconds=recipe.bench.min_seconds))
+    latency = []
+    for backend, threads, kind, m in measurements:
+        stats = m.stats()
+        latency.append({"label": m.label, "backend": str(backend), "threads": threads, "model": kind,
+                        "p50_ms": stats.p50_ms, "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms,
+                        "samples_ms": list(stats.samples_ms)})
+    stored.write_text(json.dumps(latency) + "\n")
+    return latency, False
+
+
+def _coverage(model: Path, calib_dir: Path, eval_dir: Path, recipe: BuildRecipe) -> dict[str, Any]:
+    from edgeq.calib.coverage import coverage
+    from edgeq.converter.api import _calibration_data
+    from edgeq.converter.load import load_float_model
+
+    float_model = load_float_model(model)
+    report = coverage(float_model, _calibration_data(float_model, calib_dir, None, None),
+                      _calibration_data(float_model, eval_dir, None, None), recipe.gates.coverage_threshold or 1.0)
+    return {"threshold": report.threshold, "flagged": len(report.flagged),
+            "layers": [{"name": layer.name, "calib_max": layer.calib_max, "production_max": layer.production_max,
+                        "ratio": layer.ratio if layer.ratio != float("inf") else None, "flagged": layer.flagged}
+                       for layer in report.layers],
+            "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()}}
+
+
+def _calibration_section(calib_dir: Path) -> dict[str, Any]:
+    import base64
+
+    document = json.loads((calib_dir / "datagen.json").read_text())
+    preview = calib_dir / "preview.png"
+    return {"source": document["source"]["spec"], "samples": document["samples"], "counts": document["counts"],
+            "preview_png": base64.b64encode(preview.read_bytes()).decode() if preview.is_file() else None}
+
+
+def _gates(saved: dict[str, Any], checks: list[dict[str, Any]], latency: list[dict[str, Any]],
+           coverage: dict[str, Any] | None, recipe: BuildRecipe) -> list[dict[str, Any]]:
+    gates = []
+    validation = saved["validation"]
+    if recipe.gates.max_drop_pp is not None:
+        best = next(m for m in validation["methods"] if m["method"] == validation["best_method"])
+        gates.append({"name": "max_drop", "passed": best["drop_pp"] <= recipe.gates.max_drop_pp,
+                      "detail": f"{best['method']} drops {best['drop_pp']:+.2f} pp (limit {recipe.gates.max_drop_pp})"})
+    for section in checks:
+        if section["target"] in recipe.gates.spec:
+            gates.append({"name": f"spec:{section['target']}", "passed": section["passed"],
+                          "detail": f"{section['errors']} errors, {section['warnings']} warnings"})
+    for backend, budget in (recipe.gates.max_p90_ms or {}).items():
+        rows = [r for r in latency if r["backend"] == backend and r["model"] == "int8"]
+        if not rows:
+            gates.append({"name": f"latency:{backend}", "passed": False, "detail": f"{backend} was not measured"})
+            continue
+        worst = max(r["p90_ms"] for r in rows)
+        gates.append({"name": f"latency:{backend}", "passed": worst <= budget,
+                      "detail": f"p90 {worst:.3f} ms (budget {budget} ms)"})
+    if coverage is not None:
+        gates.append({"name": "coverage", "passed": coverage["flagged"] == 0,
+                      "detail": f"{coverage['flagged']} layer(s) below ratio {coverage['threshold']}"})
+    return gates

@@ -1,0 +1,56 @@
+"""``edgeq build RECIPE.yaml -o DIR``: the CI entry point (datagen -> convert -> check -> validate -> bench)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeq.cli.output import print_table
+from edgeq.errors import GateFailed
+
+
+def register(verbs: Any) -> None:
+    build = verbs.add_parser(
+        "build", help="run a build recipe end to end and gate it (the CI entry point)",
+        description="Generates the calibration and evaluation sets, converts with every method, validates, "
+                    "checks each target, benchmarks, writes the best INT8 artifact, its sidecar and "
+                    "report.html to DIR, and exits 1 naming each failed gate. Unchanged steps are reused.")
+    build.add_argument("recipe", help="build recipe (YAML)")
+    build.add_argument("-o", "--output", required=True, metavar="DIR")
+    build.add_argument("--no-cache", action="store_true", help="recompute every step")
+    build.set_defaults(handler=run_build_command)
+
+
+def run_build_command(args: argparse.Namespace) -> int:
+    from edgeq.build.pipeline import run_build
+    from edgeq.build.recipe import load_build_recipe
+    from edgeq.tfimport import import_tensorflow
+
+    recipe = load_build_recipe(args.recipe)
+    import_tensorflow("edgeq build")
+    started = time.perf_counter()
+
+    def log(line: str) -> None:  # one line per step: readable in CI logs; progress bars only on a terminal
+        print(f"[{time.perf_counter() - started:6.1f} s] {line}", flush=True)
+
+    outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache)
+    validation = outcome.document["validation"]
+    print()
+    rows = [["FP32", f"{validation['baseline']['top1']:.2%}", "-", "-"]]
+    for m in validation["methods"]:
+        best = " *" if m["method"] == validation["best_method"] else ""
+        rows.append([f"INT8 {m['method']}{best}", f"{m['top1']:.2%}", f"{m['drop_pp']:+.2f}", f"{m['agreement']:.2%}"])
+    print_table(["model", "top-1", "drop pp", "agrees with FP32"], rows)
+    print()
+    print_table(["gate", "result", "detail"], [[g["name"], "pass" if g["passed"] else "FAIL", g["detail"]]
+                                               for g in outcome.gates])
+    if outcome.reused:
+        print(f"\nreused cached steps: {', '.join(outcome.reused)}")
+    print(f"artifact: {outcome.artifact} (+ {outcome.artifact.with_suffix('.json').name})")
+    print(f"report:   {outcome.report_html}")
+    failed = [g for g in outcome.gates if not g["passed"]]
+    if failed:
+        raise GateFailed("gate(s) failed: " + "; ".join(f"{g['name']} ({g['detail']})" for g in failed))
+    return 0

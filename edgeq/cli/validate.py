@@ -1,0 +1,81 @@
+"""``edgeq validate``: FP32 vs INT8 for every calibration method, per condition and per layer, gated."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgeq.cli.output import print_table
+from edgeq.errors import GateFailed, UsageError
+
+
+def register(verbs: Any) -> None:
+    val = verbs.add_parser(
+        "validate", help="FP32 baseline vs INT8 per method, per condition and per layer, with a max-drop gate",
+        description="Calibrates once, converts with every method, measures accuracy drop, agreement and output "
+                    "SQNR against FP32 (per condition when the evaluation set has them), diagnoses the best "
+                    "method layer by layer, writes report.json and report.html. Exit 1 when no method meets "
+                    "--max-drop, with triage advice.")
+    val.add_argument("model", help="float model (.keras/.h5, SavedModel, float .tflite)")
+    val.add_argument("--calib", required=True, metavar="SET", help="calibration data (a datagen set, .npy, ...)")
+    val.add_argument("--eval", required=True, dest="eval_set", metavar="SET",
+                     help="labelled evaluation set (a datagen set or digits:test / lfw:test)")
+    val.add_argument("--methods", default="minmax,percentile,mse,kl,auto", help="estimators to compare")
+    val.add_argument("--max-drop", type=float, metavar="PP", help="gate: best method's top-1 drop in points")
+    val.add_argument("--preprocess", metavar="SPEC", help="preprocessing (default: each set's own)")
+    val.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for models and the report")
+    val.set_defaults(handler=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from edgeq.artifacts import Estimator, Preprocessing
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.harness.labelled import load_labelled
+    from edgeq.report.html import write_report
+    from edgeq.validate.protocol import EvalData, validate
+
+    try:
+        methods = tuple(Estimator(m.strip()) for m in args.methods.split(",") if m.strip())
+    except ValueError:
+        raise UsageError(f"--methods: unknown estimator in {args.methods!r}") from None
+    if not methods:
+        raise UsageError("--methods is empty")
+    pp = parse_preprocessing(args.preprocess)
+    images, labels, conditions, set_pp = load_labelled(args.eval_set)
+    data = EvalData(name=args.eval_set, images=images, labels=labels, conditions=conditions,
+                    preprocessing=pp or set_pp or Preprocessing())
+    out = Path(args.output)
+    outcome = validate(args.model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp)
+    gates = [] if args.max_drop is None else [{
+        "name": "max_drop", "passed": outcome.passed,
+        "detail": f"{outcome.best_method.value} drops {_best(outcome)['drop_pp']:+.2f} pp (limit {args.max_drop} pp)"}]
+    document = {"title": f"edgeq validate: {Path(args.model).name}", **outcome.document, "gates": gates,
+                "passed": outcome.passed}
+    json_path, html_path = write_report(document, out)
+    print_summary(document)
+    print(f"\nreport: {html_path} ({json_path.name})")
+    if not outcome.passed:
+        raise GateFailed(f"gate max_drop failed: {gates[0]['detail']}; {outcome.advice[0]}")
+    return 0
+
+
+def _best(outcome: Any) -> dict[str, Any]:
+    return next(r for r in outcome.document["validation"]["methods"] if r["method"] == outcome.best_method.value)
+
+
+def print_summary(document: dict[str, Any]) -> None:
+    validation = document["validation"]
+    baseline = validation["baseline"]
+    rows = [["FP32", f"{baseline['top1']:.2%}", "-", "-", "-"]]
+    for r in validation["methods"]:
+        sqnr = "-" if r["output_sqnr_db"] is None else f"{r['output_sqnr_db']:.1f}"
+        mark = " *" if r["method"] == validation["best_method"] else ""
+        rows.append([f"INT8 {r['method']}{mark}", f"{r['top1']:.2%}", f"{r['drop_pp']:+.2f}",
+                     f"{r['agreement']:.2%}", sqnr])
+    print_table(["model", "top-1", "drop pp", "agrees with FP32", "output SQNR dB"], rows)
+    worst = document["layers"]["worst"]
+    if worst:
+        print(f"worst layers ({document['layers']['method']}): " + ", ".join(w[-48:] for w in worst))
+    for line in validation["advice"]:
+        print(f"advice: {line}")
