@@ -230,8 +230,11 @@ def _write_set(output: Path, config: DatagenConfig, source: Source, images: np.n
                force: bool) -> GeneratedSet:
     from datagen.preview import contact_sheet
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write to {output.parent}: {exc.strerror or exc}") from None
     try:
         digest = hashlib.sha256()
         for start in range(0, len(images), SHARD_SIZE):
@@ -262,7 +265,15 @@ def _write_set(output: Path, config: DatagenConfig, source: Source, images: np.n
         os.chmod(staging, 0o755)
         if force and output.exists():
             shutil.rmtree(output)
-        os.replace(staging, output)
+        try:
+            os.replace(staging, output)
+        except OSError:
+            # Another process (a concurrent build) finished the same set first. Sets are deterministic, so
+            # a complete one with the same fingerprint is this set; anything else is a real conflict.
+            existing = output / "datagen.json"
+            if not (existing.is_file() and json.loads(existing.read_text())["fingerprint"] == document["fingerprint"]):
+                raise InputError(f"{output} appeared while generating and holds a different set") from None
+            shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

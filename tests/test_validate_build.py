@@ -123,3 +123,44 @@ def test_recipe_errors_exit_2_with_one_line(text: str, fragment: str, tmp_path: 
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_two_builds_give_byte_identical_artifacts_and_sets(tiny_zoo: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=100))
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        assert cli.main(["build", str(recipe), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert (first / "tiny-cnn_int8.tflite").read_bytes() == (second / "tiny-cnn_int8.tflite").read_bytes()
+    for folder in sorted((first / "cache").glob("calibration-*")) + sorted((first / "cache").glob("evaluation-*")):
+        twin = second / "cache" / folder.name
+        for file in sorted(folder.iterdir()):
+            assert file.read_bytes() == (twin / file.name).read_bytes(), file.name
+
+    def without_paths(path: Path) -> dict[str, object]:
+        document = json.loads(path.read_text())
+        return {k: v for k, v in document.items() if k not in ("path", "source")}
+
+    assert without_paths(first / "tiny-cnn_int8.json") == without_paths(second / "tiny-cnn_int8.json")
+
+
+def test_two_concurrent_builds_into_one_folder(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
+    """Both finish, and what they leave is one valid, complete artifact (every write is temp + rename)."""
+    import subprocess
+    import sys
+
+    from edgeq.spec.check import check_model
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=100))
+    out = tmp_path / "shared"
+    edgeq_bin = str(Path(sys.executable).with_name("edgeq"))
+    runs = [subprocess.Popen([edgeq_bin, "build", str(recipe), "-o", str(out)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in runs]  # type: ignore[union-attr]
+    assert all(code == 0 for code, _ in results), results
+    assert check_model((out / "tiny-cnn_int8.tflite").read_bytes()).passed
+    assert json.loads((out / "report.json").read_text())["passed"] is True
+    assert not [p for p in out.rglob(".*") if p.name.startswith(".")]  # no staging leftovers

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.build.recipe import BuildRecipe, DataSpec
+from edgeq.files import write_bytes_atomic, write_text_atomic
 
 Log = Callable[[str], None]
 
@@ -128,7 +129,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         outcome = validate(model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
                            recipe=QuantRecipe())
         saved = {**outcome.document, "best_model": outcome.best_model.name}
-        outcome_file.write_text(json.dumps(saved, indent=2) + "\n")
+        write_text_atomic(outcome_file, json.dumps(saved, indent=2) + "\n")
         log(f"validate: {len(recipe.methods)} methods, best {outcome.best_method.value}")
     best_model = validate_dir / saved["best_model"]
     artifact = out / f"{recipe.name}_int8.tflite"
@@ -138,7 +139,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     if not float_copy.is_file():
         from edgeq.converter.load import load_float_model
 
-        float_copy.write_bytes(load_float_model(model).flatbuffer)
+        write_bytes_atomic(float_copy, load_float_model(model).flatbuffer)
 
     check_sections = _checks(artifact, recipe)
     latency, bench_reused = _bench(artifact, float_copy, recipe, cache)
@@ -202,7 +203,7 @@ def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) 
         latency.append({"label": m.label, "backend": str(backend), "threads": threads, "model": kind,
                         "p50_ms": stats.p50_ms, "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms,
                         "samples_ms": list(stats.samples_ms)})
-    stored.write_text(json.dumps(latency) + "\n")
+    write_text_atomic(stored, json.dumps(latency) + "\n")
     return latency, False
 
 

@@ -109,7 +109,12 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
 
     config = LatencyConfig(warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds, runs=args.runs,
                            min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    from edgeq.harness.probe import probe
+
     data = {m: m.read_bytes() for m in models}
+    for model in models:
+        tfl.parse(data[model], str(model))
+        probe(model, "cpu", what=str(model))  # a runtime crash on an untrusted model is that model's error
     measurements, keys = [], []
     for model in models:
         for backend in backends:

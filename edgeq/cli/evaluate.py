@@ -44,7 +44,12 @@ def run_eval(args: argparse.Namespace) -> int:
     status = availability(backend)
     if not status.available:
         raise BackendUnavailable(f"backend {backend} unavailable: {status.reason}")
+    from edgeq.harness.probe import probe
+
     model_bytes = tfl.read_bytes(args.model)
+    tfl.parse(model_bytes, args.model)
+    for untrusted in filter(None, (args.model, args.reference)):
+        probe(untrusted, "cpu", what=untrusted)
     images, labels, conditions, set_pp = load_labelled(args.data, args.limit)
     pp = parse_preprocessing(args.preprocess) or set_pp or Preprocessing()
     x = apply_preprocessing(pp, images)

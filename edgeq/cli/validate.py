@@ -46,7 +46,15 @@ def run_validate(args: argparse.Namespace) -> int:
     data = EvalData(name=args.eval_set, images=images, labels=labels, conditions=conditions,
                     preprocessing=pp or set_pp or Preprocessing())
     out = Path(args.output)
-    outcome = validate(args.model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp)
+    created = not out.exists()
+    try:
+        outcome = validate(args.model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp)
+    except BaseException:
+        if created and out.exists():  # leave no half-filled output folder behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     gates = [] if args.max_drop is None else [{
         "name": "max_drop", "passed": outcome.passed,
         "detail": f"{outcome.best_method.value} drops {_best(outcome)['drop_pp']:+.2f} pp (limit {args.max_drop} pp)"}]

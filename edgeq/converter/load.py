@@ -134,6 +134,10 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
         flatbuffer = tfl.read_bytes(path)
         if input_shape is not None:
             raise InputError("--input-shape cannot reshape a .tflite model; export it with a static shape")
+        tfl.parse(flatbuffer, str(path))
+        from edgeq.harness.probe import probe
+
+        probe(path, "cpu", what=str(path))  # an untrusted file: a runtime crash must not take edgeq down
     else:
         raise InputError(f"{path} is not a model edgeq reads (.keras, .h5, .tflite or a SavedModel folder)")
     parsed = tfl.parse(flatbuffer, str(path))

@@ -53,7 +53,10 @@ class LiteRTSession:
     def set_inputs(self, arrays: list[np.ndarray]) -> None:
         check_inputs(self.inputs, arrays)
         for index, array in zip(self._input_indices, arrays, strict=True):
-            self.interpreter.set_tensor(index, np.ascontiguousarray(array))
+            try:
+                self.interpreter.set_tensor(index, np.ascontiguousarray(array))
+            except ValueError as exc:  # e.g. an input tensor that the file wrongly backs with constant data
+                raise InputError(f"{self.backend} refused input data: {first_line(exc)}") from None
 
     def invoke(self) -> None:
         try:

@@ -117,6 +117,11 @@ def _graph_findings(view: _View, io: str) -> Iterator[Finding]:
             if t.type not in allowed:
                 yield _finding("io.type", Severity.ERROR, f"model {role} '{t.name}' is {t.type}", tensor=t,
                                expected=" or ".join(sorted(allowed)), actual=t.type)
+    for index in view.inputs:
+        t = view.tensors[index]
+        if t.constant:
+            yield _finding("io.constant-input", Severity.ERROR, f"model input '{t.name}' is backed by constant data",
+                           tensor=t, expected="a runtime input", actual="constant buffer")
     for t in view.tensors:
         if any(d < 0 for d in t.signature):
             yield _finding("shape.dynamic", Severity.ERROR, f"tensor '{t.name}' has a dynamic shape", tensor=t,
