@@ -159,3 +159,15 @@ def test_numpy_array_source_with_labels(tmp_path: Path) -> None:
     assert loaded.labels is not None and sorted(set(loaded.labels.tolist())) == [0, 1]
     assert loaded.records[0]["source_id"].startswith("faces.npz/")
     assert regenerate(result.path).tobytes() == loaded.images.tobytes()
+
+
+def test_ctrl_c_during_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datagen.preview
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datagen.preview, "contact_sheet", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate(DatagenConfig(source="digits:test", conditions=(("original", 1.0),), n=4), tmp_path / "set")
+    assert list(tmp_path.iterdir()) == []  # neither the set nor its staging folder
