@@ -10,12 +10,10 @@ back to the log it came from. No TensorFlow import; adb and the binary are the o
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import ClassVar, Literal, NamedTuple, get_args
 
 from edgeq.artifacts import Artifact
 from edgeq.errors import BackendUnavailable, InputError, UsageError
+from edgeq.subprocesses import stop_group
 from edgeq.tflite.model import check_identifier
 
 Accelerator = Literal["cpu", "xnnpack", "gpu", "nnapi"]
@@ -199,16 +198,7 @@ def _first_error(text: str) -> str:
 
 def _stop(process: subprocess.Popen[bytes]) -> str:
     """Kill adb and everything it started, and collect whatever it printed."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    try:
-        out, _ = process.communicate(timeout=5)
-    except subprocess.TimeoutExpired:  # a descendant that left the group still holds the pipe
-        process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-        return ""
-    return (out or b"").decode("utf-8", "replace")
+    return stop_group(process, b"").decode("utf-8", "replace")
 
 
 def _adb(adb: str, args: Sequence[str], step: str, serial: str, timeout_s: float,

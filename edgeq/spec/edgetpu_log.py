@@ -11,16 +11,14 @@ co-compiled, the summary fields describe the first one.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeq.errors import BackendUnavailable, InputError
+from edgeq.subprocesses import stop_group
 from edgeq.tflite import model as tfl
 
 COMPILER = "edgetpu_compiler"
@@ -137,16 +135,7 @@ def find_compiler() -> str | None:
 
 def _stop(process: subprocess.Popen[str]) -> str:
     """Kill the compiler and everything it started (it forks a child to compile), and collect its output."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    try:
-        out, _ = process.communicate(timeout=5)
-    except subprocess.TimeoutExpired:  # a descendant that left the group still holds the pipe
-        process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-        return ""
-    return out or ""
+    return stop_group(process, "")
 
 
 def run_compiler(model_path: str | Path, out_dir: str | Path, timeout_s: float = 120) -> CompilerReport:
