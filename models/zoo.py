@@ -150,11 +150,6 @@ def load_splits(dataset: str) -> tuple["LabelledImages", "LabelledImages", "Labe
     return loader("train"), loader("val"), loader("test")
 
 
-def test_split(name: str) -> "LabelledImages":
-    """The held-out test split a zoo model is measured on."""
-    return load_splits(entry(name).dataset)[2]
-
-
 def build(name: str, recipe: TrainRecipe | None = None, cache: str | os.PathLike[str] | None = None,
           force: bool = False) -> BuiltModel:
     """Train zoo model ``name`` under ``recipe`` (default: its own), or reuse the cached result."""

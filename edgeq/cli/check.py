@@ -36,12 +36,13 @@ def run_check(args: argparse.Namespace) -> int:
     from edgeq.tflite import model as tfl
 
     data = tfl.read_bytes(args.model)
-    float_bytes = Path(args.float_model).stat().st_size if args.float_model and Path(args.float_model).is_file() \
-        else None
-    if args.float_model and float_bytes is None:
-        from edgeq.errors import InputError
+    float_bytes = None
+    if args.float_model:
+        if not Path(args.float_model).is_file():
+            from edgeq.errors import InputError
 
-        raise InputError(f"no such float model: {args.float_model}")
+            raise InputError(f"no such float model: {args.float_model}")
+        float_bytes = Path(args.float_model).stat().st_size
     report = check_model(data, target=args.target, io=args.io, what=args.model,
                          ignore=[r.strip() for r in args.ignore.split(",") if r.strip()])
     size = size_breakdown(data, float_bytes=float_bytes)

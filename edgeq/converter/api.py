@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.artifacts import Estimator, Preprocessing, QuantizedArtifact, RangeTable, TensorRange
+from edgeq.artifacts import Preprocessing, QuantizedArtifact, RangeTable, TensorRange
 from edgeq.calib.collect import ActivationStats, collect, model_inputs
 from edgeq.calib.data import CalibrationSet, load_calibration
 from edgeq.calib.estimators import estimate
@@ -138,7 +138,3 @@ def convert(model: str | Path, output: str | Path, *, calib: str | Path | None =
         model_tmp.write_bytes(quantized)
         sidecar_tmp.write_text(sidecar)
     return artifact
-
-
-def estimator_names() -> list[str]:
-    return [e.value for e in Estimator]
