@@ -27,10 +27,12 @@ from datagen.sources import Source, SourceItem, open_source, to_channels
 from edgeq.artifacts import Preprocessing
 from edgeq.errors import InputError, UsageError
 from edgeq.npzio import save_npz
+from edgeq.versions import package_versions
 
 SET_FORMAT = "edgeq-calibration-set"
 SET_VERSION = 1
 SHARD_SIZE = 4096
+SET_PACKAGES = ("edgeq", "albumentations", "opencv-python-headless", "numpy", "pillow")  # recorded per set
 
 
 @dataclass(frozen=True)
@@ -158,18 +160,6 @@ def _render(args: tuple[np.ndarray, Condition, int, int]) -> tuple[np.ndarray, l
     return apply_condition(image, condition, severity, seed)
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("edgeq", "albumentations", "opencv-python-headless", "numpy", "pillow"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "absent"
-    return found
-
-
 def generate(config: DatagenConfig, output: str | Path, workers: int = 1, force: bool = False,
              progress: Callable[[int, int], None] | None = None) -> GeneratedSet:
     """Render the set into a temporary folder beside ``output`` and move it into place when complete."""
@@ -257,7 +247,7 @@ def _write_set(output: Path, config: DatagenConfig, source: Source, images: np.n
             "source": {"spec": source.spec, "items": len(source.items), "class_names": list(source.class_names)},
             "conditions": {name: {"description": c.description, "spec": c.spec} for name, c in conditions.items()},
             "counts": counts, "samples": len(records), "shape": list(images.shape[1:]),
-            "labels": labels is not None, "rejects": rejects, "versions": _versions(),
+            "labels": labels is not None, "rejects": rejects, "versions": package_versions(SET_PACKAGES),
             "fingerprint": digest.hexdigest(),
         }
         (staging / "datagen.json").write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")

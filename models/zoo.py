@@ -21,6 +21,7 @@ from datagen import bundled
 from edgeq import preprocess
 from edgeq.artifacts import Artifact, Preprocessing
 from edgeq.errors import InputError, UsageError
+from edgeq.versions import package_versions
 
 from . import architectures
 
@@ -119,15 +120,7 @@ def entry(name: str) -> ZooEntry:
 
 def _framework_versions() -> dict[str, str]:
     """Installed framework versions, read from package metadata so no framework is imported."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("tensorflow", "keras"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "absent"
-    return found
+    return package_versions(("tensorflow", "keras"))
 
 
 def recipe_key(zoo_entry: ZooEntry, recipe: TrainRecipe) -> str:

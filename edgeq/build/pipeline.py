@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.build.recipe import BuildRecipe, DataSpec
+from edgeq.converter.load import FloatModel, load_float_model
 from edgeq.files import write_bytes_atomic, write_text_atomic
 
 Log = Callable[[str], None]
@@ -87,11 +88,10 @@ def _code_version() -> str:
     return edgeq.__version__
 
 
-def _input_channels(model: Path) -> int:
-    from edgeq.converter.load import load_float_model
+def _input_channels(float_model: FloatModel) -> int:
     from edgeq.tflite import model as tfl
 
-    parsed = tfl.parse(load_float_model(model).flatbuffer)
+    parsed = tfl.parse(float_model.flatbuffer)
     graph = parsed.subgraphs[0]
     shape = list(graph.tensors[graph.inputs[0]].shape)
     return int(shape[-1]) if len(shape) == 4 and shape[-1] in (1, 3) else 3
@@ -112,7 +112,8 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     reused: list[str] = []
     model = _resolve_model(recipe, log)
     model_fp = _fingerprint(model)
-    channels = _input_channels(model)
+    float_model = load_float_model(model)  # once: loading a Keras model converts it
+    channels = _input_channels(float_model)
     calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", channels, log, reused)
     eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", channels, log, reused)
 
@@ -126,7 +127,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         images, labels, conditions, set_pp = load_labelled(str(eval_dir))
         data = EvalData(name=str(eval_dir), images=images, labels=labels, conditions=conditions,
                         preprocessing=set_pp or Preprocessing())
-        outcome = validate(model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
+        outcome = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
                            recipe=QuantRecipe())
         saved = {**outcome.document, "best_model": outcome.best_model.name}
         write_text_atomic(outcome_file, json.dumps(saved, indent=2) + "\n")
@@ -137,15 +138,13 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     copy_atomic(best_model.with_suffix(".json"), artifact.with_suffix(".json"))
     float_copy = validate_dir / "float32.tflite"
     if not float_copy.is_file():
-        from edgeq.converter.load import load_float_model
-
-        write_bytes_atomic(float_copy, load_float_model(model).flatbuffer)
+        write_bytes_atomic(float_copy, float_model.flatbuffer)
 
     check_sections = _checks(artifact, recipe)
     latency, bench_reused = _bench(artifact, float_copy, recipe, cache)
     if bench_reused:
         reused.append("bench")
-    coverage_section = _coverage(model, calib_dir, eval_dir, recipe) if recipe.gates.coverage_threshold else None
+    coverage_section = _coverage(float_model, calib_dir, eval_dir, recipe) if recipe.gates.coverage_threshold else None
     gates = _gates(saved, check_sections, latency, coverage_section, recipe)
     document = {
         "title": f"edgeq build: {recipe.name}", **{k: v for k, v in saved.items() if k != "best_model"},
@@ -207,12 +206,10 @@ def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) 
     return latency, False
 
 
-def _coverage(model: Path, calib_dir: Path, eval_dir: Path, recipe: BuildRecipe) -> dict[str, Any]:
+def _coverage(float_model: FloatModel, calib_dir: Path, eval_dir: Path, recipe: BuildRecipe) -> dict[str, Any]:
     from edgeq.calib.coverage import coverage
     from edgeq.converter.api import _calibration_data
-    from edgeq.converter.load import load_float_model
 
-    float_model = load_float_model(model)
     report = coverage(float_model, _calibration_data(float_model, calib_dir, None, None),
                       _calibration_data(float_model, eval_dir, None, None), recipe.gates.coverage_threshold or 1.0)
     return {"threshold": report.threshold, "flagged": len(report.flagged),

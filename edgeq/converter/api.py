@@ -18,6 +18,7 @@ from edgeq.errors import InputError, UsageError
 from edgeq.files import atomic_path
 from edgeq.tflite import model as tfl
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
+from edgeq.versions import package_versions
 
 Progress = Callable[[int, int], None]
 
@@ -35,11 +36,19 @@ def _calibration_data(float_model: FloatModel, calib: str | Path, preprocessing:
     return load_calibration(calib, model_inputs(interpreter), preprocessing, limit)
 
 
-def calibrate(model: str | Path, calib: str | Path, *, preprocessing: Preprocessing | None = None,
+ModelSource = str | Path | FloatModel
+
+
+def _float_model(model: ModelSource, input_shape: tuple[int, ...] | None) -> FloatModel:
+    """A model already loaded (a FloatModel) is used as is: loading a Keras model converts it, which is slow."""
+    return model if isinstance(model, FloatModel) else load_float_model(model, input_shape)
+
+
+def calibrate(model: ModelSource, calib: str | Path, *, preprocessing: Preprocessing | None = None,
               input_shape: tuple[int, ...] | None = None, limit: int | None = None,
               progress: Progress | None = None) -> Calibration:
     """Run the float model over the calibration set once and collect per-tensor statistics."""
-    float_model = load_float_model(model, input_shape)
+    float_model = _float_model(model, input_shape)
     data = _calibration_data(float_model, calib, preprocessing, limit)
     return Calibration(float_model, data, collect(float_model.flatbuffer, data, progress))
 
@@ -73,24 +82,14 @@ def choose_ranges(stats: ActivationStats, recipe: QuantRecipe) -> RangeTable:
 
 
 def _tool_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import edgeq
-
-    found = {"edgeq": edgeq.__version__}
-    for package in ("tensorflow", "ai-edge-litert", "numpy"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "absent"
-    return found
+    return package_versions(("edgeq", "tensorflow", "ai-edge-litert", "numpy"))
 
 
 def sidecar_path(output: str | Path) -> Path:
     return Path(output).with_suffix(".json")
 
 
-def convert(model: str | Path, output: str | Path, *, calib: str | Path | None = None,
+def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None = None,
             stats: str | Path | None = None, recipe: QuantRecipe | None = None,
             preprocessing: Preprocessing | None = None, input_shape: tuple[int, ...] | None = None,
             limit: int | None = None, progress: Progress | None = None) -> QuantizedArtifact:
@@ -101,7 +100,7 @@ def convert(model: str | Path, output: str | Path, *, calib: str | Path | None =
         raise UsageError(f"output must end in .tflite, got {output}")
     if (calib is None) == (stats is None):
         raise UsageError("give exactly one of a calibration set (--calib) or a stats file (--stats)")
-    float_model = load_float_model(model, input_shape)
+    float_model = _float_model(model, input_shape)
     if stats is not None:
         activation_stats = ActivationStats.load(stats)
         if activation_stats.model_fingerprint != float_model.fingerprint:

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeq.artifacts import Estimator, Preprocessing
 from edgeq.calib.estimators import estimate
-from edgeq.converter.api import calibrate, convert
+from edgeq.converter.api import ModelSource, calibrate, convert
 from edgeq.converter.recipe import QuantRecipe
 from edgeq.harness.accuracy import evaluate, predict
 from edgeq.harness.backends import open_session, parse_backend
@@ -94,13 +94,14 @@ def _range(choice: Any) -> tuple[float, float]:
     return float(choice.lo), float(choice.hi)
 
 
-def validate(model: str | Path, calib: str | Path, data: EvalData, out_dir: Path,
+def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Path,
              methods: tuple[Estimator, ...] = ALL_METHODS, max_drop_pp: float | None = None,
              recipe: QuantRecipe | None = None, calib_preprocessing: Preprocessing | None = None) -> ValidationOutcome:
     """Convert with every method from one calibration pass, measure each against FP32, pick the best."""
     recipe = recipe or QuantRecipe()
     out_dir.mkdir(parents=True, exist_ok=True)
     calibration = calibrate(model, calib, preprocessing=calib_preprocessing)
+    float_model = calibration.float_model  # loaded once: every method converts from it
     stats_file = calibration.stats.save(out_dir / "stats.npz")
     float_bytes = calibration.float_model.flatbuffer
     x = apply_preprocessing(data.preprocessing, data.images)
@@ -109,7 +110,7 @@ def validate(model: str | Path, calib: str | Path, data: EvalData, out_dir: Path
     results, artifacts = [], {}
     for method in methods:
         path = out_dir / f"int8_{method.value}.tflite"
-        artifacts[method] = convert(model, path, stats=stats_file, recipe=recipe.with_updates(method=method))
+        artifacts[method] = convert(float_model, path, stats=stats_file, recipe=recipe.with_updates(method=method))
         scores = _scores(path.read_bytes(), x)
         result = evaluate(scores, data.labels, data.conditions, reference=fp32)
         results.append({
@@ -137,7 +138,7 @@ def validate(model: str | Path, calib: str | Path, data: EvalData, out_dir: Path
         "layers": {"method": best_method.value, "samples": int(min(len(x), LAYER_SAMPLES)),
                    "rows": [r.to_dict() for r in layers], "worst": [r.name for r in worst_layers]},
         "histograms": _histograms(calibration.stats, [r.name for r in worst_layers], recipe.percentile),
-        "model": {"source": str(model), "float_bytes": artifacts[best_method].float_bytes,
+        "model": {"source": float_model.source, "float_bytes": artifacts[best_method].float_bytes,
                   "int8_bytes": artifacts[best_method].int8_bytes, "size_ratio": artifacts[best_method].size_ratio,
                   "sha256": artifacts[best_method].sha256},
     }
