@@ -147,6 +147,7 @@ def _sin_net() -> Any:
     return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
 
 
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")  # TF, on purpose
 def test_tf_conversion_with_dynamic_batch_is_caught(tiny_zoo: dict[str, Path]) -> None:
     from edgeq_models import load_model
 
@@ -154,6 +155,7 @@ def test_tf_conversion_with_dynamic_batch_is_caught(tiny_zoo: dict[str, Path]) -
     assert "shape.dynamic" in rules_of(data)
 
 
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")  # TF, on purpose
 def test_tf_conversion_falling_back_to_float_is_caught() -> None:
     data = _tf_int8(_sin_net(), dynamic_batch=False, builtins_fallback=True)
     rules = rules_of(data)
