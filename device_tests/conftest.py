@@ -4,14 +4,28 @@
 
 Without --model it takes the zoo's CNN (trained once, cached) and converts it to INT8 (needs the full
 install). A backend that cannot run here is skipped with the reason.
+
+Latency is judged by a stated percentile over enough samples (edgeq.harness.budget). On a device the
+suite measures it; with ``--latency-from bench.json`` (written by ``edgeq bench --json``) it judges
+those recorded results instead of the clock — how ``make test`` exercises the budget path, since a
+shared CI machine's timings say nothing about the model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from edgeq.errors import InputError
+from edgeq.harness.budget import LatencyBudget
+
+BUDGET: pytest.StashKey[Budget] = pytest.StashKey()
+BUDGET_KEYS = {"latency", "latency_per_backend", "max_p90_ms", "min_top1", "require_full_delegation",
+               "allowed_undelegated_ops", "threads", "runs"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -19,17 +33,69 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--model", help=".tflite model to test (default: a zoo CNN converted by edgeq)")
     group.addoption("--backend", default="ref,cpu,xnnpack", help="comma-separated backends (ref,cpu,xnnpack)")
     group.addoption("--eval-set", help="labelled set from 'edgeq datagen' (or digits:test) for accuracy")
-    group.addoption("--budget", help="YAML: max_p90_ms, min_top1, require_full_delegation, threads, runs")
+    group.addoption("--budget", help="YAML: latency {max_ms, percentile, min_samples, max_spread}, "
+                                     "latency_per_backend, min_top1, require_full_delegation, "
+                                     "allowed_undelegated_ops, threads, runs")
     group.addoption("--preprocess", help="preprocessing for --eval-set when it carries none")
+    group.addoption("--latency-from", metavar="BENCH_JSON",
+                    help="judge the latency budget on these recorded 'edgeq bench --json' results, not the clock")
 
 
 @dataclass(frozen=True)
 class Budget:
-    max_p90_ms: float | None = None
+    latency: LatencyBudget | None = None
+    latency_per_backend: dict[str, LatencyBudget] = field(default_factory=dict)
     min_top1: float | None = None
     require_full_delegation: bool = False
+    allowed_undelegated_ops: tuple[str, ...] = ()  # with require_full_delegation: ops the delegate may leave
     threads: int = 1
-    runs: int = 50
+    runs: int = 200
+
+    def latency_for(self, backend: str) -> LatencyBudget | None:
+        return self.latency_per_backend.get(backend, self.latency)
+
+
+def parse_budget(document: Any, where: str) -> Budget:
+    """The budget file's mapping; unknown keys and wrong types are usage errors, never ignored."""
+    if document is None:
+        return Budget()
+    if not isinstance(document, dict):
+        raise InputError(f"{where} must hold a mapping")
+    unknown = sorted(set(document) - BUDGET_KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown budget key(s) {unknown}; allowed: {sorted(BUDGET_KEYS)}")
+    runs = document.get("runs", Budget.runs)
+    threads = document.get("threads", Budget.threads)
+    for name, value in (("runs", runs), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{where}: {name} must be a positive integer, got {value!r}")
+
+    def latency(spec: Any, key: str) -> LatencyBudget:
+        if not isinstance(spec, dict):
+            raise InputError(f"{where}: {key} must be a mapping (max_ms, percentile, min_samples, max_spread)")
+        return LatencyBudget.from_mapping({"min_samples": runs, **spec}, f"{where}: {key}")
+
+    if "latency" in document and "max_p90_ms" in document:
+        raise InputError(f"{where}: give 'latency' or its shorthand 'max_p90_ms', not both")
+    overall = latency(document["latency"], "latency") if "latency" in document else None
+    if document.get("max_p90_ms") is not None:
+        overall = latency({"max_ms": document["max_p90_ms"], "percentile": 90}, "max_p90_ms")
+    per_backend = document.get("latency_per_backend") or {}
+    if not isinstance(per_backend, dict):
+        raise InputError(f"{where}: latency_per_backend must map a backend to a budget")
+    min_top1 = document.get("min_top1")
+    if min_top1 is not None and (isinstance(min_top1, bool) or not isinstance(min_top1, (int, float))
+                                 or not 0 <= min_top1 <= 1):
+        raise InputError(f"{where}: min_top1 must be a fraction in [0, 1], got {min_top1!r}")
+    full = document.get("require_full_delegation", False)
+    if not isinstance(full, bool):
+        raise InputError(f"{where}: require_full_delegation must be true or false")
+    allowed = document.get("allowed_undelegated_ops") or []
+    if not isinstance(allowed, list) or not all(isinstance(op, str) for op in allowed):
+        raise InputError(f"{where}: allowed_undelegated_ops must be a list of op names")
+    return Budget(latency=overall, min_top1=min_top1, require_full_delegation=full, threads=threads, runs=runs,
+                  allowed_undelegated_ops=tuple(op.upper() for op in allowed),
+                  latency_per_backend={str(k): latency(v, f"latency_per_backend.{k}") for k, v in per_backend.items()})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -38,18 +104,39 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend_name", names)
 
 
-@pytest.fixture(scope="session")
-def budget(request: pytest.FixtureRequest) -> Budget:
-    path = request.config.getoption("--budget")
+def pytest_configure(config: pytest.Config) -> None:
+    """Read the budget file up front: a bad budget is a usage error (exit 4), not a test error."""
+    path = config.getoption("--budget", default=None)
     if not path:
-        return Budget()
+        config.stash[BUDGET] = Budget()
+        return
     import yaml
 
-    document = yaml.safe_load(Path(path).read_text()) or {}
-    unknown = set(document) - set(Budget.__dataclass_fields__)
-    if unknown:
-        raise pytest.UsageError(f"{path}: unknown budget key(s) {sorted(unknown)}")
-    return Budget(**document)
+    try:
+        config.stash[BUDGET] = parse_budget(yaml.safe_load(Path(path).read_text()), path)
+    except (OSError, yaml.YAMLError, InputError) as error:
+        raise pytest.UsageError(f"--budget {path}: {error}") from None
+
+
+@pytest.fixture(scope="session")
+def budget(request: pytest.FixtureRequest) -> Budget:
+    return request.config.stash[BUDGET]
+
+
+@pytest.fixture(scope="session")
+def recorded_latency(request: pytest.FixtureRequest) -> list[dict[str, Any]] | None:
+    """The BenchResult documents of ``--latency-from`` (a bench --json document or one BenchResult)."""
+    path = request.config.getoption("--latency-from")
+    if not path:
+        return None
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise pytest.UsageError(f"--latency-from {path}: {error}") from None
+    results = document.get("results", [document]) if isinstance(document, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise pytest.UsageError(f"--latency-from {path}: not an 'edgeq bench --json' document")
+    return [r for r in results if r.get("kind") == "bench_result"]
 
 
 @pytest.fixture(scope="session")

@@ -269,7 +269,8 @@ class LatencyStats(Artifact):
     p90_ms: float
     p99_ms: float
     max_ms: float
-    samples_ms: tuple[float, ...] = ()
+    samples_ms: tuple[float, ...] = ()  # in measurement order
+    slice_runs: int = 0  # consecutive runs per interleaving slice (0: not recorded); stability is read per slice
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from edgeq.artifacts import Estimator
 from edgeq.errors import InputError
+from edgeq.harness.budget import LatencyBudget
 from edgeq.spec.rules import PROFILES
 
 
@@ -35,7 +36,8 @@ class BenchSpec:
 class Gates:
     max_drop_pp: float | None = None
     spec: tuple[str, ...] = ()  # targets whose check must pass
-    max_p90_ms: dict[str, float] = field(default_factory=dict)  # backend -> budget
+    max_p90_ms: dict[str, float] = field(default_factory=dict)  # backend -> budget (shorthand for `latency`)
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> LatencyBudget fields
     coverage_threshold: float | None = None  # calibration must cover the evaluation set at this ratio
 
 
@@ -52,6 +54,15 @@ class BuildRecipe:
     bench: BenchSpec = field(default_factory=BenchSpec)
     gates: Gates = field(default_factory=Gates)
     base_dir: str = "."  # relative paths in the recipe resolve against the recipe's folder
+
+    def latency_budgets(self) -> dict[str, LatencyBudget]:
+        """backend -> budget; min_samples defaults to the bench's run count, so a short run cannot pass."""
+        budgets = {backend: LatencyBudget(max_ms=float(ms), min_samples=self.bench.runs)
+                   for backend, ms in (self.gates.max_p90_ms or {}).items()}
+        for backend, spec in (self.gates.latency or {}).items():
+            budgets[backend] = LatencyBudget.from_mapping({"min_samples": self.bench.runs, **spec},
+                                                          f"gates.latency.{backend}")
+        return budgets
 
 
 def _section(cls: type, value: Any, where: str) -> Any:
@@ -112,6 +123,13 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
         _check_number(gates.max_drop_pp, f"{path}: gates.max_drop_pp", positive=False)
     for backend, budget in (gates.max_p90_ms or {}).items():
         _check_number(budget, f"{path}: gates.max_p90_ms.{backend}")
+    for backend, spec in (gates.latency or {}).items():
+        if not isinstance(spec, dict):
+            raise InputError(f"{path}: gates.latency.{backend} must be a mapping (max_ms, percentile, ...)")
+        LatencyBudget.from_mapping(spec, f"{path}: gates.latency.{backend}")
+    both = sorted(set(gates.max_p90_ms or {}) & set(gates.latency or {}))
+    if both:
+        raise InputError(f"{path}: gates.max_p90_ms and gates.latency both set a budget for {', '.join(both)}")
     recipe = BuildRecipe(
         name=str(document["name"]), model=str(document["model"]),
         calibration=_section(DataSpec, document["calibration"], f"{path}: calibration"),

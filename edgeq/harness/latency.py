@@ -39,19 +39,21 @@ class Measurement:
     init_ms: float
     first_ms: float = 0.0
     samples_ms: list[float] = field(default_factory=list)
+    slice_runs: int = 0  # set by run_interleaved: samples come in slices of this many consecutive runs
 
     def stats(self) -> LatencyStats:
-        return summarize(self.samples_ms)
+        return summarize(self.samples_ms, self.slice_runs)
 
 
-def summarize(samples_ms: list[float]) -> LatencyStats:
+def summarize(samples_ms: list[float], slice_runs: int = 0) -> LatencyStats:
     values = np.asarray(samples_ms, dtype=np.float64)
     if values.size == 0:
         raise ValueError("no latency samples")
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return LatencyStats(n=int(values.size), mean_ms=float(values.mean()), std_ms=float(values.std()),
                         min_ms=float(values.min()), p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99),
-                        max_ms=float(values.max()), samples_ms=tuple(round(float(v), 4) for v in values))
+                        max_ms=float(values.max()), samples_ms=tuple(round(float(v), 4) for v in values),
+                        slice_runs=slice_runs)
 
 
 def random_inputs(session: Session, seed: int) -> list[np.ndarray]:
@@ -83,6 +85,7 @@ def run_interleaved(measurements: list[Measurement], config: LatencyConfig,
                     progress: Callable[[int, int], None] | None = None) -> None:
     """Fill each measurement's first_ms and samples_ms."""
     for m in measurements:
+        m.slice_runs = config.slice_runs
         m.session.set_inputs(random_inputs(m.session, config.seed))
         m.first_ms = _timed_invoke(m.session)
         started, done = time.perf_counter(), 0
