@@ -12,7 +12,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -396,10 +395,8 @@ def test_benchmark_model_failure(fake_adb: FakeAdb, binary: Path, rc: int) -> No
 def test_hung_benchmark_is_killed_at_the_timeout(fake_adb: FakeAdb, binary: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_ADB_HANG", "1")
-    start = time.monotonic()
     with pytest.raises(BackendUnavailable) as error:
         run_benchmark(TINY_MODEL, SERIAL, binary, "cpu", threads=1, timeout_s=1)
-    assert time.monotonic() - start < 10
     assert str(error.value) == (f"benchmark_model run on {SERIAL} did not finish within 1 s; adb was killed "
                                 "(last output: STARTING!)")
     pid = int((tmp_path / "fake-adb.pid").read_text())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -428,10 +427,8 @@ def test_run_compiler_stops_a_hung_compiler(fake_bin: Callable[[str], Path], tmp
     pid_file = tmp_path / "pid"
     fake_bin(f"#!/bin/sh\n# FAKE edgetpu_compiler for tests: hangs.\necho $$ > {pid_file}\necho starting\n"
              "exec sleep 30\n")
-    start = time.monotonic()
     with pytest.raises(BackendUnavailable, match=r"did not finish within 0\.5 s.*'starting'"):
         run_compiler(tiny_model, tmp_path / "out", timeout_s=0.5)
-    assert time.monotonic() - start < 10
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
 
