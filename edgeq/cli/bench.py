@@ -191,16 +191,16 @@ def _print(document: dict[str, Any]) -> None:
         if r.get("kind") == "android_benchmark":
             rows.append([Path(r["model"]).name, f"android:{r['serial']} {r['accelerator']}", r["threads"],
                          _ms(r["init_us"], 1e-3), _ms(r["first_us"], 1e-3), _ms(r["avg_us"], 1e-3), "-", "-",
-                         r["count"], "-"])
+                         r["count"], "-", "-", "-"])
             continue
         lat = r["latency"]
         d = r.get("delegation")
         took = f"{d['nodes_delegated']}/{d['nodes_total']} in {d['partitions']}" if d else "-"
         rows.append([Path(r["model"]).name, r["backend"], r["threads"], f"{r['init_ms']:.1f}",
                      f"{r['first_inference_ms']:.2f}", f"{lat['mean_ms']:.3f}", f"{lat['p50_ms']:.3f}",
-                     f"{lat['p90_ms']:.3f}", lat["n"], took])
+                     f"{lat['p90_ms']:.3f}", lat["n"], *_steadiness(lat), took])
     print_table(["model", "backend", "threads", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "n",
-                 "delegated"], rows)
+                 "stalls", "slice spread", "delegated"], rows)
     for entry in document["ratios"]:
         print(f"ratio {entry['what']}: {entry['ratio']:.3f}")
     for warning in document["warnings"]:
@@ -208,6 +208,15 @@ def _print(document: dict[str, Any]) -> None:
     env = document["environment"]
     print(f"environment: {env['cpu_model']}, {env['cpu_count']} cores, affinity {env['affinity']}, governor "
           f"{env['governor']}; peak RSS {document['peak_rss_mib']} MiB")
+
+
+def _steadiness(latency: dict[str, Any]) -> list[str]:
+    """Share of runs over 2x the median, and the spread of the slice medians: how far to trust p90."""
+    from edgeq.harness.budget import stability, stall_fraction
+
+    samples = latency.get("samples_ms") or []
+    steady = stability(samples, latency.get("slice_runs", 0))
+    return [f"{stall_fraction(samples):.0%}", "-" if steady is None else f"{steady.spread:.0%}"]
 
 
 def _ms(value: float | None, factor: float) -> str:
