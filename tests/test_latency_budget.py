@@ -216,3 +216,16 @@ def test_device_suite_refuses_a_bad_budget_file(text: str, tmp_path: Path) -> No
     budget.write_text(text)
     run = _device_suite("--budget", str(budget), "--latency-from", str(QUIET))
     assert run.returncode == 4 and "--budget" in run.stderr and "Traceback" not in run.stderr  # usage error
+
+
+def test_bench_table_shows_stalls_and_slice_spread(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeq.cli.bench import _print
+
+    document = json.loads(BUSY.read_text())
+    _print(document)
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert "stalls" in header and "spread" in header
+    ref = next(line for line in lines if " ref " in line).split()
+    stalled = stall_fraction(recorded(BUSY, "ref").latency.samples_ms)
+    assert f"{stalled:.0%}" in ref and stalled > 0.10
