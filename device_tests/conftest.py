@@ -110,11 +110,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if not path:
         config.stash[BUDGET] = Budget()
         return
-    import yaml
+    from edgeq.configfile import load_config
 
     try:
-        config.stash[BUDGET] = parse_budget(yaml.safe_load(Path(path).read_text()), path)
-    except (OSError, yaml.YAMLError, InputError) as error:
+        config.stash[BUDGET] = parse_budget(load_config(path, "budget"), path)
+    except InputError as error:
         raise pytest.UsageError(f"--budget {path}: {error}") from None
 
 

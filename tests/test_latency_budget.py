@@ -158,7 +158,7 @@ def test_build_recipe_latency_gates(tmp_path: Path) -> None:
     from edgeq.build.recipe import load_build_recipe
 
     base = ("name: x\nmodel: m.keras\ncalibration: {source: digits:train}\nevaluation: {source: digits:test}\n"
-            "bench: {runs: 200}\n")
+            "bench: {runs: 200, backends: [ref, cpu]}\n")
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(base + "gates: {max_p90_ms: {ref: 5.0}, latency: {cpu: {max_ms: 1, percentile: 99}}}\n")
     budgets = load_build_recipe(recipe_file).latency_budgets()

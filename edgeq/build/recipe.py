@@ -5,14 +5,20 @@ Unknown keys and bad values are one-line errors: a typo in a CI recipe must not 
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from edgeq.artifacts import Estimator
-from edgeq.errors import InputError
+from edgeq.configfile import bounded_repr, load_config
+from edgeq.errors import InputError, UsageError
 from edgeq.harness.budget import LatencyBudget
 from edgeq.spec.rules import PROFILES
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_SAMPLES = 100_000  # per generated set: far beyond any calibration need, far below a disk-filling mistake
 
 
 @dataclass(frozen=True)
@@ -65,62 +71,123 @@ class BuildRecipe:
         return budgets
 
 
+# The type each recipe field must have in YAML: checked before anything runs, so `methods: 5` or
+# `threads: [0]` is a one-line error at load time, not a crash after datagen and validate.
+_INT, _NUMBER, _TEXT = "an integer", "a number", "a string"
+
+
+def _kind_ok(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == _INT:
+        return isinstance(value, int)
+    if kind == _NUMBER:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, str)
+
+
+FIELD_KINDS: dict[type, dict[str, tuple[str, bool]]] = {  # field -> (element kind, is a list)
+    DataSpec: {"source": (_TEXT, False), "conditions": (_TEXT, False), "n": (_INT, False),
+               "severity": (_INT, False), "seed": (_INT, False)},
+    BenchSpec: {"backends": (_TEXT, True), "threads": (_INT, True), "runs": (_INT, False),
+                "min_seconds": (_NUMBER, False)},
+    Gates: {"max_drop_pp": (_NUMBER, False), "spec": (_TEXT, True), "coverage_threshold": (_NUMBER, False)},
+}
+
+
 def _section(cls: type, value: Any, where: str) -> Any:
     if not isinstance(value, dict):
         raise InputError(f"{where} must be a mapping")
     allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(value) - allowed)
+    unknown = sorted(str(k) for k in set(value) - allowed)
     if unknown:
         raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    kinds = FIELD_KINDS.get(cls, {})
     converted = {}
     for f in fields(cls):
         if f.name not in value:
             continue
         v = value[f.name]
+        if f.name in kinds:
+            kind, is_list = kinds[f.name]
+            if v is None and kind == _NUMBER and not is_list:
+                continue
+            items = v if is_list else [v]
+            if is_list and (not isinstance(v, list) or not v):
+                raise InputError(f"{where}.{f.name} must be a non-empty list of {kind[kind.index(' ') + 1:]}s, "
+                                 f"got {bounded_repr(v)}")
+            if not all(_kind_ok(item, kind) for item in items):
+                raise InputError(f"{where}.{f.name} must be {'a list of ' if is_list else ''}{kind}"
+                                 f"{'s' if is_list else ''}, got {bounded_repr(v)}")
         if isinstance(v, list):
             v = tuple(v)
         converted[f.name] = v
-    try:
-        return cls(**converted)
-    except TypeError as exc:
-        raise InputError(f"{where}: {exc}") from None
+    return cls(**converted)
 
 
 def _check_number(value: Any, where: str, positive: bool = True) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
-        raise InputError(f"{where} must be a positive number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+            positive and value <= 0):
+        raise InputError(f"{where} must be a {'positive' if positive else 'finite'} number, got {bounded_repr(value)}")
+
+
+def _check_range(value: int | float, low: float, high: float, where: str) -> None:
+    if not low <= value <= high:
+        raise InputError(f"{where} must be between {low:g} and {high:g}, got {value}")
+
+
+def _check_name(name: Any, where: str) -> str:
+    """A recipe's name becomes file names under -o: a plain stem, never a path."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name in (".", ".."):
+        raise InputError(f"{where}: name must be a plain file stem (letters, digits, '.', '_', '-'; at most 64), "
+                         f"got {bounded_repr(name)}")
+    return name
 
 
 def load_build_recipe(path: str | Path) -> BuildRecipe:
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such recipe: {path}")
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    document = load_config(path, "recipe")
     if not isinstance(document, dict):
         raise InputError(f"{path} must hold a mapping")
     top = {f.name for f in fields(BuildRecipe)} - {"base_dir"}
-    unknown = sorted(set(document) - top)
+    unknown = sorted(str(k) for k in set(document) - top)
     if unknown:
         raise InputError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(top))})")
     for key in ("name", "model", "calibration", "evaluation"):
         if key not in document:
             raise InputError(f"{path}: missing '{key}'")
+    if not isinstance(document["model"], str) or not document["model"]:
+        raise InputError(f"{path}: model must be a path or zoo:NAME, got {bounded_repr(document['model'])}")
+    if document.get("preprocess") is not None and not isinstance(document["preprocess"], str):
+        raise InputError(f"{path}: preprocess must be a string such as 'mean=127.5,std=127.5'")
+    methods_given = document.get("methods", [e.value for e in BuildRecipe.methods])
+    if not isinstance(methods_given, list) or not methods_given or not all(isinstance(m, str) for m in methods_given):
+        raise InputError(f"{path}: methods must be a non-empty list of method names, got {bounded_repr(methods_given)}")
     try:
-        methods = tuple(Estimator(m) for m in document.get("methods", [e.value for e in BuildRecipe.methods]))
+        methods = tuple(Estimator(m) for m in methods_given)
     except ValueError as exc:
         raise InputError(f"{path}: methods: {exc}") from None
-    targets = tuple(document.get("targets", ("generic", "xnnpack")))
-    gates = _section(Gates, document.get("gates", {}), f"{path}: gates")
+    targets_given = document.get("targets", ["generic", "xnnpack"])
+    if not isinstance(targets_given, list) or not all(isinstance(t, str) for t in targets_given):
+        raise InputError(f"{path}: targets must be a list of target names, got {bounded_repr(targets_given)}")
+    targets = tuple(targets_given)
+    gates_given = document.get("gates", {})
+    if not isinstance(gates_given, dict):
+        raise InputError(f"{path}: gates must be a mapping")
+    for key in ("max_p90_ms", "latency"):
+        given = gates_given.get(key)
+        if given is not None and not isinstance(given, dict):
+            raise InputError(f"{path}: gates.{key} must map a backend to a budget, got {bounded_repr(given)}")
+    budgets = ("max_p90_ms", "latency")
+    gates = _section(Gates, {k: v for k, v in gates_given.items() if v is not None or k not in budgets},
+                     f"{path}: gates")
     for target in (*targets, *gates.spec):
         if target not in PROFILES:
             raise InputError(f"{path}: unknown target {target!r} (choose from {', '.join(PROFILES)})")
     if gates.max_drop_pp is not None:
         _check_number(gates.max_drop_pp, f"{path}: gates.max_drop_pp", positive=False)
+    if gates.coverage_threshold is not None:
+        _check_number(gates.coverage_threshold, f"{path}: gates.coverage_threshold")
     for backend, budget in (gates.max_p90_ms or {}).items():
         _check_number(budget, f"{path}: gates.max_p90_ms.{backend}")
     for backend, spec in (gates.latency or {}).items():
@@ -131,13 +198,35 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
     if both:
         raise InputError(f"{path}: gates.max_p90_ms and gates.latency both set a budget for {', '.join(both)}")
     recipe = BuildRecipe(
-        name=str(document["name"]), model=str(document["model"]),
+        name=_check_name(document["name"], str(path)), model=document["model"],
         calibration=_section(DataSpec, document["calibration"], f"{path}: calibration"),
         evaluation=_section(DataSpec, document["evaluation"], f"{path}: evaluation"),
         preprocess=document.get("preprocess"), methods=methods, targets=targets,
         bench=_section(BenchSpec, document.get("bench", {}), f"{path}: bench"), gates=gates,
         base_dir=str(path.parent.resolve()))
-    for spec, where in ((recipe.calibration, "calibration"), (recipe.evaluation, "evaluation")):
-        if not isinstance(spec.n, int) or spec.n < 1:
-            raise InputError(f"{path}: {where}.n must be a positive integer")
+    _check_values(recipe, path)
     return recipe
+
+
+def _check_values(recipe: BuildRecipe, path: Path) -> None:
+    """Ranges and names that would otherwise fail (or silently misbehave) only after minutes of work."""
+    from edgeq.harness.backends import parse_backend
+
+    for spec, where in ((recipe.calibration, "calibration"), (recipe.evaluation, "evaluation")):
+        _check_range(spec.n, 1, MAX_SAMPLES, f"{path}: {where}.n")
+        _check_range(spec.severity, 1, 5, f"{path}: {where}.severity")
+        _check_range(spec.seed, 0, 2**32 - 1, f"{path}: {where}.seed")
+    bench = recipe.bench
+    _check_range(bench.runs, 1, 1_000_000, f"{path}: bench.runs")
+    _check_range(bench.min_seconds, 0, 3600, f"{path}: bench.min_seconds")
+    for threads in bench.threads:
+        _check_range(threads, 1, 256, f"{path}: bench.threads")
+    try:
+        for backend in (*bench.backends, *(recipe.gates.max_p90_ms or {}), *(recipe.gates.latency or {})):
+            parse_backend(backend)
+    except UsageError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    unmeasured = sorted(set(recipe.latency_budgets()) - set(bench.backends))
+    if unmeasured:
+        raise InputError(f"{path}: gates set a latency budget for {', '.join(unmeasured)}, which bench.backends "
+                         f"does not measure")

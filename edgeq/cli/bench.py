@@ -43,8 +43,12 @@ def register(verbs: Any) -> None:
     bench.add_argument("--accelerator", default="cpu", choices=["cpu", "xnnpack", "gpu", "nnapi"],
                        help="android backend: which delegate benchmark_model applies")
     bench.add_argument("--android-binary", metavar="PATH", help="android backend: the benchmark_model binary")
+    bench.add_argument("--preprocess", metavar="SPEC",
+                       help="how image inputs are generated: random 0-255 pixels through this preprocessing "
+                            "(mean=...,std=... or none), then quantized; default: each model's own TFLite "
+                            "Metadata or sidecar, else random values over the input type's range")
     bench.add_argument("--taskset", metavar="MASK", help="android backend: CPU mask for taskset (e.g. f0 = big cores)")
-    bench.add_argument("--json", metavar="FILE", help="write all results (raw samples included) as JSON")
+    bench.add_argument("--json", metavar="FILE", help="write all results, raw samples included, as JSON ('-': stdout)")
     bench.set_defaults(handler=run_bench)
 
 
@@ -86,8 +90,13 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgeq.harness.latency import peak_rss_mib
 
     document["peak_rss_mib"] = round(peak_rss_mib(), 1)
-    _print(document)
-    if args.json:
+    if args.json == "-":  # machine output only: stdout stays parseable
+        from edgeq.cli.output import print_json
+
+        print_json(document)
+    else:
+        _print(document)
+    if args.json and args.json != "-":
         import json
 
         from edgeq.files import write_text_atomic
@@ -115,12 +124,14 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
     for model in models:
         tfl.parse(data[model], str(model))
         probe(model, "cpu", what=str(model))  # a runtime crash on an untrusted model is that model's error
+    feeds = _input_feeds(models, data, args, document)
     measurements, keys = [], []
     for model in models:
         for backend in backends:
             for threads in args.threads:
                 label = f"{model.name} {backend} t{threads}"
-                opener = lambda m=model, b=backend, t=threads: open_session(data[m], b, t)  # noqa: E731
+                opener = lambda m=model, b=backend, t=threads: _FedSession(open_session(data[m], b, t),  # noqa: E731
+                                                                          feeds[m])
                 measurements.append(open_timed(label, opener))
                 keys.append((model, backend, threads))
     run_interleaved(measurements, config, progress_printer("benchmarking"))
@@ -155,6 +166,67 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
                     document["ratios"].append({
                         "what": f"{backend} t{threads}: {int_model.name} / {float_model.name} (int8 / fp32)",
                         "ratio": ratio(by_key[(int_model, backend, threads)], by_key[(float_model, backend, threads)])})
+
+
+class _FedSession:
+    """A session fed what bench chose: the latency loop's ``set_inputs`` (random values over each input
+    type's range) is replaced by ``feed``'s arrays; everything else is the wrapped session's."""
+
+    def __init__(self, session: Any, feed: Any) -> None:
+        self._session, self._feed = session, feed
+
+    def set_inputs(self, arrays: list[Any]) -> None:
+        self._session.set_inputs(self._feed(self._session) if self._feed is not None else arrays)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _input_feeds(models: list[Path], data: dict[Path, bytes], args: argparse.Namespace,
+                 document: dict[str, Any]) -> dict[Path, Any]:
+    """Per model: how its image inputs are generated (random 0..255 pixels through the model's own
+    preprocessing, quantized with the input's scale and zero point), said on a line and in the JSON."""
+    import dataclasses as dc
+
+    import numpy as np
+
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.harness.accuracy import quantize
+    from edgeq.harness.latency import random_inputs
+    from edgeq.preprocess import apply_preprocessing, own_preprocessing, resolve
+
+    explicit = parse_preprocessing(args.preprocess)
+    out = sys.stderr if args.json == "-" else sys.stdout
+    feeds: dict[Path, Any] = {}
+    document["inputs"] = {}
+    for model in models:
+        resolved = resolve(explicit, model=own_preprocessing(data[model], model), images=False,
+                           model_name=model.name)
+        for warning in resolved.warnings:
+            print(f"edgeq: warning: {warning}", file=sys.stderr)
+        entry = {"model": str(model), "preprocessing": resolved.spec.to_dict() if resolved.spec else None,
+                 "preprocessing_source": resolved.source.value if resolved.spec else None,
+                 "feed": "pixels" if resolved.spec else "type-range", "warnings": list(resolved.warnings)}
+        document["inputs"][str(model)] = entry
+        if resolved.spec is None:
+            print(f"inputs of {model.name}: random values over each input type's range (no preprocessing known: "
+                  "no --preprocess, TFLite Metadata or sidecar)", file=out)
+            feeds[model] = None
+            continue
+        print(f"inputs of {model.name}: random 0-255 pixels, {resolved.line()}", file=out)
+        spec = dc.replace(resolved.spec, size=None)  # pixels are drawn at the input's own size
+
+        def feed(session: Any, spec: Any = spec) -> list[Any]:
+            rng = np.random.default_rng(0)
+            arrays = random_inputs(session, 0)
+            for i, info in enumerate(session.inputs):
+                if len(info.shape) == 4 and info.shape[-1] in (1, 3, 4):
+                    pixels = rng.integers(0, 255, size=info.shape, endpoint=True).astype(np.uint8)
+                    arrays[i] = quantize(apply_preprocessing(spec, pixels), info)
+            return arrays
+
+        feeds[model] = feed
+    return feeds
 
 
 def _is_float(data: bytes) -> bool:

@@ -7,7 +7,9 @@ TensorFlow lazily, only when they need it), and full control of the one-line err
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -63,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None:
             build_parser().print_help(sys.stderr)
             return ExitCode.BAD_INPUT
+        from edgeq.cli.paths import check_paths
+
+        check_paths(args)
         return int(handler(args))
     except EdgeqError as exc:
         if debug:
@@ -72,12 +77,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeq: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug, not a user mistake: still one line unless --debug
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal(exc, debug)
         if debug:
             traceback.print_exc()
-        print(f"edgeq: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"edgeq: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return int(ExitCode.BAD_INPUT)
+    except MemoryError:
+        print("edgeq: error: out of memory: the input is too large for this machine (reduce it, or use --limit)",
               file=sys.stderr)
-        return int(ExitCode.INTERNAL)
+        return int(ExitCode.BAD_INPUT)
+    except Exception as exc:  # a bug, not a user mistake: still one line unless --debug
+        return _internal(exc, debug)
+
+
+#: OS errors that come from the user's environment (disk full, permissions, a path that is a folder or
+#: under a file, a missing file): one line and exit 2. Any other OSError is treated as a bug.
+ENVIRONMENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+    errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP, errno.EFBIG, errno.EIO, errno.EMFILE,
+    errno.ENFILE, errno.EXDEV, errno.ENOTEMPTY, errno.EBUSY, errno.ETXTBSY, errno.ENXIO, errno.ENODEV,
+})
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"edgeq: internal error: {type(exc).__name__}: {_bounded(exc)} (rerun with --debug for the traceback)",
+          file=sys.stderr)
+    return int(ExitCode.INTERNAL)
+
+
+def _bounded(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (``edgeq ... | head``): stop quietly with the conventional status."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not raise again
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

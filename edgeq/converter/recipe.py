@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -88,18 +87,12 @@ def recipe_from_dict(document: Any, where: str = "recipe") -> QuantRecipe:
 
 def load_recipe(path: str | Path) -> QuantRecipe:
     """Read a recipe from ``.yaml``/``.yml`` or ``.json``."""
+    from edgeq.configfile import parse_json, parse_yaml, read_config_text
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such recipe file: {path}")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            document = yaml.safe_load(text)
-        else:
-            document = json.loads(text)
-    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"cannot parse recipe {path}: {first}") from None
+    text = read_config_text(path, "recipe")
+    where = f"recipe {path}"
+    document = parse_yaml(text, where) if path.suffix.lower() in (".yaml", ".yml") else parse_json(text, where)
     return recipe_from_dict(document or {}, str(path))

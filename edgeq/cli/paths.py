@@ -1,0 +1,127 @@
+"""Which arguments of each verb are inputs and which are outputs, and the refusal of any overlap.
+
+Before a verb does any work, every input and output path is resolved (symlinks followed) and an
+output that would replace, contain or sit inside an input is refused with one line (exit 2): an
+output never replaces an input. One table for all verbs, checked for completeness by a test, so a
+new verb cannot forget it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeq.errors import UsageError
+from edgeq.files import refuse_non_regular
+
+Paths = Callable[[argparse.Namespace], Iterable[str | None]]
+
+
+def _args(*names: str) -> Paths:
+    """The values of these arguments (a list-valued argument contributes each element)."""
+
+    def values(args: argparse.Namespace) -> list[str | None]:
+        found: list[str | None] = []
+        for name in names:
+            value = getattr(args, name, None)
+            found.extend(value if isinstance(value, list) else [value])
+        return found
+
+    return values
+
+
+def _convert_outputs(args: argparse.Namespace) -> list[str | None]:
+    from edgeq.converter.api import sidecar_path
+
+    return [args.output, str(sidecar_path(args.output))]
+
+
+def _stdout_or_file(name: str) -> Paths:
+    """A ``--json FILE`` option where ``-`` means standard output."""
+
+    def values(args: argparse.Namespace) -> list[str | None]:
+        value = getattr(args, name, None)
+        return [None if value in (None, "-") or isinstance(value, bool) else value]
+
+    return values
+
+
+NOTHING: Paths = _args()
+
+
+@dataclass(frozen=True)
+class PathRoles:
+    inputs: Paths
+    file_outputs: Paths = NOTHING
+    folder_outputs: Paths = NOTHING
+
+
+ROLES: dict[str, PathRoles] = {
+    "bench": PathRoles(inputs=_args("models", "android_binary"), file_outputs=_stdout_or_file("json")),
+    "build": PathRoles(inputs=_args("recipe"), folder_outputs=_args("output")),
+    "calibrate": PathRoles(inputs=_args("model", "calib", "preprocess"), file_outputs=_args("output")),
+    "check": PathRoles(inputs=_args("model", "float_model")),
+    "convert": PathRoles(inputs=_args("model", "calib", "stats", "recipe", "preprocess"),
+                         file_outputs=_convert_outputs),
+    "coverage": PathRoles(inputs=_args("model", "calib", "production", "preprocess"),
+                          folder_outputs=_args("output")),
+    "datagen": PathRoles(inputs=_args("source", "custom_conditions", "preprocess"), folder_outputs=_args("output")),
+    "eval": PathRoles(inputs=_args("model", "data", "reference", "preprocess"), file_outputs=_stdout_or_file("json")),
+    "validate": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess"), folder_outputs=_args("output")),
+    "zoo list": PathRoles(inputs=NOTHING),
+    "zoo build": PathRoles(inputs=NOTHING, file_outputs=_args("output")),
+}
+
+
+def verb_key(args: argparse.Namespace) -> str:
+    return " ".join(v for v in (args.verb, getattr(args, "zoo_action", None)) if v)
+
+
+def _resolved(value: str) -> Path:
+    return Path(os.path.abspath(value)).resolve(strict=False)
+
+
+def _existing_inputs(values: Iterable[str | None]) -> list[tuple[str, Path]]:
+    """Inputs that name something on disk (``digits:test``, ``zoo:cnn`` or inline specs are not paths)."""
+    found = []
+    for value in values:
+        if isinstance(value, str) and value and os.path.lexists(value):
+            found.append((value, _resolved(value)))
+    return found
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse outputs that would replace or nest with an input, or collide with each other (UsageError)."""
+    roles = ROLES.get(verb_key(args))
+    if roles is None:
+        return
+    inputs = _existing_inputs(roles.inputs(args))
+    files = [(v, _resolved(v)) for v in roles.file_outputs(args) if isinstance(v, str) and v]
+    folders = [(v, _resolved(v)) for v in roles.folder_outputs(args) if isinstance(v, str) and v]
+    for value, path in files:
+        for given, source in inputs:
+            if path == source:
+                raise UsageError(f"output {value} is the input {given}: edgeq never writes over its inputs")
+        if os.path.isdir(value):
+            raise UsageError(f"output {value} is a folder; give a file name")
+        refuse_non_regular(Path(value))  # before any work, not after a long run
+    seen: dict[Path, str] = {}
+    for value, path in files:
+        if path in seen:
+            raise UsageError(f"outputs {seen[path]} and {value} are the same file")
+        seen[path] = value
+    for value, folder in folders:
+        for given, source in inputs:
+            if _inside(source, folder):
+                raise UsageError(f"output folder {value} holds the input {given}: edgeq never writes over its inputs")
+            if source.is_dir() and _inside(folder, source):
+                raise UsageError(f"output folder {value} is inside the input folder {given}")
+        if os.path.lexists(value) and not os.path.isdir(value):
+            raise UsageError(f"output {value} exists and is not a folder")
