@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli.argtypes import integer
 from edgeq.cli.output import print_json, print_table
 from edgeq.errors import UsageError
 from edgeq.tfimport import import_tensorflow
@@ -25,7 +26,8 @@ def register(verbs: Any) -> None:
     build = actions.add_parser("build", help="train a zoo model (or reuse the cache) and save it as .keras")
     build.add_argument("name", help="zoo model name (see 'edgeq zoo list')")
     build.add_argument("-o", "--output", required=True, help="where to write the model (.keras)")
-    build.add_argument("--epochs", type=int, help="override the recipe's epochs (a reduced budget)")
+    build.add_argument("--epochs", type=integer(1, 10_000),
+                       help="override the recipe's epochs (a reduced budget)")
     build.add_argument("--cache-dir", help="zoo cache folder (default: $EDGEQ_CACHE_DIR or ~/.cache/edgeq)")
     build.add_argument("--force", action="store_true", help="retrain even when a cached model exists")
     build.add_argument("--json", action="store_true", help="print the model card as JSON")
