@@ -17,6 +17,7 @@ from edgeq.converter.recipe import QuantRecipe
 from edgeq.spec.check import check_model
 from edgeq.spec.size import size_breakdown
 from edgeq.tflite import model as tfl
+from edgeq_models import ZOO
 
 
 def rules_of(data: bytes, **kwargs: Any) -> set[str]:
@@ -107,7 +108,8 @@ def test_bias_finding_names_expected_and_actual(tiny_zoo_int8: dict[str, Path]) 
 
 def test_per_tensor_weights_where_per_axis_is_required(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "per_tensor.tflite"
-    edgeq.convert(tiny_zoo["mobilenet_v2"], out, calib="digits:train", limit=8, recipe=QuantRecipe(per_tensor=True))
+    edgeq.convert(tiny_zoo["mobilenet_v2"], out, calib="digits:train", limit=8, recipe=QuantRecipe(per_tensor=True),
+                  preprocessing=ZOO["mobilenet_v2"].preprocessing)
     report = check_model(out.read_bytes())
     per_axis = [f for f in report.findings if f.rule_id == "weights.per-axis"]
     assert {f.op_type for f in per_axis} == {"CONV_2D", "DEPTHWISE_CONV_2D"}

@@ -20,6 +20,7 @@ from edgeq.errors import InputError
 from edgeq.tflite import model as tfl
 
 PP_DIGITS = "mean=127.5,std=127.5"
+PP = zoo.ZOO["cnn"].preprocessing  # what the digits models were trained with
 WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
 
 
@@ -79,13 +80,13 @@ def test_every_zoo_model_converts_full_integer(name: str, tiny_zoo: dict[str, Pa
 @pytest.mark.parametrize("io", [IOType.UINT8, IOType.FLOAT32])
 def test_io_types(io: IOType, tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.tflite"
-    edgeq.convert(tiny_zoo["cnn"], out, calib="digits:train", limit=16, recipe=QuantRecipe(io=io))
+    edgeq.convert(tiny_zoo["cnn"], out, calib="digits:train", limit=16, preprocessing=PP, recipe=QuantRecipe(io=io))
     assert_full_integer(out.read_bytes(), io)
 
 
 def test_per_tensor_weights(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.tflite"
-    edgeq.convert(tiny_zoo["mobilenet_v2"], out, calib="digits:train", limit=16,
+    edgeq.convert(tiny_zoo["mobilenet_v2"], out, calib="digits:train", limit=16, preprocessing=PP,
                   recipe=QuantRecipe(per_tensor=True))
     assert_full_integer(out.read_bytes(), per_axis=False)
 
@@ -93,7 +94,7 @@ def test_per_tensor_weights(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
 def test_conversion_is_byte_identical(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
     a, b = tmp_path / "a" / "m.tflite", tmp_path / "b" / "m.tflite"
     for out in (a, b):
-        edgeq.convert(tiny_zoo["resnet"], out, calib="digits:train", limit=24,
+        edgeq.convert(tiny_zoo["resnet"], out, calib="digits:train", limit=24, preprocessing=PP,
                       recipe=QuantRecipe(method=Estimator.KL))
     assert a.read_bytes() == b.read_bytes()
     side_a, side_b = (json.loads(sidecar_path(p).read_text()) for p in (a, b))
@@ -104,7 +105,7 @@ def test_estimators_change_ranges_and_the_model(tiny_zoo: dict[str, Path], tmp_p
     results = {}
     for method in (Estimator.MINMAX, Estimator.PERCENTILE, Estimator.MSE, Estimator.KL):
         out = tmp_path / f"{method.value}.tflite"
-        artifact = edgeq.convert(tiny_zoo["cnn"], out, calib="digits:train", limit=32,
+        artifact = edgeq.convert(tiny_zoo["cnn"], out, calib="digits:train", limit=32, preprocessing=PP,
                                  recipe=QuantRecipe(method=method, percentile=99.0))
         assert {r.estimator for r in artifact.ranges.ranges} == {method}
         results[method] = artifact
@@ -132,7 +133,7 @@ def test_stats_from_another_model_are_refused(tiny_zoo: dict[str, Path], tmp_pat
                                               capsys: pytest.CaptureFixture[str]) -> None:
     stats_file = tmp_path / "stats.npz"
     assert cli.main(["calibrate", str(tiny_zoo["cnn"]), "--calib", "digits:train", "--limit", "4",
-                     "-o", str(stats_file)]) == 0
+                     "--preprocess", PP_DIGITS, "-o", str(stats_file)]) == 0
     out = tmp_path / "m.tflite"
     assert cli.main(["convert", str(tiny_zoo["resnet"]), "--stats", str(stats_file), "-o", str(out)]) == 2
     assert "collected on a different model" in capsys.readouterr().err
@@ -141,12 +142,14 @@ def test_stats_from_another_model_are_refused(tiny_zoo: dict[str, Path], tmp_pat
 
 def test_recipe_override_applies_and_unmatched_rule_is_an_error(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
     recipe = QuantRecipe(method=Estimator.MINMAX, overrides=(Override(method=Estimator.MSE, ops="SOFTMAX"),))
-    artifact = edgeq.convert(tiny_zoo["cnn"], tmp_path / "m.tflite", calib="digits:train", limit=8, recipe=recipe)
+    artifact = edgeq.convert(tiny_zoo["cnn"], tmp_path / "m.tflite", calib="digits:train", limit=8, preprocessing=PP,
+                             recipe=recipe)
     by_estimator = {r.name: r for r in artifact.ranges.ranges if r.estimator is Estimator.MSE}
     assert len(by_estimator) == 1 and "recipe override #1" in next(iter(by_estimator.values())).rule
     bad = QuantRecipe(overrides=(Override(method=Estimator.KL, tensors="no_such_layer*"),))
     with pytest.raises(InputError, match=r"override #1 \(tensors='no_such_layer\*'\) matches no activation"):
-        edgeq.convert(tiny_zoo["cnn"], tmp_path / "n.tflite", calib="digits:train", limit=8, recipe=bad)
+        edgeq.convert(tiny_zoo["cnn"], tmp_path / "n.tflite", calib="digits:train", limit=8, preprocessing=PP,
+                      recipe=bad)
     assert not (tmp_path / "n.tflite").exists()
 
 
@@ -156,7 +159,7 @@ def test_recipe_file_yaml(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
                            "overrides:\n  - tensors: '*probs*'\n    method: minmax\n")
     out = tmp_path / "m.tflite"
     assert cli.main(["convert", str(tiny_zoo["cnn"]), "--calib", "digits:train", "--limit", "8",
-                     "--recipe", str(recipe_file), "-o", str(out)]) == 0
+                     "--preprocess", PP_DIGITS, "--recipe", str(recipe_file), "-o", str(out)]) == 0
     sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["io_type"] == "uint8" and sidecar["recipe"]["percentile"] == 99.9
     assert_full_integer(out.read_bytes(), IOType.UINT8)
@@ -228,7 +231,7 @@ def test_saved_model_with_dynamic_batch(tiny_zoo: dict[str, Path], tmp_path: Pat
     with native_output_captured():
         model.export(tmp_path / "saved")  # serving signature with batch None
     out = tmp_path / "m.tflite"
-    edgeq.convert(tmp_path / "saved", out, calib="digits:train", limit=8)
+    edgeq.convert(tmp_path / "saved", out, calib="digits:train", limit=8, preprocessing=PP)
     assert_full_integer(out.read_bytes())
     detail = tfl.parse(out.read_bytes()).subgraphs[0]
     assert list(detail.tensors[detail.inputs[0]].shape) == [1, 32, 32, 3]
@@ -249,7 +252,7 @@ def test_float16_tflite_from_another_exporter(tiny_zoo: dict[str, Path], tmp_pat
     with native_output_captured():
         (tmp_path / "fp16.tflite").write_bytes(converter.convert())
     out = tmp_path / "m.tflite"
-    artifact = edgeq.convert(tmp_path / "fp16.tflite", out, calib="digits:train", limit=8)
+    artifact = edgeq.convert(tmp_path / "fp16.tflite", out, calib="digits:train", limit=8, preprocessing=PP)
     assert artifact.rewrites["fold_float16_dequantize"] > 0
     assert_full_integer(out.read_bytes())
 

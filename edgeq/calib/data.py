@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from edgeq.artifacts import ChannelOrder, Interpolation, Preprocessing
 from edgeq.errors import InputError
-from edgeq.preprocess import apply_preprocessing
+from edgeq.preprocess import RAW, PreprocessingWarning, Source, apply_preprocessing, resolve
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 BUNDLED_PREFIXES = ("digits:", "lfw:")
@@ -38,6 +39,8 @@ class CalibrationSet:
     arrays: tuple[np.ndarray, ...]  # one per model input, each (N, ...)
     preprocessing: Preprocessing | None  # applied to uint8 image arrays; None: arrays are model input
     conditions: tuple[str, ...] | None = None  # per-sample condition, for sets from `edgeq datagen`
+    preprocessing_source: Source | None = None  # where `preprocessing` came from
+    warnings: tuple[str, ...] = ()  # disagreements between --preprocess, the model's metadata and the set
 
     def __len__(self) -> int:
         return int(self.arrays[0].shape[0])
@@ -73,12 +76,15 @@ class CalibrationSet:
 
 
 def parse_preprocessing(text: str | None) -> Preprocessing | None:
-    """A spec from a JSON file, or inline ``size=32x32,mean=127.5,std=127.5,order=rgb,interp=bilinear``.
+    """A spec from a JSON file, inline ``size=32x32,mean=127.5,std=127.5,order=rgb,interp=bilinear``, or
+    ``none``: the model takes raw 0..255 values (mean 0, std 1).
 
     Inline lists use ``/`` between channel values: ``mean=123.7/116.3/103.5``.
     """
     if text is None:
         return None
+    if text.strip().lower() == "none":
+        return RAW
     path = Path(text)
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
@@ -159,11 +165,18 @@ def _load_bundled(name: str) -> np.ndarray:
 
 
 def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preprocessing: Preprocessing | None,
-                     limit: int | None = None) -> CalibrationSet:
-    """Open ``source``: a set from ``edgeq datagen``, .npy, .npz, an image folder, or ``digits:train``."""
+                     limit: int | None = None, model: bytes | None = None) -> CalibrationSet:
+    """Open ``source``: a set from ``edgeq datagen``, .npy, .npz, an image folder, or ``digits:train``.
+
+    uint8 images are preprocessed by ``preprocessing`` when given, else by what the float ``model``'s own
+    TFLite Metadata asks for, else by the set's own spec; with none of them they are refused, since a
+    guess (raw 0..255 into a model trained on [-1, 1]) gives a model that converts and scores ~10 %.
+    A disagreement with the model's metadata is a warning (PreprocessingWarning, and in ``warnings``).
+    """
     text = str(source)
     path = Path(text)
     conditions = None
+    set_preprocessing = None
     if text.startswith(BUNDLED_PREFIXES) and not path.exists():
         arrays: tuple[np.ndarray, ...] = (_load_bundled(text),)
     elif path.is_dir() and (path / "datagen.json").is_file():
@@ -171,7 +184,7 @@ def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preproces
 
         calibration_set = load_set(path)
         arrays, conditions = (calibration_set.images,), tuple(calibration_set.conditions)
-        preprocessing = preprocessing or calibration_set.preprocessing  # the set's own spec unless overridden
+        set_preprocessing = calibration_set.preprocessing
     elif path.is_dir():
         if len(inputs) != 1:
             raise InputError("an image folder can only calibrate a single-input model")
@@ -197,6 +210,14 @@ def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preproces
     if limit is not None:
         arrays = tuple(a[:limit] for a in arrays)
         conditions = conditions[:limit] if conditions else None
-    if preprocessing is None and any(a.dtype == np.uint8 and a.ndim == 4 for a in arrays):
-        preprocessing = Preprocessing()  # uint8 images are fed as 0..255 floats unless told otherwise
-    return CalibrationSet(source=text, arrays=arrays, preprocessing=preprocessing, conditions=conditions)
+    from edgeq.tflite.metadata import model_preprocessing
+
+    own = model_preprocessing(model) if model is not None else None
+    images = any(a.dtype == np.uint8 and a.ndim == 4 for a in arrays)
+    resolved = resolve(preprocessing, model=(own, Source.MODEL) if own is not None else None,
+                       data_set=set_preprocessing, images=images, model_name="the model",
+                       data_name=f"calibration data {text}")
+    for message in resolved.warnings:
+        warnings.warn(message, PreprocessingWarning, stacklevel=3)
+    return CalibrationSet(source=text, arrays=arrays, preprocessing=resolved.spec, conditions=conditions,
+                          preprocessing_source=resolved.source, warnings=resolved.warnings)

@@ -17,6 +17,7 @@ from edgeq.converter.recipe import QuantRecipe
 from edgeq.errors import InputError, UsageError
 from edgeq.files import atomic_path
 from edgeq.tflite import model as tfl
+from edgeq.tflite.metadata import embed_preprocessing
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 from edgeq.versions import package_versions
 
@@ -33,7 +34,7 @@ class Calibration:
 def _calibration_data(float_model: FloatModel, calib: str | Path, preprocessing: Preprocessing | None,
                       limit: int | None) -> CalibrationSet:
     interpreter, _ = make_interpreter(float_model.flatbuffer, CpuKernels.CPU)
-    return load_calibration(calib, model_inputs(interpreter), preprocessing, limit)
+    return load_calibration(calib, model_inputs(interpreter), preprocessing, limit, model=float_model.flatbuffer)
 
 
 ModelSource = str | Path | FloatModel
@@ -118,6 +119,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
     index_of = {name: index for index, name in activation_stats.names.items()}
     quantized = quantize(float_model.flatbuffer, {index_of[r.name]: (r.min, r.max) for r in table.ranges},
                          recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
+    quantized = embed_preprocessing(quantized, float_model.flatbuffer, preprocessing, output.stem, float_model.source)
     left_float = float_ops(quantized)
     if left_float and not recipe.allow_float_ops:
         names = ", ".join(sorted({op.op_type for op in left_float}))
