@@ -96,17 +96,28 @@ def test_full_delegation_budget(model_path: Path, backend_name: str, budget: Any
 
 
 def test_accuracy_budget(model_path: Path, backend_name: str, budget: Any, eval_set: str | None,
-                         request: pytest.FixtureRequest) -> None:
+                         request: pytest.FixtureRequest, record_property: Any) -> None:
     if not eval_set:
         pytest.skip("no --eval-set given")
-    from edgeq.artifacts import Preprocessing
+    import warnings
+
     from edgeq.calib.data import parse_preprocessing
+    from edgeq.errors import InputError
     from edgeq.harness.accuracy import predict, top1
     from edgeq.harness.labelled import load_labelled
-    from edgeq.preprocess import apply_preprocessing
+    from edgeq.preprocess import PreprocessingWarning, apply_preprocessing, own_preprocessing, resolve
 
     images, labels, _, set_pp = load_labelled(eval_set)
-    pp = parse_preprocessing(request.config.getoption("--preprocess")) or set_pp or Preprocessing()
-    accuracy = top1(predict(_session(model_path, backend_name), apply_preprocessing(pp, images)), labels)
+    try:  # --preprocess, else the model's own metadata (or sidecar), else the set's; none known fails
+        resolved = resolve(parse_preprocessing(request.config.getoption("--preprocess")), data_set=set_pp,
+                           model=own_preprocessing(model_path.read_bytes(), model_path), model_name=model_path.name,
+                           data_name=eval_set)
+    except InputError as exc:
+        pytest.fail(str(exc))
+    record_property("preprocessing", resolved.line())
+    for message in resolved.warnings:
+        warnings.warn(message, PreprocessingWarning, stacklevel=1)
+    assert resolved.spec is not None
+    accuracy = top1(predict(_session(model_path, backend_name), apply_preprocessing(resolved.spec, images)), labels)
     if budget.min_top1 is not None:
-        assert accuracy >= budget.min_top1, f"top-1 {accuracy:.2%} < budget {budget.min_top1:.2%}"
+        assert accuracy >= budget.min_top1, f"top-1 {accuracy:.2%} < budget {budget.min_top1:.2%} ({resolved.line()})"

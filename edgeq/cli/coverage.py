@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ def register(verbs: Any) -> None:
     cov.add_argument("--production", required=True, metavar="SET", help="production data, same forms")
     cov.add_argument("--threshold", type=float, default=1.0,
                      help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
-    cov.add_argument("--preprocess", metavar="SPEC", help="preprocessing for uint8 images (default: the set's own)")
+    cov.add_argument("--preprocess", metavar="SPEC",
+                     help="preprocessing for uint8 images: mean=...,std=... or none (raw 0-255 values); default: "
+                          "the model's own TFLite Metadata, else the set's datagen.json; none known is an error")
     cov.add_argument("--input-shape", type=_shape, metavar="HxWxC", help="static input shape without the batch")
     cov.add_argument("-o", "--output", metavar="DIR", help="write coverage.json and coverage.png here")
     cov.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -37,15 +41,27 @@ def run_coverage(args: argparse.Namespace) -> int:
     from edgeq.converter.api import _calibration_data
     from edgeq.converter.load import load_float_model
     from edgeq.files import atomic_path
+    from edgeq.preprocess import PreprocessingWarning, Source, describe
 
     if not args.threshold > 0:
         raise UsageError("--threshold must be positive")
     float_model = load_float_model(args.model, args.input_shape)
     preprocessing = parse_preprocessing(args.preprocess)
-    calibration = _calibration_data(float_model, args.calib, preprocessing, None)
-    production = _calibration_data(float_model, args.production, preprocessing or calibration.preprocessing, None)
+    with warnings.catch_warnings():  # said below, once, as one line each
+        warnings.simplefilter("ignore", PreprocessingWarning)
+        calibration = _calibration_data(float_model, args.calib, preprocessing, None)
+        production = _calibration_data(float_model, args.production, preprocessing or calibration.preprocessing,
+                                       None)
+    said = list(dict.fromkeys([*calibration.warnings, *production.warnings]))
+    source = calibration.preprocessing_source or Source.NONE
+    info = sys.stderr if args.json else sys.stdout
+    print(f"preprocessing: {describe(calibration.preprocessing)} (from {source.text})", file=info)
+    for message in said:
+        print(f"edgeq: warning: {message}", file=sys.stderr)
     report = coverage(float_model, calibration, production, args.threshold)
     document = {"threshold": report.threshold, "flagged": len(report.flagged),
+                "preprocessing": calibration.preprocessing.to_dict() if calibration.preprocessing else None,
+                "preprocessing_source": source.value, "warnings": said,
                 "layers": [_json_safe(dataclasses.asdict(layer)) for layer in report.layers],
                 "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()}}
     if args.output:

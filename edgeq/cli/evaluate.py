@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,22 @@ def register(verbs: Any) -> None:
     ev.add_argument("--threads", type=int, default=1)
     ev.add_argument("--output", help="classification output by name or index (multi-output models)")
     ev.add_argument("--reference", metavar="MODEL", help="FP32 .tflite to compare predictions with (agreement)")
-    ev.add_argument("--preprocess", metavar="SPEC", help="preprocessing (default: the set's own)")
+    ev.add_argument("--preprocess", metavar="SPEC",
+                    help="mean=...,std=... or none (raw 0-255 values); default: the model's own TFLite Metadata, "
+                         "else its edgeq sidecar, else the set's datagen.json; none known is an error")
     ev.add_argument("--limit", type=int, help="evaluate only the first N samples")
     ev.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
     ev.set_defaults(handler=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from edgeq.artifacts import Preprocessing
     from edgeq.calib.data import parse_preprocessing
     from edgeq.cli.progress import progress_printer
     from edgeq.errors import BackendUnavailable, UsageError
     from edgeq.harness.accuracy import evaluate, output_index, predict
     from edgeq.harness.backends import availability, open_session, parse_backend
     from edgeq.harness.labelled import load_labelled
-    from edgeq.preprocess import apply_preprocessing
+    from edgeq.preprocess import apply_preprocessing, own_preprocessing, resolve, same_normalization
     from edgeq.tflite import model as tfl
 
     if args.limit is not None and args.limit < 1:
@@ -51,20 +53,35 @@ def run_eval(args: argparse.Namespace) -> int:
     for untrusted in filter(None, (args.model, args.reference)):
         probe(untrusted, "cpu", what=untrusted)
     images, labels, conditions, set_pp = load_labelled(args.data, args.limit)
-    pp = parse_preprocessing(args.preprocess) or set_pp or Preprocessing()
+    resolved = resolve(parse_preprocessing(args.preprocess), model=own_preprocessing(model_bytes, args.model),
+                       data_set=set_pp, model_name=Path(args.model).name, data_name=args.data)
+    pp = resolved.spec
+    assert pp is not None  # labelled sets are uint8 images: resolve() refuses rather than return None
+    warnings = list(resolved.warnings)
+    reference_bytes = tfl.read_bytes(args.reference) if args.reference else None
+    if reference_bytes is not None:
+        theirs = own_preprocessing(reference_bytes, args.reference)
+        if theirs is not None and not same_normalization(theirs[0], pp):
+            warnings.append(f"the reference {Path(args.reference).name} asks for other preprocessing "
+                            f"({theirs[1].text}); it is fed the same inputs as the model")
+    info = sys.stdout if args.json != "-" else sys.stderr
+    print(resolved.line(), file=info)
+    for warning in warnings:
+        print(f"edgeq: warning: {warning}", file=sys.stderr)
     x = apply_preprocessing(pp, images)
     session = open_session(model_bytes, backend, args.threads)
     out = output_index(session, args.output)
     scores = predict(session, x, out, progress_printer("evaluating"))
     reference = None
-    if args.reference:
-        ref_session = open_session(tfl.read_bytes(args.reference), parse_backend("cpu"), args.threads)
+    if reference_bytes is not None:
+        ref_session = open_session(reference_bytes, parse_backend("cpu"), args.threads)
         reference = predict(ref_session, x, output_index(ref_session, args.output))
     result = evaluate(scores, labels, conditions, reference)
     document = {"model": args.model, "model_sha256": tfl.sha256(model_bytes), "data": args.data,
                 "backend": str(backend), "runtime": session.runtime, "n": result.n, "top1": result.top1,
                 "top5": result.top5, "agreement": result.agreement, "per_condition": result.per_condition,
-                "preprocessing": pp.to_dict()}
+                "preprocessing": pp.to_dict(), "preprocessing_source": resolved.source.value,
+                "warnings": warnings}
     if args.json == "-":
         print_json(document)
         return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli.argtypes import number
 from edgeq.cli.output import print_table
 from edgeq.errors import GateFailed, UsageError
 
@@ -22,16 +24,19 @@ def register(verbs: Any) -> None:
     val.add_argument("--eval", required=True, dest="eval_set", metavar="SET",
                      help="labelled evaluation set (a datagen set or digits:test / lfw:test)")
     val.add_argument("--methods", default="minmax,percentile,mse,kl,auto", help="estimators to compare")
-    val.add_argument("--max-drop", type=float, metavar="PP", help="gate: best method's top-1 drop in points")
-    val.add_argument("--preprocess", metavar="SPEC", help="preprocessing (default: each set's own)")
+    val.add_argument("--max-drop", type=number(-100.0, 100.0), metavar="PP",
+                     help="gate: best method's top-1 drop in points")
+    val.add_argument("--preprocess", metavar="SPEC", help="mean=...,std=... or none (raw 0-255 values); default: "
+                     "the model's own TFLite Metadata, else each set's datagen.json; none known is an error")
     val.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for models and the report")
     val.set_defaults(handler=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from edgeq.artifacts import Estimator, Preprocessing
+    from edgeq.artifacts import Estimator
     from edgeq.calib.data import parse_preprocessing
     from edgeq.harness.labelled import load_labelled
+    from edgeq.preprocess import model_file_preprocessing, resolve
     from edgeq.report.html import write_report
     from edgeq.validate.protocol import EvalData, validate
 
@@ -43,8 +48,14 @@ def run_validate(args: argparse.Namespace) -> int:
         raise UsageError("--methods is empty")
     pp = parse_preprocessing(args.preprocess)
     images, labels, conditions, set_pp = load_labelled(args.eval_set)
+    resolved = resolve(pp, model=model_file_preprocessing(args.model), data_set=set_pp,
+                       model_name=Path(args.model).name, data_name=args.eval_set)
+    print(resolved.line())
+    for warning in resolved.warnings:
+        print(f"edgeq: warning: {warning}", file=sys.stderr)
+    assert resolved.spec is not None  # labelled sets are uint8 images: resolve() refuses rather than return None
     data = EvalData(name=args.eval_set, images=images, labels=labels, conditions=conditions,
-                    preprocessing=pp or set_pp or Preprocessing())
+                    preprocessing=resolved.spec)
     out = Path(args.output)
     created = not out.exists()
     try:
@@ -59,7 +70,7 @@ def run_validate(args: argparse.Namespace) -> int:
         "name": "max_drop", "passed": outcome.passed,
         "detail": f"{outcome.best_method.value} drops {_best(outcome)['drop_pp']:+.2f} pp (limit {args.max_drop} pp)"}]
     document = {"title": f"edgeq validate: {Path(args.model).name}", **outcome.document, "gates": gates,
-                "passed": outcome.passed}
+                "passed": outcome.passed, "preprocessing": resolved.to_dict()}
     json_path, html_path = write_report(document, out)
     print_summary(document)
     print(f"\nreport: {html_path} ({json_path.name})")
