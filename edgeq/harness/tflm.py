@@ -1,9 +1,12 @@
 """TFLite Micro as a portability check: does the model load and run on the microcontroller runtime?
 
 Uses the ``tflite-micro`` Python package (the TFLM interpreter with all its kernels, built for the
-host). TFLM has fewer ops than LiteRT and runs out of one fixed tensor arena, so the two failures that
-matter are reported by name: an op TFLM lacks, and an arena the model does not fit. Never imports
-TensorFlow.
+host). TFLM has fewer ops than LiteRT, fewer tensor types per kernel, and runs out of one fixed tensor
+arena, so the three failures that matter are reported by name, each from TFLM's own log: an op TFLM has
+no kernel for (UnsupportedOpError), a kernel that refuses the node's tensors, say an int8 EXP, at
+prepare or at the first invoke (KernelRefusedError, naming the op and TFLM's reason), and an arena the
+model does not fit. The Python binding raises the same "TFLM failed to allocate tensors" for all of
+them, so that text alone never decides. Never imports TensorFlow.
 
 TFLM can crash the process (not fail) when the arena is too small even for its own bookkeeping, so
 the arena size is never guessed upwards from below: the model is first allocated in an arena at the
@@ -30,7 +33,13 @@ _MIN_ARENA = 4096  # below about 500 bytes TFLM crashes creating its allocator
 _INSTALL = "pip install tflite-micro"
 _MISSING_BUILTIN = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
 _MISSING_ANY = re.compile(r"Failed to get registration from op code (\S+)")
-_ARENA_FAILURE = re.compile(r"arena|Failed to allocate|Failed to resize|Requested: \d+|too small", re.IGNORECASE)
+#: TFLM's own messages when memory runs out (case-sensitive: the binding's generic "TFLM failed to allocate
+#: tensors" follows every kind of allocation failure, a kernel's refusal included).
+_ARENA_FAILURE = re.compile(r"Failed to (?:resize buffer|allocate (?:tail|temp|memory|persistent|variable))|"
+                            r"Requested: \d+, available|\d+ bytes required|[Aa]rena (?:size|too small)")
+_KERNEL_FAILED = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke|init)")
+#: What the Python binding adds on top of TFLM's log: never the reason.
+_BINDING_NOISE = ("TFLM failed to allocate tensors", "Interpreter invocation failed.")
 _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 
 
@@ -43,6 +52,17 @@ class UnsupportedOpError(InputError):
     def __init__(self, message: str, ops: tuple[str, ...]) -> None:
         super().__init__(message)
         self.ops = ops
+
+
+class KernelRefusedError(UnsupportedOpError):
+    """TFLite Micro has the op, but its kernel refuses this node: a tensor type (an int8 EXP, say) or a parameter
+    it does not implement. ``ops`` is the refused op; ``phase`` is TFLM's (prepare, or invoke for kernels that only
+    check types when they run); ``reason`` is TFLM's own message."""
+
+    def __init__(self, message: str, op: str, phase: str, reason: str) -> None:
+        super().__init__(message, (op,))
+        self.phase = phase
+        self.reason = reason
 
 
 def _import() -> Any:
@@ -100,6 +120,40 @@ def _custom_codes(parsed: Any) -> list[str]:
     return sorted(code.removeprefix("CUSTOM:") for code in codes if code.startswith("CUSTOM:"))
 
 
+def _node_types(parsed: Any, op: str, node: int) -> str:
+    """The tensor types of node ``node`` ("INT8 -> INT8") when the main graph's node there is ``op``; TFLM numbers
+    nodes per subgraph, so a refusal in another subgraph gets none."""
+    graph = parsed.subgraphs[0]
+    operators = graph.operators or []
+    if not 0 <= node < len(operators) or tfl.op_type(parsed, operators[node]) != op:
+        return ""
+
+    def types(indices: Any) -> str:
+        found = [tfl.tensor_type_name(graph.tensors[int(i)].type) for i in ([] if indices is None else indices)
+                 if int(i) >= 0 and not tfl.is_constant(parsed, graph.tensors[int(i)])]
+        return ", ".join(dict.fromkeys(found)) or "-"
+
+    return f"{types(operators[node].inputs)} -> {types(operators[node].outputs)}"
+
+
+def _kernel_refusal(lines: list[str], parsed: Any) -> KernelRefusedError | None:
+    """TFLM's "Node OP (number N) failed to prepare/invoke" with the kernel's own reason, as one error."""
+    for k, line in enumerate(lines):
+        found = _KERNEL_FAILED.search(line)
+        if found is None:
+            continue
+        op, node, phase = found.group(1), int(found.group(2)), found.group(3)
+        said = [x for x in lines[:k] if x not in _BINDING_NOISE and not _KERNEL_FAILED.search(x)]
+        if any(_ARENA_FAILURE.search(x) for x in said):
+            return None  # the kernel asked for scratch memory the arena did not have: not a refusal
+        reason = "; ".join(said[-2:]) or "it gave no reason"
+        types = _node_types(parsed, op, node)
+        on = f" ({types})" if types else ""
+        return KernelRefusedError(f"TFLite Micro's {op} kernel refuses node {node}{on} at {phase}: {reason}",
+                                  op, phase, reason)
+    return None
+
+
 def _failure(lines: list[str], parsed: Any, arena: int) -> InputError:
     """The one-line error for a model TFLM refused to allocate in an arena of ``arena`` bytes."""
     text = "\n".join(lines)
@@ -113,10 +167,14 @@ def _failure(lines: list[str], parsed: Any, arena: int) -> InputError:
         named = ", ".join(repr(code) for code in custom) or "(unnamed)"
         which = "custom op" if len(custom) <= 1 else "one of the custom ops"
         return UnsupportedOpError(f"TFLite Micro has no kernel for {which} {named}", tuple(custom))
+    refused = _kernel_refusal(lines, parsed)
+    if refused is not None:
+        return refused
     if _ARENA_FAILURE.search(text):
-        detail = next((line for line in lines if _ARENA_FAILURE.search(line)), "")
+        detail = next(line for line in lines if _ARENA_FAILURE.search(line))
         return InputError(f"the model does not fit a TFLite Micro tensor arena of {arena} bytes (the cap): {detail}")
-    return InputError("TFLite Micro cannot load the model: " + ("; ".join(lines[:2]) or "it gave no reason"))
+    said = [line for line in lines if line not in _BINDING_NOISE] or lines
+    return InputError("TFLite Micro cannot load the model: " + ("; ".join(said[:2]) or "it gave no reason"))
 
 
 def _arena_used(interpreter: Any) -> int | None:
@@ -141,6 +199,7 @@ class TFLMSession:
     def __init__(self, interpreter: Any, parsed: Any, runtime: str, arena_size: int, arena_used: int | None,
                  warnings: tuple[str, ...] = ()) -> None:
         self.interpreter = interpreter
+        self._parsed = parsed
         self.runtime = runtime
         self.arena_size = arena_size  # bytes allocated for this session's arena
         self.arena_used = arena_used  # bytes of it the model uses (what a microcontroller must provide)
@@ -167,7 +226,11 @@ class TFLMSession:
             except RuntimeError as exc:
                 error = str(exc)
         if error:
-            said = "; ".join((_lines(captured.text) or _lines(error))[:2])
+            lines = _lines(captured.text) or _lines(error)
+            refused = _kernel_refusal(lines, self._parsed)
+            if refused is not None:
+                raise refused
+            said = "; ".join([line for line in lines if line not in _BINDING_NOISE][:2] or lines[:2])
             raise InputError(f"TFLite Micro failed to run the model: {said}")
 
     def get_outputs(self) -> list[np.ndarray]:
