@@ -5,6 +5,10 @@ quantization_spec). General rules: activations int8 per-tensor with zero point i
 weights int8 symmetric (zero point 0) in [-127, 127]; biases int32 with zero point 0 and scale
 input scale x weight scale. The table below adds each op's exceptions. The check engine
 (edgeq/spec/check.py) interprets it; nothing op-specific lives in code.
+
+The kernel tables (EXTRA_INT8_KERNELS and the xnnpack and tflm profiles) are measured, not copied:
+``python tools/kernel_tables.py`` runs a one-op int8 model of every op they name on each runtime and writes
+edgeq/spec/measured_kernels.json; tests/test_kernel_tables.py fails when a table and that measurement disagree.
 """
 
 from __future__ import annotations
@@ -66,14 +70,18 @@ SPEC: dict[str, OpRule] = {
     "TRANSPOSE_CONV": OpRule(weights_input=1, weights_axis=0, bias_input=3),
 }
 
-#: Builtin ops with int8 kernels in the TFLite runtime beyond those the spec table lists (checked against
-#: the LiteRT 2.x kernel registrations). An op outside SPEC and this set gets an 'op.no-int8-kernel' finding.
+#: Builtin ops with int8 kernels in the TFLite runtime beyond those the spec table lists. An op outside SPEC and this
+#: set gets an 'op.no-int8-kernel' finding. Measured, not copied: tools/kernel_tables.py runs a one-op int8 model of
+#: every op in these tables on LiteRT's builtin kernels (edgeq/spec/measured_kernels.json) and an op is listed when
+#: its kernel runs and agrees with the float op; tests/test_kernel_tables.py keeps the two equal. Measured out
+#: (LiteRT 2.3): SQUARE, ZEROS_LIKE and CUMSUM refuse int8; NEG and CAST run but ignore the quantization (NEG
+#: negates the raw int8 values, so -128 comes back as -128; CAST converts the raw values, not the real ones).
 EXTRA_INT8_KERNELS: frozenset[str] = frozenset({
-    "ARG_MIN", "BATCH_MATMUL", "CUMSUM", "DEPTH_TO_SPACE", "DEQUANTIZE", "ELU", "EXPAND_DIMS", "GELU",
-    "HARD_SWISH", "LEAKY_RELU", "MIRROR_PAD", "PACK", "PRELU", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD",
-    "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT", "SELECT_V2",
-    "SPLIT", "SPLIT_V", "SQUARED_DIFFERENCE", "STRIDED_SLICE", "SUM", "TILE", "UNPACK", "BROADCAST_TO",
-    "EXP", "LOG", "ABS", "NEG", "SQUARE", "ZEROS_LIKE", "FILL", "GATHER_ND", "CAST", "SQRT",
+    "ARG_MIN", "BATCH_MATMUL", "DEPTH_TO_SPACE", "DEQUANTIZE", "ELU", "EXPAND_DIMS", "GELU", "HARD_SWISH",
+    "LEAKY_RELU", "MIRROR_PAD", "PACK", "PRELU", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "RELU", "RELU6",
+    "RELU_N1_TO_1", "RELU_0_TO_1", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT", "SELECT_V2", "SPLIT", "SPLIT_V",
+    "SQUARED_DIFFERENCE", "STRIDED_SLICE", "SUM", "TILE", "UNPACK", "BROADCAST_TO", "EXP", "LOG", "ABS", "FILL",
+    "GATHER_ND", "SQRT",
 })
 
 #: Ops whose operands/results are integer indices or shapes, not quantized activations.
@@ -96,32 +104,37 @@ class TargetProfile:
     note: str = ""
 
 
-#: XNNPACK's quantized (QS8/QU8) operator coverage in the TFLite delegate (tensorflow/lite/delegates/xnnpack,
-#: README "Quantized operators"), corrected by measurement with ai-edge-litert 2.3 on the zoo's INT8 models
-#: (edgeq.harness.backends.delegation_of): SOFTMAX, BATCH_MATMUL, GELU, RSQRT and SQUARED_DIFFERENCE stay
-#: on the builtin kernels. Ops outside it run there too: slower, still correct.
+#: Ops the XNNPACK delegate takes in an int8 model, measured (tools/kernel_tables.py: the op of a one-op int8 model is
+#: delegated, per edgeq.harness.backends.delegation_of, and agrees with the float op). The delegate README's
+#: "Quantized operators" list also names AVERAGE_POOL_2D, HARD_SWISH, PADV2 and PRELU, which ai-edge-litert 2.3 leaves
+#: on the builtin kernels; it takes REDUCE_MAX, REDUCE_MIN and SUM, which the list leaves out. STRIDED_SLICE is
+#: taken with unit strides only. Ops outside it run on the builtin kernels: slower, still correct.
 XNNPACK_INT8_OPS = frozenset({
     "ADD", "CONCATENATION", "CONV_2D", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "ELU",
-    "FULLY_CONNECTED", "LEAKY_RELU", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "PADV2", "PRELU",
-    "QUANTIZE", "RESHAPE", "RESIZE_BILINEAR", "SLICE", "SPACE_TO_DEPTH", "SPLIT", "STRIDED_SLICE", "SUB",
-    "TANH", "TRANSPOSE", "TRANSPOSE_CONV", "HARD_SWISH", "AVERAGE_POOL_2D",
+    "FULLY_CONNECTED", "LEAKY_RELU", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "QUANTIZE", "REDUCE_MAX",
+    "REDUCE_MIN", "RESHAPE", "RESIZE_BILINEAR", "SLICE", "SPACE_TO_DEPTH", "SPLIT", "STRIDED_SLICE", "SUB", "SUM",
+    "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
 })
 
-#: TFLite Micro's op resolver (tflite-micro/tensorflow/lite/micro/kernels): int8 reference kernels.
+#: Ops whose int8 kernel runs in TFLite Micro (the pinned tflite-micro package) and agrees with the float op, measured
+#: by tools/kernel_tables.py. Measured out: EXP, LOG, SQRT, SQUARE, NEG and FLOOR have float-only kernels (TFLM
+#: refuses the int8 node at prepare or at the first invoke); RELU6 clamps the raw int8 input without requantizing to
+#: the output's scale, CUMSUM misses the output zero point, ZEROS_LIKE writes raw zeros, DIV saturates when the
+#: numerator is within a step of zero and CAST converts the raw integers: each runs and returns wrong values.
 TFLM_OPS = frozenset({
     "ABS", "ADD", "ADD_N", "ARG_MAX", "ARG_MIN", "AVERAGE_POOL_2D", "BATCH_MATMUL", "BATCH_TO_SPACE_ND",
-    "BROADCAST_TO", "CAST", "CONCATENATION", "CONV_2D", "CUMSUM", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D",
-    "DEQUANTIZE", "DIV", "ELU", "EQUAL", "EXP", "EXPAND_DIMS", "FILL", "FLOOR", "FULLY_CONNECTED", "GATHER",
-    "GATHER_ND", "GREATER", "GREATER_EQUAL", "HARD_SWISH", "L2_NORMALIZATION", "LEAKY_RELU", "LESS",
-    "LESS_EQUAL", "LOG", "LOG_SOFTMAX", "LOGISTIC", "MAX_POOL_2D", "MAXIMUM", "MEAN", "MINIMUM", "MIRROR_PAD",
-    "MUL", "NEG", "NOT_EQUAL", "PACK", "PAD", "PADV2", "PRELU", "QUANTIZE", "REDUCE_MAX", "RELU", "RELU6",
-    "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT_V2", "SHAPE", "SLICE",
-    "SOFTMAX", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQRT", "SQUARE",
-    "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-    "UNPACK", "ZEROS_LIKE",
+    "BROADCAST_TO", "CONCATENATION", "CONV_2D", "DEPTH_TO_SPACE", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "ELU", "EQUAL",
+    "EXPAND_DIMS", "FILL", "FULLY_CONNECTED", "GATHER", "GATHER_ND", "GREATER", "GREATER_EQUAL", "HARD_SWISH",
+    "L2_NORMALIZATION", "LEAKY_RELU", "LESS", "LESS_EQUAL", "LOG_SOFTMAX", "LOGISTIC", "MAX_POOL_2D", "MAXIMUM",
+    "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NOT_EQUAL", "PACK", "PAD", "PADV2", "PRELU", "QUANTIZE", "REDUCE_MAX",
+    "REDUCE_MIN", "RELU", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SELECT_V2", "SHAPE",
+    "SLICE", "SOFTMAX", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQUARED_DIFFERENCE", "SQUEEZE",
+    "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV", "UNPACK",
 })
 
-#: NNAPI (Android 11+, TENSOR_QUANT8_ASYMM_SIGNED) ops the TFLite NNAPI delegate maps for int8 models.
+#: NNAPI (Android 11+, TENSOR_QUANT8_ASYMM_SIGNED) ops the TFLite NNAPI delegate maps for int8 models. From the
+#: delegate's documentation, not measured: there is no Android device here (tools/kernel_tables.py measures these
+#: ops' LiteRT kernels, which is where an op NNAPI does not take falls back to).
 NNAPI_INT8_OPS = frozenset({
     "ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTH_TO_SPACE",
     "DEPTHWISE_CONV_2D", "DEQUANTIZE", "FULLY_CONNECTED", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC",
