@@ -2,6 +2,7 @@
 
 Usage: python tools/kernel_tables.py [-o edgeq/spec/measured_kernels.json]   (about 1-2 minutes)
        python tools/kernel_tables.py --ops SQUARE,ADD                         (prints the table, writes nothing)
+       python tools/kernel_tables.py --table                                  (the committed one, as Markdown)
 
 For every op named in edgeq/spec/rules.py's tables (the spec table, EXTRA_INT8_KERNELS and the xnnpack,
 nnapi and tflm profiles):
@@ -731,17 +732,20 @@ def document(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _summary(records: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table: per op, what the quantizer made of it, and each runtime's result."""
     lines = ["| op | quantizer | measured on | " + " | ".join(RUNTIMES) + " |",
              "|---|---|---|" + "---|" * len(RUNTIMES)]
-    for op, record in records.items():
+    for op, record in sorted(records.items()):
         cells = []
         for runtime in RUNTIMES:
             r = record["runtimes"].get(runtime, {})
             cell = r.get("result", "-")
             if cell in ("runs", "wrong"):
-                cell += f" ({r['max_lsb']} LSB)" if not r.get("differing") else f" ({r['differing']:.1%} differ)"
+                cell += f" ({r['differing']:.1%} differ)" if r.get("differing") else f" ({r['max_lsb']} LSB)"
+            elif cell == "refused":
+                cell += f" at {r.get('stage', '?')}"
             if runtime == "xnnpack" and r.get("delegated") is not None:
-                cell += ", delegated" if r["delegated"] else ", not delegated"
+                cell += ", delegated" if r["delegated"] else ""
             cells.append(cell)
         lines.append(f"| {op} | {record['quantizer']} | {record['measured']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -751,10 +755,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--ops", help="comma-separated ops (default: every op with a Case); writes nothing")
+    parser.add_argument("--table", action="store_true",
+                        help="print the Markdown table of the measurement in --output; measure nothing")
     parser.add_argument("--run-units", nargs=2, metavar=("UNITS", "START"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_units:
         return _child(args.run_units[0], int(args.run_units[1]))
+    if args.table:
+        print(_summary(json.loads(args.output.read_text())["ops"]))
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     started = time.monotonic()
     ops = args.ops.split(",") if args.ops else sorted(set(_cases()) | set(table_ops()))
