@@ -31,7 +31,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 def test_set_layout_and_manifest(digits_set: Path) -> None:
     assert {p.name for p in digits_set.iterdir()} == {"images-00000.npz", "manifest.jsonl", "datagen.json",
-                                                       "preview.png"}
+                                                       "preview.png", ".edgeq-output"}
     loaded = load_set(digits_set)
     assert loaded.images.shape == (40, 32, 32, 3) and loaded.images.dtype == np.uint8
     assert loaded.labels is not None and len(loaded.labels) == 40
@@ -103,7 +103,8 @@ def test_image_folder_conversions_and_rejects(tmp_path: Path) -> None:
                                     size=(48, 48)), tmp_path / "set")
     loaded = load_set(result.path)
     assert loaded.images.shape == (4, 48, 48, 3)
-    assert [r["reason"] for r in loaded.document["rejects"]] == ["cannot decode"]
+    assert [r["source_id"] for r in loaded.document["rejects"]] == ["mugs/broken.jpg"]
+    assert loaded.document["rejects"][0]["reason"].startswith("cannot decode")
     notes = {r["source_id"]: r["conversion"] for r in loaded.records}
     assert "grey->RGB" in notes["cats/grey.png"]
     assert "alpha composited over black" in notes["mugs/rgba.png"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from edgeq.cli.output import print_table
@@ -11,13 +13,28 @@ from edgeq.errors import UsageError
 
 
 def _size(text: str) -> tuple[int, int]:
+    from datagen.limits import check_size, quote
+
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}; use HxW such as 96x96") from None
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}; dimensions must be positive")
-    return height, width
+        raise argparse.ArgumentTypeError(f"bad size {quote(text)}; use HxW such as 96x96") from None
+    try:
+        return check_size((height, width), "size", ValueError)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _preprocessing(spec: str | None) -> Any:
+    """``--preprocess``: a preprocessing file must be a bounded UTF-8 JSON file before it is parsed."""
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.configfile import parse_json, read_config_text
+
+    if spec is not None and spec.strip().lower() != "none":
+        path = Path(spec)
+        if path.suffix.lower() == ".json" or path.is_file():
+            parse_json(read_config_text(path, "preprocessing file"), f"preprocessing file {path}")
+    return parse_preprocessing(spec)
 
 
 def register(verbs: Any) -> None:
@@ -34,24 +51,27 @@ def register(verbs: Any) -> None:
                               "eight built-ins, equal quotas)")
     datagen.add_argument("--custom-conditions", metavar="FILE", help="YAML/JSON file adding conditions")
     datagen.add_argument("--severity", type=int, default=3, help="condition severity 1..5 (default 3)")
-    datagen.add_argument("--n", type=int, default=256, help="samples in total (default 256)")
+    datagen.add_argument("--n", type=int, default=256, help="samples in total (default 256, at most 200000)")
     datagen.add_argument("--seed", type=int, default=0)
-    datagen.add_argument("--size", type=_size, metavar="HxW", help="resize every image to HxW")
+    datagen.add_argument("--size", type=_size, metavar="HxW",
+                         help="resize every image to HxW (each side 1..8192, at most 16.8 megapixels)")
     datagen.add_argument("--gray", action="store_true", help="write single-channel images (default RGB)")
     datagen.add_argument("--preprocess", metavar="SPEC",
                          help="preprocessing that travels with the set (what convert/eval/coverage apply): "
                               "inline 'mean=127.5,std=127.5' or a JSON file")
-    datagen.add_argument("--workers", type=int, default=1, help="worker processes (results do not depend on it)")
+    datagen.add_argument("--workers", type=int, default=1,
+                         help="worker processes, 1..64 (results do not depend on it)")
     datagen.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
-    datagen.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    datagen.add_argument("--force", action="store_true",
+                         help="replace the output folder if it is a calibration set edgeq wrote (never a folder "
+                              "with other files, the current or home folder, or a source)")
     datagen.add_argument("-o", "--output", required=True, help="output folder (created; written atomically)")
     datagen.set_defaults(handler=run_datagen)
 
 
 def run_datagen(args: argparse.Namespace) -> int:
     from datagen.conditions import SEVERITIES
-    from datagen.generate import DatagenConfig, generate, parse_conditions
-    from edgeq.calib.data import parse_preprocessing
+    from datagen.generate import DatagenConfig, Terminated, generate, parse_conditions
 
     if args.severity not in SEVERITIES:
         raise UsageError(f"--severity must be one of {', '.join(map(str, SEVERITIES))}, got {args.severity}")
@@ -60,10 +80,14 @@ def run_datagen(args: argparse.Namespace) -> int:
     config = DatagenConfig(
         source=args.source, conditions=parse_conditions(args.conditions), n=args.n, severity=args.severity,
         seed=args.seed, size=args.size, channels=1 if args.gray else 3,
-        preprocessing=parse_preprocessing(args.preprocess), strict=args.strict,
+        preprocessing=_preprocessing(args.preprocess), strict=args.strict,
         custom_conditions=args.custom_conditions)
-    result = generate(config, args.output, workers=args.workers, force=args.force,
-                      progress=progress_printer("rendering"))
+    try:
+        result = generate(config, args.output, workers=args.workers, force=args.force,
+                          progress=progress_printer("rendering"))
+    except Terminated as stop:
+        print(f"edgeq: terminated by signal {stop.signum}; workers stopped, nothing written", file=sys.stderr)
+        return 128 + stop.signum
     print_table(["condition", "samples"], [[c, n] for c, n in result.counts.items()])
     print(f"\n{len(result.samples)} samples -> {result.path} (manifest.jsonl, datagen.json, preview.png)")
     if result.rejects:
