@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datagen.limits import clip, quote
 from edgeq.errors import InputError, UsageError, require
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ SEVERITIES = (1, 2, 3, 4, 5)
 MAX_INLINE_ELEMENTS = 64
 #: Part of every derived seed: change it only together with a manifest format version.
 _SEED_DOMAIN = "edgeq.datagen.conditions/v1"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _albumentations():
@@ -114,7 +115,7 @@ class Condition:
     def __post_init__(self) -> None:
         severities = [s.get("severity") if isinstance(s, Mapping) else None for s in self.spec]
         if severities != list(SEVERITIES):
-            raise UsageError(f"condition {self.name!r}: spec needs one entry per severity {SEVERITIES}")
+            raise UsageError(f"condition {quote(self.name)}: spec needs one entry per severity {SEVERITIES}")
 
     def __reduce__(self):
         return (Condition, (self.name, self.description, self.spec))
@@ -138,12 +139,12 @@ class Condition:
 
 def _check_severity(severity: int) -> None:
     if isinstance(severity, bool) or not isinstance(severity, int | np.integer) or severity not in SEVERITIES:
-        raise UsageError(f"severity must be one of {', '.join(map(str, SEVERITIES))}, got {severity!r}")
+        raise UsageError(f"severity must be one of {', '.join(map(str, SEVERITIES))}, got {quote(severity)}")
 
 
 def _check_seed(seed: int, what: str = "seed") -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise UsageError(f"{what} must be a non-negative integer, got {seed!r}")
+        raise UsageError(f"{what} must be a non-negative integer, got {quote(seed)}")
 
 
 def seed_pipeline(pipeline: albumentations.Compose, seed: int) -> None:
@@ -270,7 +271,7 @@ def get_condition(name: str, registry: Mapping[str, Condition] | None = None) ->
     """The condition called ``name`` in ``registry`` (the built-ins by default)."""
     known = CONDITIONS if registry is None else registry
     if name not in known:
-        raise InputError(f"unknown condition {name!r}; known conditions: {', '.join(known)}")
+        raise InputError(f"unknown condition {quote(name)}; known conditions: {', '.join(known)}")
     return known[name]
 
 
@@ -279,9 +280,9 @@ def registry_with(custom: Mapping[str, Condition]) -> dict[str, Condition]:
     merged = dict(CONDITIONS)
     for name, condition in custom.items():
         if not isinstance(condition, Condition) or condition.name != name:
-            raise UsageError(f"custom condition {name!r} must be a Condition with that name")
+            raise UsageError(f"custom condition {quote(name)} must be a Condition with that name")
         if name in CONDITIONS:
-            raise InputError(f"custom condition {name!r} clashes with a built-in condition; choose another name")
+            raise InputError(f"custom condition {quote(name)} clashes with a built-in condition; choose another name")
         merged[name] = condition
     return merged
 
@@ -294,7 +295,7 @@ def sample_seed(base_seed: int, condition: str, sample_id: str | int, severity: 
     _check_seed(base_seed, "base_seed")
     _check_severity(severity)
     if not isinstance(condition, str) or not condition:
-        raise UsageError(f"condition must be a non-empty name, got {condition!r}")
+        raise UsageError(f"condition must be a non-empty name, got {quote(condition)}")
     return _derived_seed("sample", int(base_seed), condition, str(sample_id), int(severity))
 
 
@@ -384,7 +385,7 @@ def _one_line(error: BaseException) -> str:
     lines = [ln.strip() for ln in str(error).splitlines()]
     kept = [ln for ln in lines if ln and not ln.startswith("For further information")
             and not re.match(r"^\d+ validation errors? for ", ln)]
-    return "; ".join(kept) or type(error).__name__
+    return clip("; ".join(kept) or type(error).__name__, 300)
 
 
 def _image_only_transforms() -> dict[str, type]:
@@ -410,21 +411,21 @@ def _parse_transforms(entries: Any, where: str) -> list[tuple[str, dict[str, Any
     for position, entry in enumerate(entries, start=1):
         if not isinstance(entry, Mapping) or len(entry) != 1:
             raise InputError(f"{where}: transform #{position} must be a one-key mapping "
-                             f"{{TransformName: {{arg: value}}}}, got {entry!r}")
+                             f"{{TransformName: {{arg: value}}}}, got {quote(entry)}")
         (name, args), = entry.items()
         if name not in known:
-            close = difflib.get_close_matches(str(name), list(known), n=1)
+            close = difflib.get_close_matches(str(name)[:100], list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else " (pixel-level albumentations transforms only)"
-            raise InputError(f"{where}: unknown transform {name!r}{hint}")
+            raise InputError(f"{where}: unknown transform {quote(name)}{hint}")
         args = {} if args is None else args
         if not isinstance(args, Mapping):
-            raise InputError(f"{where}: arguments of {name} must be a mapping, got {args!r}")
+            raise InputError(f"{where}: arguments of {name} must be a mapping, got {quote(args)}")
         allowed = [p for p in inspect.signature(known[name]).parameters if p not in ("self", "strict")]
         for arg, value in args.items():
             if arg not in allowed:
-                close = difflib.get_close_matches(str(arg), allowed, n=1)
+                close = difflib.get_close_matches(str(arg)[:100], allowed, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(allowed)})"
-                raise InputError(f"{where}: unknown argument {arg!r} for {name}{hint}")
+                raise InputError(f"{where}: unknown argument {quote(arg)} for {name}{hint}")
             if arg == "p" and value != 1.0:
                 raise InputError(f"{where}: {name} p must be 1.0 (severity sets strength; p would skip samples)")
         template.append((str(name), dict(args)))
@@ -464,20 +465,19 @@ def load_custom_conditions(path: str | Path) -> dict[str, Condition]:
     be 1.0, and every severity is built with ``strict=True`` and run once on a small test card, so a
     misspelled argument or bad value fails here, with the file, condition and problem named.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"{path}: cannot read custom conditions: {error.strerror or error}") from None
-    is_json = path.suffix.lower() == ".json"
-    try:
-        if is_json:
-            data = json.loads(text)
-        else:
-            import yaml
+    from edgeq.configfile import parse_json, parse_yaml, read_config_text
 
-            data = yaml.safe_load(text)
-    except Exception as error:  # json.JSONDecodeError, yaml.YAMLError, a bad YAML scalar
+    path = Path(path)
+    # Within edgeq's config-file bounds: size, UTF-8, and YAML alias expansion (billion laughs) measured
+    # before anything is constructed.
+    text = read_config_text(path, "custom-conditions file")
+    is_json = path.suffix.lower() == ".json"
+    where = f"custom-conditions file {path}"
+    try:
+        data = parse_json(text, where) if is_json else parse_yaml(text, where)
+    except InputError:
+        raise
+    except Exception as error:  # a YAML scalar the constructor refuses (a bad timestamp, ...)
         raise InputError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {_one_line(error)}") from None
     if not isinstance(data, Mapping) or not data:
         raise InputError(f"{path}: must be a non-empty mapping of condition name -> "
@@ -485,9 +485,9 @@ def load_custom_conditions(path: str | Path) -> dict[str, Condition]:
     probe = _probe_image()
     conditions: dict[str, Condition] = {}
     for name, body in data.items():
-        where = f"{path}: condition {name!r}"
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise InputError(f"{where}: a name must be letters, digits, '_', '.' or '-'")
+        where = f"{path}: condition {quote(name)}"
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise InputError(f"{where}: a name must be 1..64 letters, digits, '_', '.' or '-'")
         if name in CONDITIONS:
             raise InputError(f"{where} clashes with a built-in condition ({', '.join(CONDITIONS)}); rename it")
         if not isinstance(body, Mapping):

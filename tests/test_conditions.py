@@ -315,7 +315,7 @@ def test_a_valid_custom_file_loads_and_applies(tmp_path: Path, photo: np.ndarray
     ("grain:\n  transforms: []\n", r"'transforms' must be a non-empty list"),
     ("grain:\n  transform:\n    - GaussNoise: {}\n", r"unknown key\(s\) 'transform'"),
     ("tilt:\n  transforms:\n    - Rotate: {limit: 10}\n", r"unknown transform 'Rotate' \(pixel-level"),
-    ("grain: [1\n", r"not valid YAML"),
+    ("grain: [1\n", r"cannot parse custom-conditions file"),
 ])
 def test_invalid_custom_files_say_what_is_wrong(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -323,11 +323,11 @@ def test_invalid_custom_files_say_what_is_wrong(tmp_path: Path, text: str, expec
     with pytest.raises(InputError, match=expected) as caught:
         load_custom_conditions(path)
     message = str(caught.value)
-    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert str(path) in message and "\n" not in message
 
 
 def test_missing_file_and_registry_clash(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="no such custom-conditions file"):
         load_custom_conditions(tmp_path / "absent.yaml")
     with pytest.raises(InputError, match="clashes"):
         registry_with({"fog": CONDITIONS["fog"]})
