@@ -119,7 +119,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
     index_of = {name: index for index, name in activation_stats.names.items()}
     quantized = quantize(float_model.flatbuffer, {index_of[r.name]: (r.min, r.max) for r in table.ranges},
                          recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
-    quantized = embed_preprocessing(quantized, float_model.flatbuffer, preprocessing, output.stem, float_model.source)
+    quantized = embed_preprocessing(quantized, float_model.flatbuffer, preprocessing, float_model.source)
     left_float = float_ops(quantized)
     if left_float and not recipe.allow_float_ops:
         names = ", ".join(sorted({op.op_type for op in left_float}))

@@ -520,14 +520,16 @@ def describe_model(metadata: dict[str, Any] | None, preprocessing: Preprocessing
 
 
 def embed_preprocessing(quantized: bytes, source: bytes, preprocessing: Preprocessing | None,
-                        name: str = "model", source_path: str | Path | None = None) -> bytes:
+                        source_path: str | Path | None = None) -> bytes:
     """The quantized model with TFLite Metadata that describes *it*: the source's metadata (if any) kept,
     its input NormalizationOptions set to ``preprocessing`` (the one calibration used), the input
     ``stats`` recomputed in the quantized tensor's own values; the source's associated files carried over.
 
-    ``source`` is the float flatbuffer that was quantized; ``source_path`` the original model file, read
-    when it is a .tflite (float16 folding re-serializes the flatbuffer, which drops the appended zip).
+    ``source`` is the float flatbuffer that was quantized; ``source_path`` the original model, whose stem
+    names new metadata (not the output's: the same inputs give the same bytes under any output name) and
+    which is read when it is a .tflite (float16 folding re-serializes the flatbuffer, dropping the zip).
     """
+    name = Path(source_path).stem if source_path is not None and Path(source_path).stem else "model"
     parsed = tfl.parse(quantized)
     original = None
     if source_path is not None and Path(source_path).suffix == ".tflite" and Path(source_path).is_file():
