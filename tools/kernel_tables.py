@@ -91,7 +91,7 @@ class Case:
     inputs: tuple[Shape, ...] = (X,)
     positive: bool = False  # calibration data > 0 (LOG, SQRT, RSQRT, DIV's divisor)
     io: str = "int8"  # model I/O type; "float32" makes the boundary QUANTIZE/DEQUANTIZE ops
-    aux: tuple[str, ...] = ()  # other ops the model needs
+    aux: tuple[str, ...] = ()  # the other ops its int8 model may hold (anything else is an error)
     edit: Edit | None = None  # when the converter turns ``build`` into other ops
     note: str = ""
 
@@ -291,7 +291,7 @@ class Made:
     op: str
     quantizer: str  # int8 | float | rewritten | absent: what edgeq.convert made of the op
     converted: list[str]  # the ops of edgeq.convert's model
-    source: str  # quantizer | unwrapped | unwrapped-raw | edited | none
+    source: str  # quantizer | unwrapped | edited | none
     model: bytes | None
     reference_model: bytes | None  # the float model that computes what the int8 model should
     reference: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None
@@ -679,6 +679,9 @@ def measure(ops: Sequence[str], folder: Path, runtimes: Sequence[str] = RUNTIMES
         made[op] = m = make(op, cases[op], folder / op)
         if m.model is None:
             continue
+        extra = set(_ops(m.model)) - {op, *cases[op].aux}
+        if extra:
+            raise RuntimeError(f"the int8 model of {op} also holds {sorted(extra)}: fix its Case or list them in aux")
         model_path = folder / op / "measured.tflite"
         model_path.write_bytes(m.model)
         raw, real = trial_inputs(m.model, positive=cases[op].positive)
