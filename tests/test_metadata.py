@@ -410,3 +410,31 @@ def test_bgr_order_travels_in_edgeq_custom_metadata(tiny_zoo: dict[str, Path], t
     theirs = official_metadata(official, out.read_bytes())
     assert theirs.minParserVersion == b"1.5.0"
     assert theirs.subgraphMetadata[0].customMetadata[0].name == md.EDGEQ_CUSTOM_NAME.encode()
+
+
+def test_a_mediapipe_model_keeps_its_metadata(tmp_path: Path, official: ModuleType) -> None:
+    """BlazeFace from the mediapipe wheel: float16 weights (folded before quantizing) and real metadata."""
+    from PIL import Image
+
+    from datagen.bundled import load_photos
+
+    source = Path(__file__).parent / "data" / "mediapipe" / "face_detection_short_range.tflite"
+    if not source.is_file():
+        pytest.skip(f"{source} is not here")
+    before = md.read_metadata(source.read_bytes())
+    assert before is not None
+    for name, photo in load_photos(["skimage/astronaut", "skimage/coffee", "skimage/chelsea"]).items():
+        Image.fromarray(photo).save(tmp_path / f"{name.replace('/', '_')}.png")
+    out = tmp_path / "face_int8.tflite"
+    artifact = edgeq.convert(source, out, calib=tmp_path)  # an image folder, no preprocessing given
+    assert artifact.preprocessing == PP and artifact.rewrites.get("fold_float16_dequantize", 0) > 0
+    after = md.read_metadata(out.read_bytes())
+    assert after is not None
+    for key in ("name", "description"):
+        assert after[key] == before[key]
+    assert after["subgraph_metadata"][0]["output_tensor_metadata"] == before["subgraph_metadata"][0][
+        "output_tensor_metadata"]
+    kind, scale, zero = _input_quantization(out.read_bytes())
+    theirs = official_metadata(official, out.read_bytes()).subgraphMetadata[0].inputTensorMetadata[0]
+    assert kind == "INT8" and list(theirs.processUnits[0].options.mean) == [127.5]
+    assert list(theirs.stats.min) == [np.clip(np.rint(-1.0 / scale) + zero, -128, 127)]
