@@ -370,6 +370,8 @@ def generate(config: DatagenConfig, output: str | Path, workers: int = 1, force:
 
         def decodable(item: SourceItem) -> str | None:
             nonlocal held
+            if item.id in decoded:  # already decoded for another condition
+                return None
             try:
                 decoded[item.id] = _decoded(source, item, config)
             except (DecodeError, ValueError, OSError) as exc:
