@@ -68,6 +68,11 @@ class Source(StrEnum):
     DATA_SET = "data-set"  # the datagen.json of a set made by `edgeq datagen --preprocess`
     NONE = "none"  # the data are float arrays, fed as they are
 
+    def of(self, model_name: str) -> str:
+        """``cnn_int8.tflite's metadata``: the model's own record, named."""
+        return {"model-metadata": f"{model_name}'s metadata", "sidecar": f"{model_name}'s sidecar"}.get(
+            self.value, self.text)
+
     @property
     def text(self) -> str:
         return {"option": "--preprocess", "model-metadata": "the model's metadata", "sidecar": "the model's sidecar",
@@ -137,13 +142,13 @@ def resolve(explicit: Preprocessing | None, *, model: tuple[Preprocessing, Sourc
     warnings: list[str] = []
     if explicit is not None:
         if model is not None and not same_normalization(explicit, model[0]):
-            warnings.append(f"--preprocess {describe(explicit)} differs from {model[1].text} of {model_name} "
+            warnings.append(f"--preprocess {describe(explicit)} differs from {model[1].of(model_name)} "
                             f"({describe(model[0])}); using --preprocess")
         return Resolved(explicit, Source.OPTION, tuple(warnings))
     if model is not None:
         if data_set is not None and not same_normalization(data_set, model[0]):
-            warnings.append(f"{data_name} records preprocessing {describe(data_set)}, {model[1].text} of "
-                            f"{model_name} says {describe(model[0])}; using the model's")
+            warnings.append(f"{data_name} records preprocessing {describe(data_set)}, {model[1].of(model_name)} "
+                            f"says {describe(model[0])}; using the model's")
         return Resolved(model[0], model[1], tuple(warnings))
     if data_set is not None:
         return Resolved(data_set, Source.DATA_SET)

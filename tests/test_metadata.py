@@ -159,8 +159,9 @@ def test_resolution_order_warnings_and_refusal() -> None:
     bgr = Preprocessing(mean=(127.5,), std=(127.5,), channel_order=ChannelOrder.BGR)
     assert resolve(None, model=(PP, Source.MODEL), data_set=PP).source is Source.MODEL
     explicit = resolve(RAW, model=(PP, Source.MODEL))
-    assert explicit.spec == RAW and explicit.source is Source.OPTION and "differs from the model's metadata" \
-        in explicit.warnings[0]
+    assert explicit.spec == RAW and explicit.source is Source.OPTION
+    assert explicit.warnings[0] == "--preprocess none (raw 0-255 values) differs from the model's metadata " \
+                                   "(mean=127.5,std=127.5); using --preprocess"
     assert resolve(bgr, model=(PP, Source.MODEL)).warnings  # the channel order matters too
     assert not resolve(Preprocessing(mean=(127.5, 127.5, 127.5), std=(127.5,)), model=(PP, Source.MODEL)).warnings
     assert resolve(None, data_set=PP).source is Source.DATA_SET
@@ -228,7 +229,7 @@ def test_explicit_preprocess_that_disagrees_with_the_metadata_is_a_warning(
                                 capsys)
     assert code == 0 and document is not None
     warning = [line for line in err.splitlines() if line.startswith("edgeq: warning:")]
-    assert len(warning) == 1 and "differs from the model's metadata" in warning[0] and "mean=127.5" in warning[0]
+    assert len(warning) == 1 and "differs from cnn_int8.tflite's metadata (mean=127.5" in warning[0]
     assert document["warnings"] and document["preprocessing_source"] == "option"
 
 
@@ -372,7 +373,7 @@ def test_float_metadata_survives_and_describes_the_int8_model(float_with_metadat
 def test_convert_warns_when_preprocess_disagrees_with_float_metadata(float_with_metadata: Path,
                                                                      tmp_path: Path) -> None:
     out = tmp_path / "m.tflite"
-    with pytest.warns(PreprocessingWarning, match="differs from the model's metadata"):
+    with pytest.warns(PreprocessingWarning, match="differs from the float model's metadata"):
         edgeq.convert(float_with_metadata, out, calib="digits:train", limit=8, preprocessing=RAW)
     assert md.model_preprocessing(out.read_bytes()) == RAW  # the metadata says what calibration used
 

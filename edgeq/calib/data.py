@@ -215,7 +215,7 @@ def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preproces
     own = model_preprocessing(model) if model is not None else None
     images = any(a.dtype == np.uint8 and a.ndim == 4 for a in arrays)
     resolved = resolve(preprocessing, model=(own, Source.MODEL) if own is not None else None,
-                       data_set=set_preprocessing, images=images, model_name="the model",
+                       data_set=set_preprocessing, images=images, model_name="the float model",
                        data_name=f"calibration data {text}")
     for message in resolved.warnings:
         warnings.warn(message, PreprocessingWarning, stacklevel=3)
