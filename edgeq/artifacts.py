@@ -242,6 +242,7 @@ class Finding(Artifact):
     tensor: str | None = None
     expected: str | None = None
     actual: str | None = None
+    subgraph: int = 0  # the subgraph op_index and tensor belong to (0: the main graph)
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,13 @@ def _print_human(model: str, report: Any, size: Any, document: dict[str, Any]) -
     if report.findings:
         print()
         print_table(["severity", "rule", "op", "type", "tensor", "expected", "actual"], [
-            [f.severity.value, f.rule_id, "" if f.op_index is None else f.op_index, f.op_type or "",
+            [f.severity.value, f.rule_id, _op_cell(f), f.op_type or "",
              _short(f.tensor), _short(f.expected), _short(f.actual)] for f in report.findings])
     print()
+    from edgeq.spec.size import size_change
+
     kib = 1024
-    ratio = f", {size.ratio_to_float:.2f}x smaller than float" if size.ratio_to_float else ""
+    ratio = f", {size_change(size.float_bytes, size.total_bytes)} than float" if size.float_bytes else ""
     print(f"size: {size.total_bytes / kib:.1f} KiB = weights {size.weight_bytes / kib:.1f} + biases "
           f"{size.bias_bytes / kib:.1f} + quantization {size.quantization_bytes / kib:.1f} + other "
           f"{size.other_bytes / kib:.1f} KiB{ratio}")
@@ -105,6 +107,13 @@ def _print_human(model: str, report: Any, size: Any, document: dict[str, Any]) -
         else:
             print(f"edgetpu_compiler: {compiler.get('ops_on_tpu')} ops on the TPU, {compiler.get('ops_on_cpu')} on "
                   f"the CPU, on-chip {compiler.get('on_chip_bytes')} B, off-chip {compiler.get('off_chip_bytes')} B")
+
+
+def _op_cell(finding: Any) -> str:
+    """``12`` for op 12 of the main graph, ``2:4`` for op 4 of subgraph 2."""
+    if finding.op_index is None:
+        return f"{finding.subgraph}:" if finding.subgraph else ""
+    return f"{finding.subgraph}:{finding.op_index}" if finding.subgraph else str(finding.op_index)
 
 
 def _short(text: str | None, width: int = 48) -> str:

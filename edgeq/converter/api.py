@@ -12,8 +12,9 @@ from edgeq.calib.collect import ActivationStats, collect, model_inputs
 from edgeq.calib.data import CalibrationSet, load_calibration
 from edgeq.calib.estimators import estimate
 from edgeq.converter.load import FloatModel, load_float_model
-from edgeq.converter.quantize import float_ops, quantize
+from edgeq.converter.quantize import quantize
 from edgeq.converter.recipe import QuantRecipe
+from edgeq.converter.verify import verify
 from edgeq.errors import InputError, UsageError
 from edgeq.files import atomic_path
 from edgeq.tflite import model as tfl
@@ -55,11 +56,12 @@ def calibrate(model: ModelSource, calib: str | Path, *, preprocessing: Preproces
 
 
 def choose_ranges(stats: ActivationStats, recipe: QuantRecipe) -> RangeTable:
-    """A range per activation tensor: the recipe's method, or the first override rule that matches."""
+    """A range per activation tensor, in (subgraph, tensor) order: the recipe's method, or the first override
+    rule that matches."""
     used = [0] * len(recipe.overrides)
     ranges = []
-    for index in sorted(stats.tensors):
-        name, producer = stats.names[index], stats.producers[index]
+    for key in sorted(stats.tensors):
+        name, producer = stats.names[key], stats.producers[key]
         method, percentile, why = recipe.method, recipe.percentile, ""
         for k, rule in enumerate(recipe.overrides):
             if rule.matches(name, producer):
@@ -68,9 +70,10 @@ def choose_ranges(stats: ActivationStats, recipe: QuantRecipe) -> RangeTable:
                 percentile = rule.percentile if rule.percentile is not None else recipe.percentile
                 why = f"recipe override #{k + 1} ({rule.describe()}); "
                 break
-        tensor_stats = stats.tensors[index]
+        tensor_stats = stats.tensors[key]
         if tensor_stats.count == 0:
-            raise InputError(f"tensor '{name}' was never computed during calibration")
+            where = f" of subgraph {key[0]} (its loop or branch never ran)" if key[0] else ""
+            raise InputError(f"tensor '{name}'{where} was never computed during calibration")
         choice = estimate(tensor_stats, method, percentile=percentile, auto_thresholds=recipe.auto_thresholds)
         ranges.append(TensorRange(name=name, min=float(choice.lo), max=float(choice.hi), estimator=choice.estimator,
                                   rule=why + choice.rule, outlier_ratio=float(choice.outlier_ratio),
@@ -116,15 +119,11 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         activation_stats = collect(float_model.flatbuffer, data, progress)
         samples = len(data)
     table = choose_ranges(activation_stats, recipe)
-    index_of = {name: index for index, name in activation_stats.names.items()}
-    quantized = quantize(float_model.flatbuffer, {index_of[r.name]: (r.min, r.max) for r in table.ranges},
-                         recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
+    keyed = {key: (r.min, r.max) for key, r in zip(sorted(activation_stats.tensors), table.ranges, strict=True)}
+    quantized = quantize(float_model.flatbuffer, keyed, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
     quantized = embed_preprocessing(quantized, float_model.flatbuffer, preprocessing, float_model.source)
-    left_float = float_ops(quantized)
-    if left_float and not recipe.allow_float_ops:
-        names = ", ".join(sorted({op.op_type for op in left_float}))
-        raise InputError(f"cannot quantize {names} to int8 (first: {left_float[0]}); "
-                         "use --allow-float-ops to leave such ops in float")
+    # What is verified is what is published: every change to the model's bytes belongs above this line.
+    left_float = verify(quantized, recipe)
     artifact = QuantizedArtifact(
         path=str(output), sha256=tfl.sha256(quantized), source=float_model.source,
         source_fingerprint=float_model.source_fingerprint, float_fingerprint=float_model.fingerprint,

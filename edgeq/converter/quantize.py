@@ -10,6 +10,7 @@ import numpy as np
 from edgeq.artifacts import IOType
 from edgeq.converter.tfquant import mlir_quantize
 from edgeq.tflite import model as tfl
+from edgeq.tflite.model import TensorKey
 
 #: Ops allowed to touch float tensors in a full-integer model: the I/O boundary conversions.
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -17,47 +18,64 @@ BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 @dataclass(frozen=True)
 class FloatOp:
-    """An op left computing in float in the quantized model."""
+    """An op left computing in (or converting to) a float type in the quantized model."""
 
     index: int
     op_type: str
     tensor: str
+    subgraph: int = 0
+    subgraph_name: str = ""
+    tensor_type: str = "FLOAT32"
 
     def __str__(self) -> str:
-        return f"{self.op_type} (op {self.index}, tensor '{self.tensor}')"
+        where = f"op {self.index}"
+        if self.subgraph:
+            graph = f" '{self.subgraph_name}'" if self.subgraph_name else ""
+            where = f"subgraph {self.subgraph}{graph}, {where}"
+        return f"{self.op_type} ({where}, {self.tensor_type} tensor '{self.tensor}')"
 
 
-def stamp_ranges(float_model: bytes, ranges: Mapping[int, tuple[float, float]]) -> bytes:
-    """The float model with ``min``/``max`` quantization parameters on the given tensors."""
+def _key(key: TensorKey | int) -> TensorKey:
+    return key if isinstance(key, tuple) else (0, int(key))
+
+
+def stamp_ranges(float_model: bytes, ranges: Mapping[TensorKey | int, tuple[float, float]]) -> bytes:
+    """The float model with ``min``/``max`` quantization parameters on the given tensors, keyed by
+    (subgraph, tensor) (a plain tensor index means the main graph)."""
     parsed = tfl.parse(float_model)
-    tensors = parsed.subgraphs[0].tensors
-    for index, (lo, hi) in sorted(ranges.items()):
+    for key, (lo, hi) in sorted((_key(k), v) for k, v in ranges.items()):
         params = tfl.schema().QuantizationParametersT()
         params.min = np.array([lo], dtype=np.float32)
         params.max = np.array([hi], dtype=np.float32)
-        tensors[index].quantization = params
+        parsed.subgraphs[key[0]].tensors[key[1]].quantization = params
     return tfl.serialize(parsed)
 
 
-def quantize(float_model: bytes, ranges: Mapping[int, tuple[float, float]], io: IOType,
+def quantize(float_model: bytes, ranges: Mapping[TensorKey | int, tuple[float, float]], io: IOType,
              per_tensor: bool = False, per_tensor_dense: bool = False) -> bytes:
     """Full-integer INT8 model from a float model and activation ranges (via TF's MLIR quantizer)."""
     return mlir_quantize(stamp_ranges(float_model, ranges), io, per_channel=not per_tensor,
                          per_channel_dense=not (per_tensor or per_tensor_dense))
 
 
-def float_ops(quantized: bytes) -> list[FloatOp]:
-    """Ops other than boundary QUANTIZE/DEQUANTIZE that read or write a float32 tensor."""
+def float_ops(quantized: bytes, io: IOType = IOType.INT8) -> list[FloatOp]:
+    """Every op, in every subgraph, that reads or writes a tensor of a float type (FLOAT32, FLOAT16, ...),
+    except the QUANTIZE/DEQUANTIZE that convert the main graph's float32 inputs/outputs (``io`` float32)."""
     parsed = tfl.parse(quantized)
-    graph = parsed.subgraphs[0]
-    float32 = tfl.tensor_type("FLOAT32")
+    main = parsed.subgraphs[0]
+    boundary = {int(i) for i in [*main.inputs, *main.outputs]} if io is IOType.FLOAT32 else set()
     found = []
-    for i, op in enumerate(graph.operators):
-        kind = tfl.op_type(parsed, op)
-        if kind in BOUNDARY_OPS:
-            continue
-        for t in [*op.inputs, *op.outputs]:
-            if t >= 0 and graph.tensors[t].type == float32:
-                found.append(FloatOp(index=i, op_type=kind, tensor=tfl.tensor_name(graph.tensors[t])))
-                break
+    for g, graph in enumerate(parsed.subgraphs):
+        for i, op in enumerate(graph.operators or []):
+            kind = tfl.op_type(parsed, op)
+            operands = [int(t) for t in [*op.inputs, *op.outputs] if t >= 0]
+            if g == 0 and kind in BOUNDARY_OPS and any(t in boundary for t in operands):
+                continue
+            for t in operands:
+                tensor = graph.tensors[t]
+                if tfl.is_float_type(tensor.type):
+                    found.append(FloatOp(index=i, op_type=kind, tensor=tfl.tensor_name(tensor), subgraph=g,
+                                         subgraph_name=tfl.subgraph_name(parsed, g),
+                                         tensor_type=tfl.tensor_type_name(tensor.type)))
+                    break
     return found

@@ -1,11 +1,13 @@
 """The check engine: interpret the spec table and a target profile over one model, produce findings.
 
-Pure Python over the flatbuffer (edgeq.tflite.model); no TensorFlow, no runtime. Each finding names
-its rule id, severity, op index and type, tensor, expected and actual value.
+Pure Python over the flatbuffer (edgeq.tflite.model); no TensorFlow, no runtime. Every subgraph is checked
+(loop bodies and conditions, branches): each finding names its rule id, severity, subgraph, op index and
+type, tensor, expected and actual value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,10 @@ IO_CHOICES = ("integer", "int8", "uint8", "float32")
 BIAS_SCALE_RTOL = 1e-4
 SAME_SCALE_RTOL = 1e-5
 ZERO_POINT_RANGE = {"INT8": (-128, 127), "UINT8": (0, 255)}
+
+#: Operand index of the activation input, for ops where it is not operand 0 (TRANSPOSE_CONV's inputs are
+#: [output_shape, weights, input, bias]). The bias scale rule needs it: bias scale = input scale x weight scale.
+ACTIVATION_OPERAND = {"TRANSPOSE_CONV": 2}
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,12 @@ class _Tensor:
 
 
 class _View:
-    """Validated, decoded access to subgraph 0: what the rules need, computed once."""
+    """Validated, decoded access to one subgraph: what the rules need, computed once."""
 
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.model = tfl.parse(data, what)
-        _validate_structure(self.model)
-        self.graph = self.model.subgraphs[0]
+    def __init__(self, model: Any, index: int) -> None:
+        self.model = model
+        self.index = index
+        self.graph = self.model.subgraphs[index]
         with np.errstate(all="ignore"):  # a damaged file may hold any bit pattern as a scale
             self.tensors = [self._decode(i, t) for i, t in enumerate(self.graph.tensors or [])]
         self.inputs = [int(i) for i in _ints(self.graph.inputs)]
@@ -110,6 +115,10 @@ def _fmt(values: np.ndarray) -> str:
 
 
 def _graph_findings(view: _View, io: str) -> Iterator[Finding]:
+    """Model I/O rules on the main graph; dynamic shapes in every subgraph."""
+    if view.index != 0:
+        yield from _dynamic_shape_findings(view)
+        return
     allowed = {"integer": {"INT8", "UINT8"}, "int8": {"INT8"}, "uint8": {"UINT8"}, "float32": {"FLOAT32"}}[io]
     for role, indices in (("input", view.inputs), ("output", view.outputs)):
         for index in indices:
@@ -122,13 +131,14 @@ def _graph_findings(view: _View, io: str) -> Iterator[Finding]:
         if t.constant:
             yield _finding("io.constant-input", Severity.ERROR, f"model input '{t.name}' is backed by constant data",
                            tensor=t, expected="a runtime input", actual="constant buffer")
+    yield from _dynamic_shape_findings(view)
+
+
+def _dynamic_shape_findings(view: _View) -> Iterator[Finding]:
     for t in view.tensors:
         if any(d < 0 for d in t.signature):
             yield _finding("shape.dynamic", Severity.ERROR, f"tensor '{t.name}' has a dynamic shape", tensor=t,
                            expected="static shape", actual=list(t.signature))
-    if len(view.model.subgraphs) > 1:
-        yield _finding("graph.subgraphs", Severity.INFO,
-                       f"the model has {len(view.model.subgraphs)} subgraphs; only the main one is checked")
 
 
 def _activation_findings(view: _View, op: tuple[int, str], tensors: list[_Tensor]) -> Iterator[Finding]:
@@ -183,9 +193,10 @@ def _weight_findings(view: _View, op: tuple[int, str], inputs: list[int], rule_w
 
 def _bias_findings(view: _View, op: tuple[int, str], inputs: list[int], bias_index: int,
                    weights_index: int) -> Iterator[Finding]:
-    if bias_index >= len(inputs) or inputs[bias_index] < 0:
+    activation = ACTIVATION_OPERAND.get(op[1], 0)
+    if bias_index >= len(inputs) or inputs[bias_index] < 0 or activation >= len(inputs) or inputs[activation] < 0:
         return
-    b, w, x = view.tensors[inputs[bias_index]], view.tensors[inputs[weights_index]], view.tensors[inputs[0]]
+    b, w, x = view.tensors[inputs[bias_index]], view.tensors[inputs[weights_index]], view.tensors[inputs[activation]]
     if b.type != "INT32":
         yield _finding("bias.dtype", Severity.ERROR, f"bias '{b.name}' is {b.type}", op, b, "INT32", b.type)
         return
@@ -235,7 +246,7 @@ def _same_scale_findings(view: _View, op: tuple[int, str], inputs: list[int],
 
 def _op_findings(view: _View, profile_ops: frozenset[str] | None, target: str, unsupported: Severity,
                  io: str) -> Iterator[Finding]:
-    boundary = set(view.inputs) | set(view.outputs)
+    boundary = set(view.inputs) | set(view.outputs) if view.index == 0 else set()  # the model's own I/O
     for index, kind, inputs, outputs in view.ops:
         op = (index, kind)
         if kind.startswith("CUSTOM:"):
@@ -243,7 +254,7 @@ def _op_findings(view: _View, profile_ops: frozenset[str] | None, target: str, u
                            op, expected="builtin ops", actual=kind)
             continue
         tensors = [view.tensors[i] for i in [*inputs, *outputs] if i >= 0]
-        floats = [t for t in tensors if t.type in ("FLOAT32", "FLOAT16")]
+        floats = [t for t in tensors if t.type in tfl.FLOAT_TYPE_NAMES]
         if kind in ("QUANTIZE", "DEQUANTIZE"):
             at_boundary = any(i in boundary for i in [*inputs, *outputs])
             if floats and not (at_boundary and io in ("float32", "integer")):
@@ -284,14 +295,19 @@ def check_model(data: bytes, target: str = "generic", io: str = "integer",
         raise UsageError(f"unknown target {target!r}; choose one of {', '.join(PROFILES)}")
     if io not in IO_CHOICES:
         raise UsageError(f"unknown io type {io!r}; choose one of {', '.join(IO_CHOICES)}")
-    view = _View(data, what)
+    model = tfl.parse(data, what)
+    _validate_structure(model)
     profile = PROFILES[target]
-    findings = [*_graph_findings(view, io),
-                *_op_findings(view, profile.supported_ops, target, Severity(profile.unsupported_severity), io)]
+    findings: list[Finding] = []
+    for index in range(len(model.subgraphs)):
+        view = _View(model, index)
+        found = [*_graph_findings(view, io),
+                 *_op_findings(view, profile.supported_ops, target, Severity(profile.unsupported_severity), io)]
+        findings.extend(dataclasses.replace(f, subgraph=index) if index else f for f in found)
     if target == "edgetpu":
         from edgeq.spec.edgetpu import edgetpu_findings
 
-        findings.extend(edgetpu_findings(view.model))
+        findings.extend(edgetpu_findings(model))
     waived = set(ignore)
     return SpecReport(model_sha256=tfl.sha256(data), target=Target(target),
                       findings=tuple(f for f in findings if f.rule_id not in waived))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +61,33 @@ def size_breakdown(data: bytes, model: Any | None = None, float_bytes: int | Non
                 weights += size
     return SizeBreakdown(total_bytes=len(data), weight_bytes=weights, bias_bytes=biases, quantization_bytes=quant,
                          other_bytes=max(len(data) - weights - biases - quant, 0), float_bytes=float_bytes)
+
+
+def size_change(float_bytes: int, int8_bytes: int) -> str:
+    """``3.51x smaller`` or ``1.19x larger`` (INT8 relative to float), never a ratio below 1 called smaller."""
+    if int8_bytes <= 0 or float_bytes <= 0:
+        return "size unknown"
+    if float_bytes == int8_bytes:
+        return "the same size"
+    if float_bytes > int8_bytes:
+        return f"{float_bytes / int8_bytes:.2f}x smaller"
+    return f"{int8_bytes / float_bytes:.2f}x larger"
+
+
+#: Why an INT8 model can come out larger than (or barely smaller than) its float source, by rewrite applied.
+SIZE_REASONS = {
+    "densify_sparse_weights": "the source's sparse weights were densified (int8 stores every weight)",
+    "fold_float16_dequantize": "the source stored float16 weights (int8 saves at most 2x over them)",
+}
+
+
+def size_reasons(rewrites: Mapping[str, int], float_bytes: int, int8_bytes: int,
+                 breakdown: SizeBreakdown | None = None) -> list[str]:
+    """What explains an INT8 model that is not about 4x smaller than its float source (empty when it is)."""
+    if int8_bytes * 3 < float_bytes:
+        return []
+    reasons = [text for name, text in SIZE_REASONS.items() if rewrites.get(name)]
+    if breakdown is not None and breakdown.quantization_bytes * 5 > breakdown.total_bytes:
+        reasons.append(f"quantization parameters take {breakdown.quantization_bytes / 1024:.1f} KiB "
+                       "(per-axis scales and zero points)")
+    return reasons

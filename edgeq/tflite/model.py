@@ -108,28 +108,107 @@ def is_constant(model: Any, tensor: Any) -> bool:
     return (buffer.data is not None and len(buffer.data) > 0) or bool(getattr(buffer, "size", 0))
 
 
+#: A tensor of the model: (subgraph index, tensor index in that subgraph). Subgraph 0 is the main graph.
+TensorKey = tuple[int, int]
+
+#: Tensor types that hold floating-point (or complex) values: a full-integer model has none of them in its graph.
+FLOAT_TYPE_NAMES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64", "COMPLEX128",
+                              "FLOAT8_E4M3FN", "FLOAT8_E5M2"})
+
+#: Ops that run other subgraphs, and the option fields that name them.
+CALLED_SUBGRAPH_FIELDS: dict[str, tuple[str, ...]] = {
+    "WHILE": ("condSubgraphIndex", "bodySubgraphIndex"),
+    "IF": ("thenSubgraphIndex", "elseSubgraphIndex"),
+    "CALL_ONCE": ("initSubgraphIndex",),
+    "CALL": ("subgraph",),
+}
+
+
+def is_float_type(code: int) -> bool:
+    return tensor_type_name(code) in FLOAT_TYPE_NAMES
+
+
+def subgraph_name(model: Any, index: int) -> str:
+    name = model.subgraphs[index].name
+    return _text(name) if name else ""
+
+
+def describe_subgraph(model: Any, index: int) -> str:
+    """``subgraph 2 'while_body'`` (or just ``subgraph 2`` when it has no name)."""
+    name = subgraph_name(model, index)
+    return f"subgraph {index} '{name}'" if name else f"subgraph {index}"
+
+
+def called_subgraphs(model: Any, op: Any) -> list[int]:
+    """Indices of the subgraphs ``op`` runs (WHILE's cond and body, IF's branches, ...); empty for plain ops."""
+    fields = CALLED_SUBGRAPH_FIELDS.get(op_type(model, op), ())
+    options = op.builtinOptions
+    return [int(getattr(options, f)) for f in fields] if options is not None else []
+
+
+def set_called_subgraphs(model: Any, op: Any, mapping: dict[int, int]) -> None:
+    """Renumber the subgraphs ``op`` runs through ``mapping`` (old index -> new index)."""
+    fields = CALLED_SUBGRAPH_FIELDS.get(op_type(model, op), ())
+    for field_name in fields:
+        setattr(op.builtinOptions, field_name, mapping[int(getattr(op.builtinOptions, field_name))])
+
+
+def reachable_subgraphs(model: Any) -> list[int]:
+    """Subgraph 0 and every subgraph it runs, directly or through other subgraphs, in index order."""
+    seen, todo = {0}, [0]
+    while todo:
+        graph = model.subgraphs[todo.pop()]
+        for op in graph.operators or []:
+            for index in called_subgraphs(model, op):
+                if 0 <= index < len(model.subgraphs) and index not in seen:
+                    seen.add(index)
+                    todo.append(index)
+    return sorted(seen)
+
+
+def producers(model: Any) -> dict[TensorKey, str]:
+    """The op type that computes each tensor: ``INPUT`` for model inputs, ``ARGUMENT`` for the inputs of a
+    subgraph another op runs (a loop body's carried values, a branch's operands)."""
+    found: dict[TensorKey, str] = {}
+    for g, graph in enumerate(model.subgraphs):
+        for index in graph.inputs if graph.inputs is not None else []:
+            found[(g, int(index))] = "INPUT" if g == 0 else "ARGUMENT"
+        for op in graph.operators or []:
+            kind = op_type(model, op)
+            for out in op.outputs if op.outputs is not None else []:
+                found[(g, int(out))] = kind
+    return found
+
+
 @dataclass(frozen=True)
 class ActivationTensor:
-    """A float, non-constant tensor of the main subgraph: what calibration measures."""
+    """A float, non-constant tensor: what calibration measures. ``subgraph`` 0 is the main graph."""
 
     index: int
     name: str
     shape: tuple[int, ...]
+    subgraph: int = 0
+
+    @property
+    def key(self) -> TensorKey:
+        return (self.subgraph, self.index)
 
 
 def float_activations(model: Any) -> list[ActivationTensor]:
-    """Float32 tensors that are computed at run time (inputs, intermediates, outputs) in subgraph 0."""
-    graph = model.subgraphs[0]
+    """Float32 tensors computed at run time (inputs, intermediates, outputs) in every subgraph the main graph
+    runs (loop bodies and conditions, branches), ordered by (subgraph, tensor)."""
     float32 = tensor_type("FLOAT32")
-    produced_or_input = set(graph.inputs.tolist() if hasattr(graph.inputs, "tolist") else graph.inputs)
-    for op in graph.operators:
-        produced_or_input.update(int(i) for i in op.outputs if i >= 0)
     found = []
-    for index in sorted(produced_or_input):
-        tensor = graph.tensors[index]
-        if tensor.type == float32 and not is_constant(model, tensor):
-            shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
-            found.append(ActivationTensor(index=index, name=tensor_name(tensor), shape=shape))
+    for g in reachable_subgraphs(model):
+        graph = model.subgraphs[g]
+        produced_or_input = {int(i) for i in (graph.inputs if graph.inputs is not None else [])}
+        for op in graph.operators or []:
+            produced_or_input.update(int(i) for i in op.outputs if i >= 0)
+        for index in sorted(produced_or_input):
+            tensor = graph.tensors[index]
+            if tensor.type == float32 and not is_constant(model, tensor):
+                shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
+                found.append(ActivationTensor(index=index, name=tensor_name(tensor), shape=shape, subgraph=g))
     return found
 
 
