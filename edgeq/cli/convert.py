@@ -127,9 +127,27 @@ def run_convert(args: argparse.Namespace) -> int:
         ["calibration samples", artifact.calibration_samples],
         ["activation ranges", ", ".join(f"{k} {v}" for k, v in sorted(chosen.items()))],
         ["most clipped tensor", f"{clipped.name} ({clipped.clip_fraction:.3%})"],
-        ["size", f"{artifact.float_bytes / 1024:.1f} KiB float -> {artifact.int8_bytes / 1024:.1f} KiB int8 "
-                 f"({artifact.size_ratio:.2f}x smaller)"],
-        ["float ops left", ", ".join(artifact.float_ops) or "none"],
+        ["size", _size_summary(artifact)],
+        ["float ops left", _float_ops_summary(artifact.float_ops)],
         ["sidecar", str(artifact.path).removesuffix(".tflite") + ".json"],
     ])
     return 0
+
+
+def _size_summary(artifact: Any) -> str:
+    from pathlib import Path
+
+    from edgeq.spec.size import size_breakdown, size_change, size_reasons
+
+    text = (f"{artifact.float_bytes / 1024:.1f} KiB float -> {artifact.int8_bytes / 1024:.1f} KiB int8 "
+            f"({size_change(artifact.float_bytes, artifact.int8_bytes)})")
+    breakdown = size_breakdown(Path(artifact.path).read_bytes())
+    reasons = size_reasons(artifact.rewrites, artifact.float_bytes, artifact.int8_bytes, breakdown)
+    return text + (": " + "; ".join(reasons) if reasons else "")
+
+
+def _float_ops_summary(ops: tuple[str, ...], shown: int = 4) -> str:
+    if not ops:
+        return "none"
+    more = f"; and {len(ops) - shown} more (all in the sidecar)" if len(ops) > shown else ""
+    return f"{len(ops)}: " + "; ".join(ops[:shown]) + more

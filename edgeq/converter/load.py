@@ -144,11 +144,37 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
     _require_float_static(parsed, str(path))
     rewrites = tuple(apply_rewrites(parsed))
     final = tfl.serialize(parsed) if rewrites else flatbuffer
+    if rewrites:
+        _check_rewrites(flatbuffer, final, rewrites)
     return FloatModel(flatbuffer=final, source=str(path), source_fingerprint=_fingerprint_path(path),
                       source_bytes=len(flatbuffer), rewrites=rewrites)
 
 
+def _check_rewrites(original: bytes, rewritten: bytes, rewrites: tuple[RewriteCount, ...]) -> None:
+    """The rewrites are exact: both models must give the same outputs on one seeded random input. A difference
+    is an edgeq bug (exit 4), never a model published from a graph that computes something else."""
+    import numpy as np
+
+    from edgeq.tflite.runtime import CpuKernels, make_interpreter
+
+    results = []
+    for model in (original, rewritten):
+        interpreter, _ = make_interpreter(model, CpuKernels.CPU)
+        rng = np.random.default_rng(0)
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], rng.uniform(-1, 1, detail["shape"]).astype(detail["dtype"]))
+        interpreter.invoke()
+        results.append([interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()])
+    for before, after in zip(*results, strict=True):
+        scale = float(np.nanmax(np.abs(before), initial=0.0)) if before.size else 0.0
+        if before.shape != after.shape or not np.allclose(before, after, rtol=1e-4, atol=1e-6 * max(scale, 1.0),
+                                                          equal_nan=True):
+            applied = ", ".join(r.name for r in rewrites)
+            raise RuntimeError(f"the float-graph rewrites ({applied}) changed the model's outputs")
+
+
 def _require_float_static(parsed: object, what: str) -> None:
+    """The main graph's inputs (the model's inputs) are float32 and static."""
     graph = parsed.subgraphs[0]  # type: ignore[attr-defined]
     float32 = tfl.tensor_type("FLOAT32")
     for index in graph.inputs:
