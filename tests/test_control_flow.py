@@ -190,3 +190,23 @@ def test_if_branches_are_measured(tmp_path: Path) -> None:
         if g and stats.producers[(g, _)] != "ARGUMENT":
             per_graph[g] = max(per_graph.get(g, 0), tensor.count)
     assert sorted(per_graph.values()) == sorted([positive * 4, (10 - positive) * 4])
+
+
+def test_version_1_stats_files_still_load(while_model: Path, tmp_path: Path) -> None:
+    """Files written before subgraphs were keyed (version 1: main graph only, plain tensor indices)."""
+    import json
+
+    x = np.random.default_rng(1).normal(size=(2, 8)).astype(np.float32)
+    stats = collect(while_model.read_bytes(), _calibration(x))
+    path = stats.save(tmp_path / "stats.npz")
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files if not k.startswith("s")}
+    meta = json.loads(str(arrays["meta"]))
+    meta["version"] = 1
+    meta["names"] = {k.split(":")[1]: v for k, v in meta["names"].items() if k.startswith("0:")}
+    meta["producers"] = {k.split(":")[1]: v for k, v in meta["producers"].items() if k.startswith("0:")}
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    loaded = ActivationStats.load(tmp_path / "v1.npz")
+    assert set(loaded.tensors) == {k for k in stats.tensors if k[0] == 0}
+    assert all(loaded.tensors[k].count == stats.tensors[k].count for k in loaded.tensors)
