@@ -241,6 +241,12 @@ MATRIX: list[tuple[str, Setup, str]] = [
     ("custom-recursive-alias", _custom(b"rain: &r\n  transforms: [*r]\n"), "rain"),
     ("custom-too-large", _custom(b"# " + b"x" * (1 << 20) + b"\n"), "reads config files up to"),
     ("custom-json-deep", _custom(b"[" * 100_000 + b"]" * 100_000, ".json"), "nests too deeply"),
+    ("custom-kernel-20001", _custom(b"rain:\n  transforms:\n    - MotionBlur: {blur_limit: [20001, 20001]}\n"),
+     "at most 1000"),
+    ("custom-zoom-999", _custom(b"rain:\n  transforms:\n    - ZoomBlur: {max_factor: [1, 999]}\n"), "at most 4"),
+    ("custom-nan", _custom(b"rain:\n  transforms:\n    - GaussNoise: {std_range: [.nan, .inf]}\n"), "finite"),
+    ("custom-reads-files", _custom(b"rain:\n  transforms:\n    - FDA: {reference_images: [/etc/passwd]}\n"),
+     "reads other files"),
     ("custom-huge-name", _custom(b'{"' + b"r" * 5000 + b'": {"transforms": []}}', ".json", "r" * 5000), "..."),
     # sizes, counts, weights
     ("size-60000x60000", _plain("--source", "digits:test", "--n", "4", "--size", "60000x60000"), "1..8192"),
@@ -440,6 +446,19 @@ def test_pillow_bomb_warning_is_a_reject(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(InputError, match=r"needs 1 images but .* 0 usable .*decompression bomb"):
         generate(DatagenConfig(source=str(tmp_path / "src"), conditions=(("original", 1.0),), n=1), tmp_path / "set")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_the_pixel_budget_is_checked_from_the_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even when a host switches Pillow's own limit off, datagen's budget rejects the image before decoding."""
+    from PIL import Image
+
+    import datagen.sources
+
+    _write_digits(tmp_path / "src", count=4)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    monkeypatch.setattr(datagen.sources, "MAX_SOURCE_PIXELS", 1000)  # 32x32 = 1024 pixels
+    with pytest.raises(InputError, match=r"32x32 is 1024 pixels, more than the 1000-pixel budget"):
+        generate(DatagenConfig(source=str(tmp_path / "src"), conditions=(("original", 1.0),), n=1), tmp_path / "set")
 
 
 def test_a_bomb_among_good_images_is_listed_as_a_reject(tmp_path: Path) -> None:
