@@ -36,7 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--budget", help="YAML: latency {max_ms, percentile, min_samples, max_spread}, "
                                      "latency_per_backend, min_top1, require_full_delegation, "
                                      "allowed_undelegated_ops, threads, runs")
-    group.addoption("--preprocess", help="preprocessing for --eval-set when it carries none")
+    group.addoption("--preprocess", help="preprocessing for --eval-set (default: the model's TFLite Metadata, "
+                                         "else the set's own; an explicit value wins)")
     group.addoption("--latency-from", metavar="BENCH_JSON",
                     help="judge the latency budget on these recorded 'edgeq bench --json' results, not the clock")
 

@@ -40,7 +40,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         os.replace(tmp, target)
     except OSError as exc:
         if exc.errno in WRITE_ERRNOS:
-            raise InputError(f"cannot write {target}: {exc.strerror}") from None
+            raise InputError(f"cannot write to {target}: {exc.strerror}") from None
         raise
     finally:
         if tmp.exists():
@@ -58,12 +58,12 @@ def refuse_non_regular(target: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise InputError(f"cannot write {target}: {exc.strerror}") from None
+        raise InputError(f"cannot write to {target}: {exc.strerror}") from None
     if stat.S_ISREG(mode):
         return
     kind = ("a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
             else "a device, FIFO or socket")
-    raise InputError(f"cannot write {target}: it is {kind}; edgeq replaces only regular files")
+    raise InputError(f"cannot write to {target}: it is {kind}; edgeq replaces only regular files")
 
 
 def _umask() -> int:

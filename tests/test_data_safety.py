@@ -125,7 +125,7 @@ def test_write_errors_are_the_environment_not_a_bug(code: int, work: Path, monke
     assert cli.main(["bench", "m.tflite", "--backend", "cpu", "--runs", "3", "--min-seconds", "0",
                      "--warmup-seconds", "0", "--json", "b.json"]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write b.json: {os.strerror(code)}" in err and err.count("\n") == 1
+    assert f"cannot write to b.json: {os.strerror(code)}" in err and err.count("\n") == 1
     assert snapshot(work) == before  # no temporary left behind
 
 
@@ -225,3 +225,20 @@ def test_every_verb_declares_its_inputs_and_outputs() -> None:
             keys |= {f"{name} {child}" for child in nested[0].choices} if nested else {name}
     assert keys == set(ROLES)
     assert verb_key(parser.parse_args(["zoo", "build", "cnn", "-o", "x.keras"])) == "zoo build"
+
+
+def test_warnings_reach_the_user_as_one_line(work: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    import edgeq.cli.paths
+
+    def warn(*_: object) -> None:
+        warnings.warn("preprocessing differs\nfrom the model's", UserWarning, stacklevel=1)
+
+    monkeypatch.setattr(edgeq.cli.paths, "check_paths", warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["check", "m.tflite"]) == 0
+    err = capsys.readouterr().err
+    assert err == "edgeq: warning: preprocessing differs from the model's\n"

@@ -8,6 +8,7 @@ reuses them and any change recomputes exactly what it affects.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
@@ -65,13 +66,11 @@ def _source(spec: DataSpec, recipe: BuildRecipe) -> str:
 
 
 def _dataset(spec: DataSpec, recipe: BuildRecipe, cache: Path, label: str, channels: int, log: Log,
-             reused: list[str]) -> Path:
+             reused: list[str], preprocessing: Any) -> Path:
     from datagen.generate import DatagenConfig, generate, parse_conditions
-    from edgeq.calib.data import parse_preprocessing
 
     config = DatagenConfig(source=_source(spec, recipe), conditions=parse_conditions(spec.conditions), n=spec.n,
-                           severity=spec.severity, seed=spec.seed, channels=channels,
-                           preprocessing=parse_preprocessing(recipe.preprocess))
+                           severity=spec.severity, seed=spec.seed, channels=channels, preprocessing=preprocessing)
     folder = cache / f"{label}-{_key(dataclasses.asdict(config), _code_version())}"
     if folder.is_dir():
         reused.append(label)
@@ -82,10 +81,25 @@ def _dataset(spec: DataSpec, recipe: BuildRecipe, cache: Path, label: str, chann
     return folder
 
 
+@functools.cache
 def _code_version() -> str:
-    import edgeq
+    """What made a cached step: edgeq's and datagen's source and data files and the pinned toolchain.
 
-    return edgeq.__version__
+    A version string alone would let a build reuse steps computed by older code of the same version
+    (a development checkout, or a fix that did not bump it) and publish an artifact that code cannot make.
+    """
+    import datagen
+    import edgeq
+    from edgeq.versions import package_versions
+
+    digest = hashlib.sha256(edgeq.__version__.encode())
+    for package in (edgeq, datagen):
+        root = Path(package.__file__).parent
+        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json", ".fbs") and p.is_file()):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    versions = package_versions(("tensorflow", "ai-edge-litert", "albumentations", "numpy"))
+    digest.update(json.dumps(versions, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
 
 
 def _input_channels(float_model: FloatModel) -> int:
@@ -95,6 +109,20 @@ def _input_channels(float_model: FloatModel) -> int:
     graph = parsed.subgraphs[0]
     shape = list(graph.tensors[graph.inputs[0]].shape)
     return int(shape[-1]) if len(shape) == 4 and shape[-1] in (1, 3) else 3
+
+
+def _preprocessing(recipe: BuildRecipe, float_model: FloatModel, log: Log) -> Any:
+    """The recipe's ``preprocess``, else the float model's own metadata; neither is refused before any work
+    (the generated sets are uint8 images, and guessing their normalization would be a silent wrong result)."""
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.preprocess import own_preprocessing, resolve
+
+    resolved = resolve(parse_preprocessing(recipe.preprocess), model=own_preprocessing(float_model.flatbuffer),
+                       model_name=recipe.model, data_name="the recipe's calibration and evaluation sets")
+    log(resolved.line())
+    for warning in resolved.warnings:
+        log(f"warning: {warning}")
+    return resolved.spec
 
 
 def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) -> BuildOutcome:
@@ -114,8 +142,9 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     model_fp = _fingerprint(model)
     float_model = load_float_model(model)  # once: loading a Keras model converts it
     channels = _input_channels(float_model)
-    calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", channels, log, reused)
-    eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", channels, log, reused)
+    preprocessing = _preprocessing(recipe, float_model, log)
+    calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", channels, log, reused, preprocessing)
+    eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", channels, log, reused, preprocessing)
 
     validate_dir = cache / f"validate-{_key(model_fp, _fingerprint(calib_dir), _fingerprint(eval_dir), [m.value for m in recipe.methods], recipe.gates.max_drop_pp, _code_version())}"  # noqa: E501
     outcome_file = validate_dir / "validation.json"
@@ -126,7 +155,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     else:
         images, labels, conditions, set_pp = load_labelled(str(eval_dir))
         data = EvalData(name=str(eval_dir), images=images, labels=labels, conditions=conditions,
-                        preprocessing=set_pp or Preprocessing())
+                        preprocessing=preprocessing if preprocessing is not None else set_pp or Preprocessing())
         outcome = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
                            recipe=QuantRecipe())
         saved = {**outcome.document, "best_model": outcome.best_model.name}

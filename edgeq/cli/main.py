@@ -12,7 +12,9 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from edgeq import __version__
 from edgeq.errors import EdgeqError, ExitCode, UsageError
@@ -55,10 +57,18 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings reach the user as one line, like errors (Python's default adds the source line)."""
+    print(f"edgeq: warning: {_bounded(message)}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("EDGEQ_DEBUG") == "1"
     _quiet_frameworks()
+    if not debug:
+        warnings.showwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
@@ -112,7 +122,7 @@ def _internal(exc: BaseException, debug: bool) -> int:
     return int(ExitCode.INTERNAL)
 
 
-def _bounded(exc: BaseException, limit: int = 300) -> str:
+def _bounded(exc: BaseException | str, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + "…"
 
