@@ -242,3 +242,27 @@ def test_warnings_reach_the_user_as_one_line(work: Path, monkeypatch: pytest.Mon
         assert cli.main(["check", "m.tflite"]) == 0
     err = capsys.readouterr().err
     assert err == "edgeq: warning: preprocessing differs from the model's\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "m.tflite", "--backend", "cpu", "--max-seconds", "-1"],
+    ["bench", "m.tflite", "--backend", "cpu", "--max-seconds", "0"],
+    ["bench", "m.tflite", "--backend", "cpu", "--min-seconds", "nan"],
+    ["bench", "m.tflite", "--backend", "cpu", "--min-seconds", "inf"],
+    ["bench", "m.tflite", "--backend", "cpu", "--runs", "0"],
+    ["bench", "m.tflite", "--backend", "cpu", "--cpus", "999"],
+    ["bench", "m.tflite", "--backend", "cpu", "--threads", "1,x"],
+    ["eval", "m.tflite", "--data", "digits:test", "--threads", "0"],
+    ["eval", "m.tflite", "--data", "digits:test", "--limit", "-3"],
+    ["coverage", "m.tflite", "--calib", "digits:train", "--production", "digits:test", "--threshold", "nan"],
+    ["validate", "m.tflite", "--calib", "digits:train", "--eval", "digits:test", "-o", "v", "--max-drop", "nan"],
+    ["zoo", "build", "cnn", "-o", "x.keras", "--epochs", "0"],
+], ids=lambda argv: " ".join(argv[:1] + argv[-2:]))
+def test_numeric_options_are_checked_at_parse_time(argv: list[str], work: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(work)
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("edgeq: error:") and captured.err.count("\n") == 1 and captured.out == ""
+    assert argv[-2] in captured.err
+    assert snapshot(work) == before

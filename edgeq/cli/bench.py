@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli.argtypes import integer, integer_list, number
 from edgeq.cli.output import print_table
 from edgeq.errors import BackendUnavailable, GateFailed, UsageError
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
 
 
 def register(verbs: Any) -> None:
@@ -31,13 +23,15 @@ def register(verbs: Any) -> None:
     bench.add_argument("models", nargs="+", metavar="MODEL", help=".tflite model(s)")
     bench.add_argument("--backend", default="xnnpack",
                        help="comma-separated: ref, cpu, xnnpack, edgetpu[:usb:0], tflm, android:SERIAL")
-    bench.add_argument("--threads", type=_int_list, default=[1], help="comma-separated thread counts (1)")
-    bench.add_argument("--runs", type=int, default=50, help="measured runs, at least (50)")
-    bench.add_argument("--min-seconds", type=float, default=1.0, help="measured time per configuration, at least")
-    bench.add_argument("--max-seconds", type=float, default=150.0, help="stop measuring after this long")
-    bench.add_argument("--warmup-runs", type=int, default=1)
-    bench.add_argument("--warmup-seconds", type=float, default=0.5)
-    bench.add_argument("--cpus", type=_int_list, help="pin this process to these CPU ids (affinity)")
+    bench.add_argument("--threads", type=integer_list(1, 256), default=[1], help="comma-separated thread counts (1)")
+    bench.add_argument("--runs", type=integer(1, 10_000_000), default=50, help="measured runs, at least (50)")
+    bench.add_argument("--min-seconds", type=number(0, 3600), default=1.0,
+                       help="measured time per configuration, at least")
+    bench.add_argument("--max-seconds", type=number(0, 86_400, strict_low=True), default=150.0,
+                       help="stop measuring after this long")
+    bench.add_argument("--warmup-runs", type=integer(0, 1_000_000), default=1)
+    bench.add_argument("--warmup-seconds", type=number(0, 3600), default=0.5)
+    bench.add_argument("--cpus", type=integer_list(0, 4095), help="pin this process to these CPU ids (affinity)")
     bench.add_argument("--require-full-delegation", action="store_true",
                        help="exit 1 when XNNPACK (or the Edge TPU) did not take the whole graph")
     bench.add_argument("--accelerator", default="cpu", choices=["cpu", "xnnpack", "gpu", "nnapi"],
@@ -67,6 +61,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
             raise InputError(f"no such model file: {model}")
     if args.cpus:
+        usable = sorted(os.sched_getaffinity(0))
+        unknown = sorted(set(args.cpus) - set(usable))
+        if unknown:
+            raise UsageError(f"--cpus: no CPU {', '.join(map(str, unknown))} here (this process may use "
+                             f"{', '.join(map(str, usable))})")
         environment.pin_cpus(args.cpus)
     backends, skipped = [], []
     for name in dict.fromkeys(b.strip() for b in args.backend.split(",") if b.strip()):

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli.argtypes import number
 from edgeq.cli.convert import _shape
 from edgeq.cli.output import print_json, print_table
 from edgeq.errors import UsageError
@@ -24,7 +25,7 @@ def register(verbs: Any) -> None:
     cov.add_argument("model", help="float model (.keras/.h5, SavedModel, float .tflite)")
     cov.add_argument("--calib", required=True, metavar="SET", help="calibration data (a datagen set, .npy, ...)")
     cov.add_argument("--production", required=True, metavar="SET", help="production data, same forms")
-    cov.add_argument("--threshold", type=float, default=1.0,
+    cov.add_argument("--threshold", type=number(0, 1e6, strict_low=True), default=1.0,
                      help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
     cov.add_argument("--preprocess", metavar="SPEC",
                      help="preprocessing for uint8 images: mean=...,std=... or none (raw 0-255 values); default: "

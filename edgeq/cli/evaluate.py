@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli.argtypes import integer
 from edgeq.cli.output import print_json, print_table
 
 
@@ -19,13 +20,13 @@ def register(verbs: Any) -> None:
     ev.add_argument("--data", required=True, metavar="SET",
                     help="a labelled set from 'edgeq datagen', or digits:test|val|train, lfw:test|...")
     ev.add_argument("--backend", default="xnnpack", help="ref, cpu, xnnpack, edgetpu[:DEVICE], tflm (xnnpack)")
-    ev.add_argument("--threads", type=int, default=1)
+    ev.add_argument("--threads", type=integer(1, 256), default=1)
     ev.add_argument("--output", help="classification output by name or index (multi-output models)")
     ev.add_argument("--reference", metavar="MODEL", help="FP32 .tflite to compare predictions with (agreement)")
     ev.add_argument("--preprocess", metavar="SPEC",
                     help="mean=...,std=... or none (raw 0-255 values); default: the model's own TFLite Metadata, "
                          "else its edgeq sidecar, else the set's datagen.json; none known is an error")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    ev.add_argument("--limit", type=integer(1, 100_000_000), help="evaluate only the first N samples")
     ev.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
     ev.set_defaults(handler=run_eval)
 
