@@ -169,6 +169,9 @@ def _decode_file(path: Path) -> np.ndarray:
         raise DecodeError(clip(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, 160)) from None
 
 
+decode_image = _decode_file  # public: edgeq's own image-folder reader decodes exactly as datagen does
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.artifacts import ChannelOrder, Interpolation, Preprocessing
+from edgeq.configfile import bounded_repr
 from edgeq.errors import InputError
 from edgeq.preprocess import RAW, PreprocessingWarning, Source, apply_preprocessing, resolve
 
@@ -87,22 +89,15 @@ def parse_preprocessing(text: str | None) -> Preprocessing | None:
         return RAW
     path = Path(text)
     if path.suffix == ".json" or path.is_file():
-        if not path.is_file():
-            raise InputError(f"no such preprocessing file: {path}")
-        try:
-            document = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
-        if not isinstance(document, dict):
-            raise InputError(f"{path} must hold a JSON object")
-        return Preprocessing.from_dict({"kind": Preprocessing.kind, "schema_version": 1, **document})
+        return _preprocessing_file(path)
     fields: dict[str, object] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep:
-            raise InputError(f"preprocessing item {part!r} is not key=value")
-        if key not in ("size", "mean", "std", "order", "interp"):
-            raise InputError(f"unknown preprocessing key {key!r} (size, mean, std, order, interp)")
+            raise InputError(f"preprocessing item {bounded_repr(part)} is not key=value")
+        if key not in INLINE_KEYS:
+            raise InputError(f"unknown preprocessing key {bounded_repr(key)}{_suggest(key, INLINE_KEYS)} "
+                             f"(size, mean, std, order, interp)")
         try:
             if key == "size":
                 height, width = (int(v) for v in value.lower().split("x"))
@@ -114,29 +109,91 @@ def parse_preprocessing(text: str | None) -> Preprocessing | None:
             else:
                 fields["interpolation"] = Interpolation(value)
         except ValueError:
-            raise InputError(f"bad preprocessing value {part!r}") from None
-    return Preprocessing(**fields)  # type: ignore[arg-type]
+            raise InputError(f"bad preprocessing value {bounded_repr(part)}") from None
+    return checked_preprocessing(Preprocessing(**fields), "--preprocess")  # type: ignore[arg-type]
+
+
+INLINE_KEYS = ("size", "mean", "std", "order", "interp")
+FILE_KEYS = ("size", "mean", "std", "channel_order", "interpolation", "kind", "schema_version")
+MAX_SIDE = 8192  # pixels per side of a resize: far beyond any edge model's input
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _preprocessing_file(path: Path) -> Preprocessing:
+    """A preprocessing JSON file: bounded, UTF-8, and strict — an unknown key ("stdev") is an error, never a
+    silently ignored one that leaves std at 1.0."""
+    from edgeq.configfile import parse_json, read_config_text
+
+    document = parse_json(read_config_text(path, "preprocessing file"), f"preprocessing file {path}")
+    if not isinstance(document, dict):
+        raise InputError(f"{path} must hold a JSON object")
+    unknown = [str(k) for k in document if k not in FILE_KEYS]
+    if unknown:
+        first = unknown[0]
+        raise InputError(f"{path}: unknown preprocessing key {bounded_repr(first)}{_suggest(first, FILE_KEYS)} "
+                         f"(size, mean, std, channel_order, interpolation)")
+    for key in ("mean", "std"):  # one number for every channel, as inline specs allow
+        if isinstance(document.get(key), (int, float)) and not isinstance(document.get(key), bool):
+            document[key] = [document[key]]
+    spec = Preprocessing.from_dict({"kind": Preprocessing.kind, "schema_version": 1, **document})
+    return checked_preprocessing(spec, str(path))
+
+
+def checked_preprocessing(spec: Preprocessing, where: str) -> Preprocessing:
+    """Values that would silently wreck every input: non-finite means, zero or negative stds, absurd sizes."""
+    import math
+
+    if spec.size is not None and not all(isinstance(v, int) and 1 <= v <= MAX_SIDE for v in spec.size):
+        raise InputError(f"{where}: size must be HxW with each side 1..{MAX_SIDE}, got {spec.size}")
+    if not spec.mean or not all(math.isfinite(v) for v in spec.mean):
+        raise InputError(f"{where}: mean must be finite numbers, got {bounded_repr(spec.mean)}")
+    if not spec.std or not all(math.isfinite(v) and v > 0 for v in spec.std):
+        raise InputError(f"{where}: std must be positive finite numbers, got {bounded_repr(spec.std)}")
+    if len(spec.mean) > 4 or len(spec.std) > 4:
+        raise InputError(f"{where}: mean and std take one value or one per channel (at most 4)")
+    return spec
+
+
+def input_aliases(name: str) -> tuple[str, ...]:
+    """The names a user may give an input by: the tensor's (``serving_default_in_a:0``), without the output
+    index (``serving_default_in_a``), and the Keras/SavedModel signature name (``in_a``)."""
+    names = [name]
+    base = re.sub(r":\d+$", "", name)
+    names.append(base)
+    for prefix in ("serving_default_",):
+        if base.startswith(prefix) and len(base) > len(prefix):
+            names.append(base[len(prefix):])
+    return tuple(dict.fromkeys(names))
 
 
 def _load_npz(path: Path, inputs: Sequence[ModelInput]) -> tuple[np.ndarray, ...]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
+    from datagen.arrays import load_npz
+
+    arrays = load_npz(path)  # every member's header checked against a memory budget before reading
     if not arrays:
         raise InputError(f"{path} holds no arrays")
     if len(arrays) == 1 and len(inputs) == 1:
         return (next(iter(arrays.values())),)
-    missing = [i.name for i in inputs if i.name not in arrays]
-    if missing:
-        raise InputError(f"{path} has arrays {sorted(arrays)}; the model's inputs are "
-                         f"{[i.name for i in inputs]} (missing {missing})")
-    return tuple(arrays[i.name] for i in inputs)
+    chosen = []
+    for model_input in inputs:
+        found = [alias for alias in input_aliases(model_input.name) if alias in arrays]
+        if not found:
+            raise InputError(f"{path} has arrays {sorted(arrays)}; no array for the model input "
+                             f"{model_input.name!r} (name it one of {list(input_aliases(model_input.name))})")
+        chosen.append(arrays[found[0]])
+    return tuple(chosen)
 
 
 def _load_image_folder(folder: Path, model_input: ModelInput) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from datagen.sources import DecodeError, decode_image, to_channels, to_uint8
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
@@ -147,11 +204,14 @@ def _load_image_folder(folder: Path, model_input: ModelInput) -> np.ndarray:
     mode = "L" if channels == 1 else "RGB"
     images = np.empty((len(files), height, width, channels), dtype=np.uint8)
     for i, file in enumerate(files):
+        # datagen's decoder: the same pixel budget (decompression bombs), the same 16-bit rule (high byte)
+        # and the same alpha and palette handling, so convert and datagen see one image the same way.
         try:
-            with Image.open(file) as img:
-                resized = img.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-        except (UnidentifiedImageError, OSError) as exc:
+            pixels, _ = to_channels(to_uint8(decode_image(file))[0], channels)
+        except DecodeError as exc:
             raise InputError(f"cannot decode image {file}: {exc}") from None
+        resized = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+        resized = resized.resize((width, height), Image.Resampling.BILINEAR)
         images[i] = np.asarray(resized).reshape(height, width, channels)
     return images
 
@@ -190,10 +250,9 @@ def load_calibration(source: str | Path, inputs: Sequence[ModelInput], preproces
             raise InputError("an image folder can only calibrate a single-input model")
         arrays = (_load_image_folder(path, inputs[0]),)
     elif path.suffix == ".npy" and path.is_file():
-        try:
-            arrays = (np.load(path, allow_pickle=False),)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {path}: {exc}") from None
+        from datagen.arrays import load_npy
+
+        arrays = (load_npy(path),)  # the header is checked against a memory budget before anything is read
     elif path.suffix == ".npz" and path.is_file():
         arrays = _load_npz(path, inputs)
     elif not path.exists():
