@@ -262,6 +262,8 @@ def _render(args: tuple[np.ndarray, Condition, int, int]) -> tuple[np.ndarray, l
 def _worker_init() -> None:
     """Workers leave Ctrl-C to the parent, which stops them (no KeyboardInterrupt traceback per worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # ignored now; the block came from _spawning
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
@@ -285,23 +287,49 @@ def _render_all(jobs: list[tuple[np.ndarray, Condition, int, int]], workers: int
         for job in jobs:
             consume(_render(job))
         return
-    # spawn, not fork: OpenCV's thread pool does not survive fork (a child can deadlock).
+    pool: ProcessPoolExecutor | None = None
     try:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_worker_init,
-                                   mp_context=multiprocessing.get_context("spawn"))
-    except OSError as exc:
-        raise InputError(f"cannot start worker processes: {exc.strerror or exc}") from None
-    try:
-        for result in pool.map(_render, jobs, chunksize=16):
+        with _spawning():
+            # spawn, not fork: OpenCV's thread pool does not survive fork (a child can deadlock).
+            try:
+                pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_worker_init,
+                                           mp_context=multiprocessing.get_context("spawn"))
+            except OSError as exc:
+                raise InputError(f"cannot start worker processes: {exc.strerror or exc}") from None
+            results = pool.map(_render, jobs, chunksize=16)  # submits everything, spawning the workers
+        for result in results:
             consume(result)
     except BrokenProcessPool:
-        _stop_pool(pool)
+        _stop_pool(pool)  # type: ignore[arg-type]
         raise InputError("a worker process died (killed by the system, out of memory?); "
                          "retry with fewer --workers") from None
     except BaseException:
-        _stop_pool(pool)
+        if pool is not None:
+            _stop_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+class _SignalState:
+    """What the handler installed by :func:`_signals_as_exceptions` does: raise now, or record for later."""
+
+    active = False  # our handler is installed
+    taken: tuple[int, ...] = ()  # for these signals
+    defer = False  # inside :func:`_spawning`
+    pending: int | None = None
+
+
+def _handle_signal(signum: int, _frame: object) -> None:
+    for s in _SignalState.taken:  # one is enough: a second signal must not interrupt the cleanup
+        signal.signal(s, signal.SIG_IGN)
+    if _SignalState.defer:
+        _SignalState.pending = signum
+        return
+    raise Terminated(signum)
+
+
+def _taken_signals() -> list[int]:
+    return [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
 
 
 @contextlib.contextmanager
@@ -310,25 +338,55 @@ def _signals_as_exceptions() -> Iterator[None]:
 
     Only signals still at their default disposition are taken over, and only for the duration.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or _SignalState.active:
         yield
         return
-    wanted = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-    previous = {s: signal.getsignal(s) for s in wanted}
-    taken = [s for s in wanted if previous[s] is signal.SIG_DFL]
-
-    def handler(signum: int, _frame: object) -> None:
-        for s in taken:  # one is enough: a second signal must not interrupt the cleanup
-            signal.signal(s, signal.SIG_IGN)
-        raise Terminated(signum)
-
+    previous = {s: signal.getsignal(s) for s in _taken_signals()}
+    taken = [s for s, handler in previous.items() if handler is signal.SIG_DFL]
     for s in taken:
-        signal.signal(s, handler)
+        signal.signal(s, _handle_signal)
+    _SignalState.active, _SignalState.taken, _SignalState.defer, _SignalState.pending = True, tuple(taken), False, None
     try:
         yield
     finally:
+        _SignalState.active, _SignalState.taken = False, ()
         for s in taken:
             signal.signal(s, previous[s])
+
+
+@contextlib.contextmanager
+def _spawning() -> Iterator[None]:
+    """Start worker processes without being interrupted halfway, and with workers deaf to Ctrl-C.
+
+    A child whose parent stops between starting it and sending its start-up data prints a traceback,
+    and a child that gets Ctrl-C (sent to the whole process group) while importing prints one too. So
+    while workers start: SIGINT is blocked in this thread (the children inherit the block, so Ctrl-C is
+    only ever handled by the parent, which stops them), a Ctrl-C delivered to another thread is
+    recorded instead of raised, and SIGTERM/SIGHUP are recorded; anything recorded is raised right after.
+    """
+    previous_int = signal.getsignal(signal.SIGINT)
+    if (threading.current_thread() is not threading.main_thread() or previous_int is None
+            or not hasattr(signal, "pthread_sigmask")):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Started first: launching it unblocks SIGINT in this thread again (multiprocessing's own handling).
+    resource_tracker.ensure_running()
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    _SignalState.defer = True
+    try:
+        yield
+    finally:
+        _SignalState.defer = False
+        signal.signal(signal.SIGINT, previous_int)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held Ctrl-C arrives now
+    if _SignalState.pending is not None:
+        raise Terminated(_SignalState.pending)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _inputs(config: DatagenConfig) -> list[tuple[str, Path]]:

@@ -655,13 +655,29 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _initialized_workers(processes: list[tuple[int, str]]) -> int:
+    """How many of ``processes`` are pool workers that ran their initializer (SIGINT ignored)."""
+    count = 0
+    for pid, _ in processes:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            ignored = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if line.startswith("SigIgn:"))
+        except (OSError, StopIteration):
+            continue
+        if b"spawn_main" in command and int(ignored.split()[1], 16) & (1 << (signal.SIGINT - 1)):
+            count += 1
+    return count
+
+
 def _still_running(processes: list[tuple[int, str]]) -> list[int]:
     table = _process_table()
     return [pid for pid, start in processes if pid in table and table[pid][1] == start and table[pid][2] != "Z"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find child processes")
-@pytest.mark.parametrize("how", ["sigterm-to-the-process", "sigint-to-the-process-group"])
+@pytest.mark.parametrize("how", ["sigterm-to-the-process", "sigint-to-the-process-group",
+                                 "sigterm-while-rendering", "sigint-while-rendering"])
 def test_a_signal_stops_the_workers_and_leaves_nothing(how: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -676,12 +692,13 @@ def test_a_signal_stops_the_workers_and_leaves_nothing(how: str, tmp_path: Path)
         while time.monotonic() < deadline and process.poll() is None:
             staging = [p for p in out.iterdir() if p.name.startswith(".set.")]
             workers = _descendants(process.pid)
-            if staging and len(workers) >= 2:
+            ready = "rendering" not in how or _initialized_workers(workers) >= 2
+            if staging and len(workers) >= 2 and ready:
                 break
             time.sleep(0.05)
         assert process.poll() is None, "datagen finished before it could be interrupted: " + process.stderr.read()
         workers = _descendants(process.pid)
-        if how == "sigterm-to-the-process":
+        if how.startswith("sigterm"):
             process.send_signal(signal.SIGTERM)
         else:
             os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
