@@ -191,3 +191,16 @@ def test_float_ops_count_every_float_type() -> None:
     builder.op("QUANTIZE", [h], [y])
     found = float_ops(builder.build([x], [y]))
     assert [(op.op_type, op.tensor_type) for op in found] == [("DEQUANTIZE", "FLOAT16"), ("QUANTIZE", "FLOAT16")]
+
+
+def test_float32_io_boundary_is_not_a_float_op(sparse_conv: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    """With --io float32 the QUANTIZE/DEQUANTIZE at the model's own inputs/outputs are the requested boundary
+    (a recipe built in code may name the I/O type as a plain string)."""
+    from edgeq.converter.recipe import QuantRecipe
+
+    model, calib, _ = sparse_conv
+    artifact = edgeq.convert(model, tmp_path / "m.tflite", calib=calib,
+                             recipe=QuantRecipe(io="float32"))  # type: ignore[arg-type]
+    assert artifact.float_ops == ()
+    parsed = tfl.parse((tmp_path / "m.tflite").read_bytes())
+    assert [tfl.op_type(parsed, op) for op in parsed.subgraphs[0].operators] == ["QUANTIZE", "CONV_2D", "DEQUANTIZE"]

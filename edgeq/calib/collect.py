@@ -127,6 +127,7 @@ class GraphReplay:
             self.keys.setdefault(key[0], []).append(key)
         self.interpreters: dict[int, Any] = {}
         self.running: set[int] = set()
+        self.control: dict[int, list[tuple[int, Any, str, list[int]]]] = {}  # per subgraph: ops that run others
 
     def _where(self, g: int) -> str:
         return tfl.describe_subgraph(self.parsed, g)
@@ -136,29 +137,37 @@ class GraphReplay:
         replay the control flow ``g`` contains."""
         for key in self.keys.get(g, []):
             self.observe(key, interpreter.get_tensor(key[1]), sample)
-        graph = self.parsed.subgraphs[g]
-        for op_index, op in enumerate(graph.operators or []):
-            called = tfl.called_subgraphs(self.parsed, op)
-            if not called:
-                continue
-            kind = tfl.op_type(self.parsed, op)
-            if kind not in REPLAYED_OPS:
-                measured = [h for h in called if self.keys.get(h)]
-                if measured:
-                    raise InputError(f"cannot collect ranges for {self._where(measured[0])}: it runs under {kind} "
-                                     f"(op {op_index} of {self._where(g)}), which edgeq cannot replay")
-                continue
-            inputs = [interpreter.get_tensor(int(i)) for i in op.inputs]
-            if kind == "WHILE":
-                results = self._while(called[0], called[1], inputs, sample)
-            else:
-                branch = called[0] if bool(np.asarray(inputs[0]).ravel()[0]) else called[1]
-                results = self.run(branch, inputs[1:], sample)
-            for position, (out, replayed) in enumerate(zip(op.outputs, results, strict=False)):
-                actual = interpreter.get_tensor(int(out))
-                if actual.shape != replayed.shape or not np.array_equal(actual, replayed, equal_nan=True):
-                    raise InputError(f"cannot collect ranges for {self._where(called[-1])}: replaying {kind} (op "
-                                     f"{op_index} of {self._where(g)}) did not reproduce its output {position}")
+        if g not in self.control:
+            ops = enumerate(self.parsed.subgraphs[g].operators or [])
+            self.control[g] = [(i, op, tfl.op_type(self.parsed, op), called) for i, op in ops
+                               if (called := tfl.called_subgraphs(self.parsed, op))]
+        self.running.add(g)
+        try:
+            for op_index, op, kind, called in self.control[g]:
+                self._replay(g, interpreter, op_index, op, kind, called, sample)
+        finally:
+            self.running.discard(g)
+
+    def _replay(self, g: int, interpreter: Any, op_index: int, op: Any, kind: str, called: list[int],
+                sample: int) -> None:
+        """Replay one control-flow op of subgraph ``g`` from its recorded inputs; check it reproduces the run."""
+        if kind not in REPLAYED_OPS:
+            measured = [h for h in called if self.keys.get(h)]
+            if measured:
+                raise InputError(f"cannot collect ranges for {self._where(measured[0])}: it runs under {kind} "
+                                 f"(op {op_index} of {self._where(g)}), which edgeq cannot replay")
+            return
+        inputs = [interpreter.get_tensor(int(i)) for i in op.inputs]
+        if kind == "WHILE":
+            results = self._while(called[0], called[1], inputs, sample)
+        else:
+            branch = called[0] if bool(np.asarray(inputs[0]).ravel()[0]) else called[1]
+            results = self.run(branch, inputs[1:], sample)
+        for position, (out, replayed) in enumerate(zip(op.outputs, results, strict=False)):
+            actual = interpreter.get_tensor(int(out))
+            if actual.shape != replayed.shape or not np.array_equal(actual, replayed, equal_nan=True):
+                raise InputError(f"cannot collect ranges for {self._where(called[-1])}: replaying {kind} (op "
+                                 f"{op_index} of {self._where(g)}) did not reproduce its output {position}")
 
     def _while(self, cond: int, body: int, values: list[np.ndarray], sample: int) -> list[np.ndarray]:
         for _ in range(MAX_LOOP_ITERATIONS):
@@ -189,11 +198,7 @@ class GraphReplay:
             interpreter.set_tensor(detail["index"], np.array(value, dtype=detail["dtype"], order="C"))
         interpreter.invoke()
         outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
-        self.running.add(g)
-        try:
-            self.measure(g, interpreter, sample)
-        finally:
-            self.running.discard(g)
+        self.measure(g, interpreter, sample)
         return outputs
 
     def _interpreter(self, g: int) -> Any:

@@ -63,7 +63,7 @@ def float_ops(quantized: bytes, io: IOType = IOType.INT8) -> list[FloatOp]:
     except the QUANTIZE/DEQUANTIZE that convert the main graph's float32 inputs/outputs (``io`` float32)."""
     parsed = tfl.parse(quantized)
     main = parsed.subgraphs[0]
-    boundary = {int(i) for i in [*main.inputs, *main.outputs]} if io is IOType.FLOAT32 else set()
+    boundary = {int(i) for i in [*main.inputs, *main.outputs]} if IOType(io) is IOType.FLOAT32 else set()
     found = []
     for g, graph in enumerate(parsed.subgraphs):
         for i, op in enumerate(graph.operators or []):

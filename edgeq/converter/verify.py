@@ -53,7 +53,7 @@ def verify(quantized: bytes, recipe: QuantRecipe, what: str = "the INT8 model") 
     waived = set(FLOAT_RULES) if recipe.allow_float_ops else set()
     if recipe.per_tensor:
         waived.add("weights.per-axis")
-    io = {IOType.INT8: "int8", IOType.UINT8: "uint8", IOType.FLOAT32: "float32"}[recipe.io]
+    io = IOType(recipe.io).value  # recipes built in code may carry the plain string
     report = check_model(quantized, io=io, ignore=waived, what=what)
     errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
