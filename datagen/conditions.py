@@ -93,7 +93,14 @@ def _expand(transforms: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, Any
 def _build_transform(name: str, args: Mapping[str, Any]):
     """One strictly validated albumentations transform (an unknown or bad argument raises)."""
     alb = _albumentations()
-    return getattr(alb, name)(**dict(args), strict=True)
+    cls = getattr(alb, name)
+    try:
+        return cls(**dict(args), strict=True)
+    except TypeError as error:
+        # MedianBlur and ToSepia take no ``strict``; their plain signatures refuse unknown arguments anyway.
+        if "unexpected keyword argument 'strict'" not in str(error):
+            raise
+        return cls(**dict(args))
 
 
 def _derived_seed(*parts: object) -> int:

@@ -326,6 +326,18 @@ def test_invalid_custom_files_say_what_is_wrong(tmp_path: Path, text: str, expec
     assert str(path) in message and "\n" not in message
 
 
+def test_transforms_without_a_strict_argument_load(tmp_path: Path, photo: np.ndarray) -> None:
+    """albumentations 2.0.8's MedianBlur and ToSepia take no ``strict``; they still load and apply."""
+    path = tmp_path / "median.yaml"
+    path.write_text("median:\n  transforms:\n    - MedianBlur: {blur_limit: [3, 3, 5, 5, 7]}\n    - ToSepia: {}\n")
+    condition = load_custom_conditions(path)["median"]
+    out, applied = apply_condition(photo, condition, 3, seed=1)
+    assert out.shape == photo.shape and [a["transform"] for a in applied] == ["MedianBlur", "ToSepia"]
+    path.write_text("median:\n  transforms:\n    - MedianBlur: {blur_limt: 3}\n")
+    with pytest.raises(InputError, match="did you mean 'blur_limit'"):
+        load_custom_conditions(path)
+
+
 def test_missing_file_and_registry_clash(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such custom-conditions file"):
         load_custom_conditions(tmp_path / "absent.yaml")
