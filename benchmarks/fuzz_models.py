@@ -119,6 +119,18 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
         return "byte flips", bytes(out)
 
 
+def _where(exc: BaseException) -> str:
+    """The exception and the innermost frame that raised it (file:line), to find the bug from the summary."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} at {Path(frame.filename).name}:{frame.lineno}"
+
+
+def _keep(save_dir: Path | None, case: int, what: str, data: bytes) -> None:
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        (save_dir / f"case{case:05d}-{what}.tflite").write_bytes(data)
+
+
 def fuzz(models: list[Path], cases: int, seed: int, runtime_every: int = 1,
          save_dir: Path | None = None) -> dict[str, Any]:
     from edgeq.errors import EdgeqError
@@ -141,8 +153,9 @@ def fuzz(models: list[Path], cases: int, seed: int, runtime_every: int = 1,
                 outcomes["reader"]["parsed"] += 1
             except EdgeqError:
                 outcomes["reader"]["refused"] += 1
-            except Exception:
-                unhandled.append(f"case {i} ({kind}) reader: {traceback.format_exc(limit=1).splitlines()[-1]}")
+            except Exception as exc:
+                unhandled.append(f"case {i} ({kind}) reader: {_where(exc)}")
+                _keep(save_dir, i, "unhandled-reader", data)
             try:
                 for target in PROFILES:
                     check_model(data, target=target)
@@ -150,15 +163,15 @@ def fuzz(models: list[Path], cases: int, seed: int, runtime_every: int = 1,
                 outcomes["checker"]["checked"] += 1
             except EdgeqError:
                 outcomes["checker"]["refused"] += 1
-            except Exception:
-                unhandled.append(f"case {i} ({kind}) checker: {traceback.format_exc(limit=1).splitlines()[-1]}")
+            except Exception as exc:
+                unhandled.append(f"case {i} ({kind}) checker: {_where(exc)}")
+                _keep(save_dir, i, "unhandled-checker", data)
             if i % runtime_every == 0:
                 path.write_bytes(data)
                 outcome = worker.run(path)
                 outcomes["runtime"][outcome] += 1
-                if save_dir is not None and outcome not in ("ok", "refused"):
-                    save_dir.mkdir(parents=True, exist_ok=True)
-                    (save_dir / f"case{i:05d}-{outcome.replace(' ', '-')}.tflite").write_bytes(data)
+                if outcome not in ("ok", "refused"):
+                    _keep(save_dir, i, outcome.replace(" ", "-"), data)
     worker.close()
     return {"cases": cases, "outcomes": {k: dict(v) for k, v in outcomes.items()}, "unhandled": unhandled}
 

@@ -90,6 +90,11 @@ def _validate_structure(model: Any) -> None:
         for tensor in graph.tensors or []:
             if not 0 <= tensor.buffer < max(n_buffers, 1):
                 raise InputError(f"damaged model: a tensor of subgraph {g} points at missing buffer {tensor.buffer}")
+            q = tensor.quantization
+            scales, zero_points = (len(_ints(getattr(q, name, None))) for name in ("scale", "zeroPoint"))
+            if scales and zero_points != scales:  # LiteRT refuses these too ("Must have same number")
+                raise InputError(f"damaged model: tensor '{tfl.tensor_name(tensor)}' of subgraph {g} has {scales} "
+                                 f"scales and {zero_points} zero points")
         for index in [*_ints(graph.inputs), *_ints(graph.outputs)]:
             if not 0 <= index < n_tensors:
                 raise InputError(f"damaged model: subgraph {g} input/output {index} is not a tensor")
@@ -99,6 +104,9 @@ def _validate_structure(model: Any) -> None:
             for index in [*_ints(op.inputs), *_ints(op.outputs)]:
                 if not -1 <= index < n_tensors:
                     raise InputError(f"damaged model: op {i} of subgraph {g} uses missing tensor {index}")
+            outputs = list(_ints(op.outputs))
+            if not outputs or any(index < 0 for index in outputs):
+                raise InputError(f"damaged model: op {i} of subgraph {g} has no output tensor")
 
 
 def _finding(rule: str, severity: Severity, message: str, op: tuple[int, str] | None = None,

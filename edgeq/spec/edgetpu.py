@@ -424,7 +424,7 @@ class _Analysis:
 
 
 def _is_quantized(model: Any, graph: Any) -> bool:
-    return any(tfl.tensor_type_name(t.type) in EIGHT_BIT for t in graph.tensors)
+    return any(tfl.tensor_type_name(t.type) in EIGHT_BIT for t in graph.tensors or [])
 
 
 def _analyse(model: Any) -> _Analysis:
@@ -435,7 +435,7 @@ def _analyse(model: Any) -> _Analysis:
     placements: list[OpPlacement] = []
     problems: dict[int, list[_Problem]] = {}
     first: int | None = None
-    for index, op in enumerate(graph.operators):
+    for index, op in enumerate(graph.operators or []):
         kind = tfl.op_type(model, op)
         if not quantized:
             reason = "model is not quantized: the Edge TPU runs only 8-bit (int8/uint8) models"
