@@ -311,24 +311,19 @@ def _render_all(jobs: list[tuple[np.ndarray, Condition, int, int]], workers: int
 
 
 class _SignalState:
-    """What the handler installed by :func:`_signals_as_exceptions` does: raise now, or record for later."""
+    """Which signals :func:`_signals_as_exceptions` took over (one generation at a time per process)."""
 
-    active = False  # our handler is installed
-    taken: tuple[int, ...] = ()  # for these signals
-    defer = False  # inside :func:`_spawning`
-    pending: int | None = None
+    active = False
+    taken: tuple[int, ...] = ()
 
 
 def _handle_signal(signum: int, _frame: object) -> None:
     for s in _SignalState.taken:  # one is enough: a second signal must not interrupt the cleanup
         signal.signal(s, signal.SIG_IGN)
-    if _SignalState.defer:
-        _SignalState.pending = signum
-        return
     raise Terminated(signum)
 
 
-def _taken_signals() -> list[int]:
+def _termination_signals() -> list[int]:
     return [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
 
 
@@ -336,16 +331,17 @@ def _taken_signals() -> list[int]:
 def _signals_as_exceptions() -> Iterator[None]:
     """While generating in the main thread, SIGTERM/SIGHUP raise :class:`Terminated` so cleanup runs.
 
-    Only signals still at their default disposition are taken over, and only for the duration.
+    Only signals still at their default disposition are taken over (the ``edgeq`` command installs its
+    own equivalent handler first), and only for the duration.
     """
     if threading.current_thread() is not threading.main_thread() or _SignalState.active:
         yield
         return
-    previous = {s: signal.getsignal(s) for s in _taken_signals()}
+    previous = {s: signal.getsignal(s) for s in _termination_signals()}
     taken = [s for s, handler in previous.items() if handler is signal.SIG_DFL]
     for s in taken:
         signal.signal(s, _handle_signal)
-    _SignalState.active, _SignalState.taken, _SignalState.defer, _SignalState.pending = True, tuple(taken), False, None
+    _SignalState.active, _SignalState.taken = True, tuple(taken)
     try:
         yield
     finally:
@@ -356,37 +352,38 @@ def _signals_as_exceptions() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _spawning() -> Iterator[None]:
-    """Start worker processes without being interrupted halfway, and with workers deaf to Ctrl-C.
+    """Start worker processes without being interrupted halfway, and with the workers deaf to Ctrl-C.
 
     A child whose parent stops between starting it and sending its start-up data prints a traceback,
     and a child that gets Ctrl-C (sent to the whole process group) while importing prints one too. So
-    while workers start: SIGINT is blocked in this thread (the children inherit the block, so Ctrl-C is
-    only ever handled by the parent, which stops them), a Ctrl-C delivered to another thread is
-    recorded instead of raised, and SIGTERM/SIGHUP are recorded; anything recorded is raised right after.
+    while workers start, SIGINT, SIGTERM and SIGHUP are only recorded (whatever handler is installed)
+    and delivered again right after, and SIGINT is blocked in this thread: the children inherit the
+    block, so Ctrl-C is only ever handled by the parent, which stops them.
     """
-    previous_int = signal.getsignal(signal.SIGINT)
-    if (threading.current_thread() is not threading.main_thread() or previous_int is None
-            or not hasattr(signal, "pthread_sigmask")):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return
     from multiprocessing import resource_tracker
 
     # Started first: launching it unblocks SIGINT in this thread again (multiprocessing's own handling).
     resource_tracker.ensure_running()
-    interrupted = []
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    held: list[int] = []
+    previous = {}
+    for s in (signal.SIGINT, *_termination_signals()):
+        handler = signal.getsignal(s)
+        if handler is not None and handler is not signal.SIG_IGN:
+            previous[s] = signal.signal(s, lambda signum, _frame: held.append(signum))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    _SignalState.defer = True
     try:
         yield
     finally:
-        _SignalState.defer = False
-        signal.signal(signal.SIGINT, previous_int)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held Ctrl-C arrives now
-    if _SignalState.pending is not None:
-        raise Terminated(_SignalState.pending)
-    if interrupted:
-        raise KeyboardInterrupt
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a blocked Ctrl-C arrives now
+    for signum in dict.fromkeys(held):
+        if previous[signum] is signal.SIG_DFL:
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+        signal.raise_signal(signum)  # handled now by whatever handler is installed
 
 
 def _inputs(config: DatagenConfig) -> list[tuple[str, Path]]:
