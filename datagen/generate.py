@@ -50,7 +50,7 @@ from datagen.outputs import (
 )
 from datagen.sources import DecodeError, Source, SourceItem, open_source, source_path, to_channels
 from edgeq.artifacts import Preprocessing
-from edgeq.errors import InputError, UsageError
+from edgeq.errors import InputError, Terminated, UsageError  # Terminated: SIGTERM/SIGHUP, unwound like Ctrl-C
 from edgeq.npzio import save_npz
 from edgeq.versions import package_versions
 
@@ -63,12 +63,6 @@ MAX_WEIGHT = 1e6
 MAX_SEED = 2**63 - 1
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (or SIGHUP) arrived while a set was being generated; cleanup runs as for Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,14 @@ class BackendUnavailable(EdgeqError):
     exit_code = ExitCode.BACKEND_UNAVAILABLE
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, so partial outputs and worker processes are cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def require(module: str, feature: str, extra: str = "full") -> None:
     """Raise MissingDependencyError naming the extra to install when ``module`` is absent."""
     import importlib.util

@@ -266,3 +266,23 @@ def test_numeric_options_are_checked_at_parse_time(argv: list[str], work: Path,
     assert captured.err.startswith("edgeq: error:") and captured.err.count("\n") == 1 and captured.out == ""
     assert argv[-2] in captured.err
     assert snapshot(work) == before
+
+
+def test_sigterm_during_validate_leaves_no_output_folder(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
+    """The default SIGTERM would kill edgeq mid-write; it unwinds like Ctrl-C and removes the -o it created."""
+    import signal
+    import time
+
+    out = tmp_path / "validation"
+    process = subprocess.Popen([EDGEQ, "validate", str(tiny_zoo["cnn"]), "--calib", "digits:train",
+                                "--eval", "digits:test", "--preprocess", "mean=127.5,std=127.5", "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600  # a safety net against a hang, not a speed requirement
+    while process.poll() is None and time.monotonic() < deadline and not any(out.glob("*.tflite")):
+        time.sleep(0.05)
+    assert process.poll() is None, "validate finished before it could be terminated"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "edgeq: terminated" and "Traceback" not in err
+    assert not out.exists()

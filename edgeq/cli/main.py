@@ -7,17 +7,19 @@ TensorFlow lazily, only when they need it), and full control of the one-line err
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
 import sys
+import threading
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from edgeq import __version__
-from edgeq.errors import EdgeqError, ExitCode, UsageError
+from edgeq.errors import EdgeqError, ExitCode, Terminated, UsageError
 
 #: Verb modules, each exposing ``register(subparsers)``. A verb is listed here when its issue lands.
 VERB_MODULES: tuple[str, ...] = (
@@ -69,6 +71,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_frameworks()
     if not debug:
         warnings.showwarning = _one_line_warning
+    with _termination_unwinds():
+        return _run(argv, debug)
+
+
+@contextlib.contextmanager
+def _termination_unwinds() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise :class:`Terminated` while a verb runs, so its cleanup (staging folders, half-filled
+    outputs, worker processes) runs as for Ctrl-C; the default would kill the process mid-write. Handlers a
+    caller installed are left alone, and the previous ones are restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise Terminated(signum)
+
+    taken = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            taken[signum] = signal.signal(signum, terminate)
+    try:
+        yield
+    finally:
+        for signum, previous in taken.items():
+            signal.signal(signum, previous)
+
+
+def _run(argv: list[str], debug: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
@@ -84,9 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgeq: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
-    except KeyboardInterrupt:
-        print("edgeq: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print("edgeq: terminated" if signum != signal.SIGINT else "edgeq: interrupted", file=sys.stderr)
+        return 128 + int(signum)
     except BrokenPipeError:
         return _broken_pipe()
     except OSError as exc:
