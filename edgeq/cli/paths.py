@@ -36,6 +36,8 @@ def _args(*names: str) -> Paths:
 def _convert_outputs(args: argparse.Namespace) -> list[str | None]:
     from edgeq.converter.api import sidecar_path
 
+    if not Path(args.output).name or Path(args.output).name in (".", ".."):
+        raise UsageError(f"output {args.output} is not a file name")
     return [args.output, str(sidecar_path(args.output))]
 
 
