@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from random import Random
 
-import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeq.cli import main as cli
 from edgeq.converter.load import load_float_model
@@ -78,18 +80,102 @@ def test_latency_protocol_counts_and_time(cnn_pair: tuple[Path, Path]) -> None:
     run_interleaved(ms, config)
     for m in ms:
         assert m.init_ms > 0 and m.first_ms > 0
+        # the protocol's contract: at least `runs` samples and at least `min_seconds` of measured time
         assert len(m.samples_ms) >= 30 and sum(m.samples_ms) >= 50.0
         assert len(m.samples_ms) % 7 == 0  # whole slices: the configurations really were interleaved
+        assert all(v > 0 for v in m.samples_ms)
         stats = m.stats()
-        assert stats.p50_ms == pytest.approx(float(np.median(m.samples_ms)), rel=1e-3)
-        assert stats.min_ms <= stats.p50_ms <= stats.p90_ms <= stats.p99_ms <= stats.max_ms
+        assert stats.n == len(m.samples_ms)
+        assert stats.samples_ms == tuple(round(v, 4) for v in m.samples_ms)  # every sample, in measurement order
 
 
-def test_summarize_matches_numpy() -> None:
-    samples = list(np.random.default_rng(0).gamma(2.0, 1.5, 500))
+# ---------------------------------------------------------------- summarize against a slow, obvious reference
+
+
+def _percentile_by_hand(samples: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default 'linear' method, Hyndman & Fan type 7)."""
+    ordered = sorted(samples)
+    rank = (len(ordered) - 1) * q / 100
+    below = int(rank)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (rank - below)
+
+
+def _mean_and_std_by_hand(samples: list[float]) -> tuple[float, float]:
+    """Population standard deviation, as benchmark_model reports it."""
+    total = 0.0
+    for v in samples:
+        total += v
+    mean = total / len(samples)
+    squares = 0.0
+    for v in samples:
+        squares += (v - mean) ** 2
+    return mean, (squares / len(samples)) ** 0.5
+
+
+def _close(value: float) -> object:
+    return pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize(("samples", "p50", "p90", "p99"), [
+    ([5.0], 5.0, 5.0, 5.0),
+    ([1.0, 2.0], 1.5, 1.9, 1.99),
+    ([4.0, 1.0, 3.0, 2.0], 2.5, 3.7, 3.97),  # ranks 1.5, 2.7, 2.97 of 1, 2, 3, 4
+    ([10.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 0.0, 0.0, 9.0),  # one slow outlier in 11 runs
+    ([float(v) for v in range(1, 101)], 50.5, 90.1, 99.01),
+])
+def test_summarize_worked_examples(samples: list[float], p50: float, p90: float, p99: float) -> None:
     stats = summarize(samples)
-    assert stats.n == 500 and stats.mean_ms == pytest.approx(np.mean(samples))
-    assert stats.p99_ms == pytest.approx(np.percentile(samples, 99))
+    assert (stats.p50_ms, stats.p90_ms, stats.p99_ms) == (_close(p50), _close(p90), _close(p99))
+    assert (stats.min_ms, stats.max_ms, stats.n) == (min(samples), max(samples), len(samples))
+
+
+_latencies = st.lists(st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infinity=False),
+                      min_size=1, max_size=300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_latencies)
+def test_summarize_matches_the_hand_reference(samples: list[float]) -> None:
+    stats = summarize(samples)
+    mean, std = _mean_and_std_by_hand(samples)
+    assert stats.n == len(samples)
+    assert (stats.min_ms, stats.max_ms) == (min(samples), max(samples))
+    assert stats.p50_ms == _close(_percentile_by_hand(samples, 50))
+    assert stats.p90_ms == _close(_percentile_by_hand(samples, 90))
+    assert stats.p99_ms == _close(_percentile_by_hand(samples, 99))
+    assert stats.mean_ms == _close(mean)
+    assert stats.std_ms == pytest.approx(std, rel=1e-6, abs=1e-6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_latencies, st.randoms(use_true_random=False))
+def test_summarize_properties(samples: list[float], random: Random) -> None:
+    stats = summarize(samples)
+    assert stats.min_ms <= stats.p50_ms <= stats.p90_ms <= stats.p99_ms <= stats.max_ms
+    assert stats.min_ms <= stats.mean_ms * (1 + 1e-12) and stats.mean_ms <= stats.max_ms * (1 + 1e-12)
+    assert stats.std_ms >= 0
+    assert stats.samples_ms == tuple(round(v, 4) for v in samples)  # measurement order kept, not sorted
+    shuffled = list(samples)
+    random.shuffle(shuffled)
+    again = summarize(shuffled)
+    assert (again.n, again.min_ms, again.p50_ms, again.p90_ms, again.p99_ms, again.max_ms) == (
+        stats.n, stats.min_ms, stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms)
+    assert (again.mean_ms, again.std_ms) == (_close(stats.mean_ms), _close(stats.std_ms))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(min_value=1e-3, max_value=1e4, allow_nan=False), st.integers(min_value=1, max_value=200))
+def test_summarize_of_a_constant_sample(value: float, n: int) -> None:
+    stats = summarize([value] * n)
+    assert stats.n == n
+    assert stats.min_ms == stats.p50_ms == stats.p90_ms == stats.p99_ms == stats.max_ms == value
+    assert stats.mean_ms == _close(value) and stats.std_ms == pytest.approx(0.0, abs=1e-9 * value)
+
+
+def test_summarize_refuses_no_samples() -> None:
+    with pytest.raises(ValueError, match="no latency samples"):
+        summarize([])
 
 
 def test_bench_cli_json_ratios_and_gates(cnn_pair: tuple[Path, Path], tmp_path: Path,

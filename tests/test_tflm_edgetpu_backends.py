@@ -9,6 +9,8 @@ that either refuses the device (as libedgetpu does with no TPU attached) or clai
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -40,12 +42,61 @@ def _with_op(data: bytes, op_index: int, builtin: str | None = None, custom: str
     return tfl.serialize(model)
 
 
-def _assert_session(session: Session) -> None:
-    """Session is a plain (not runtime-checkable) Protocol: check its members by hand."""
-    for name in ("backend", "runtime", "inputs", "outputs", "delegation"):
-        assert hasattr(session, name), name
-    assert all(callable(getattr(session, name)) for name in ("set_inputs", "invoke", "get_outputs"))
-    assert all(isinstance(info, TensorInfo) for info in (*session.inputs, *session.outputs))
+def _random_inputs(infos: tuple[TensorInfo, ...], rng: np.random.Generator) -> list[np.ndarray]:
+    arrays = []
+    for info in infos:
+        if np.issubdtype(info.dtype, np.integer):
+            limits = np.iinfo(info.dtype)
+            arrays.append(rng.integers(limits.min, limits.max, size=info.shape, endpoint=True, dtype=info.dtype))
+        else:
+            arrays.append(rng.uniform(-1.0, 1.0, size=info.shape).astype(info.dtype))
+    return arrays
+
+
+def _assert_session_runs_like(session: Session, data: bytes, kernels: CpuKernels, max_lsb: int = 0,
+                              reinvoke: bool = True) -> None:
+    """The Session contract by behaviour: the session describes the model's tensors as LiteRT does, runs
+    what it is fed, returns outputs of the declared shapes and dtypes that match ``kernels`` on the same
+    inputs (to ``max_lsb``), keeps outputs already returned intact, and refuses inputs that do not fit
+    without losing the ones it holds (``reinvoke``: checked by invoking again without setting inputs, as
+    the latency protocol does)."""
+    reference, _ = make_interpreter(data, kernels)
+    r_in, r_out = reference.get_input_details(), reference.get_output_details()
+    for infos, details in ((session.inputs, r_in), (session.outputs, r_out)):
+        assert [(i.name, i.shape, i.dtype, i.zero_point) for i in infos] == [
+            (d["name"], tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]), d["quantization"][1]) for d in details]
+        assert [i.scale for i in infos] == pytest.approx([d["quantization"][0] for d in details])
+    rng = np.random.default_rng(0)
+    runs: list[tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = []
+    for _ in range(4):
+        arrays = _random_inputs(session.inputs, rng)
+        session.set_inputs(arrays)
+        session.invoke()
+        got = session.get_outputs()
+        assert [(a.shape, a.dtype) for a in got] == [(o.shape, o.dtype) for o in session.outputs]
+        for detail, array in zip(r_in, arrays, strict=True):
+            reference.set_tensor(detail["index"], array)
+        reference.invoke()
+        for array, detail in zip(got, r_out, strict=True):
+            expected = reference.get_tensor(detail["index"])
+            assert np.abs(array.astype(np.int64) - expected.astype(np.int64)).max() <= max_lsb
+        runs.append((arrays, got, [a.copy() for a in got]))
+        for _, returned, copied in runs:  # what earlier calls returned is the caller's: the next run does not reuse it
+            assert all(np.array_equal(a, b) for a, b in zip(returned, copied, strict=True))
+    assert any(not np.array_equal(a[2][0], b[2][0]) for a, b in itertools.pairwise(runs))  # it really ran each input
+
+    first = session.inputs[0]
+    wrong_shape = np.zeros((*first.shape[:-1], first.shape[-1] + 1), first.dtype)
+    wrong_dtype = np.zeros(first.shape, np.float32 if first.dtype != np.float32 else np.int8)
+    accepted = runs[-1][0]
+    for bad, message in (([wrong_shape, *accepted[1:]], rf"is shaped {re.escape(str(first.shape))}, got"),
+                         ([wrong_dtype, *accepted[1:]], rf"is {first.dtype.name}, got {wrong_dtype.dtype.name}"),
+                         ([*accepted, accepted[0]], rf"takes {len(accepted)} input"), ([], "takes")):
+        with pytest.raises(InputError, match=message):
+            session.set_inputs(bad)
+    if reinvoke:
+        session.invoke()  # still the last accepted inputs
+        assert all(np.array_equal(a, b) for a, b in zip(session.get_outputs(), runs[-1][2], strict=True))
 
 
 def _reference_and_tflm(data: bytes, samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -105,17 +156,27 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 def test_tflm_session_follows_the_protocol_with_the_models_quantization() -> None:
     session = tflm.open_session(TINY)
-    _assert_session(session)
     assert session.backend == "tflm" and session.delegation is None
     assert session.runtime.startswith("tflite-micro ")
-    reference, _ = make_interpreter(TINY.read_bytes(), CpuKernels.REF)
-    for infos, details in ((session.inputs, reference.get_input_details()),
-                           (session.outputs, reference.get_output_details())):
-        assert [(i.name, i.shape, i.dtype, i.scale, i.zero_point) for i in infos] == [
-            (d["name"], tuple(d["shape"]), np.dtype(d["dtype"]), pytest.approx(d["quantization"][0]),
-             d["quantization"][1]) for d in details]
+    _assert_session_runs_like(session, TINY.read_bytes(), CpuKernels.REF, max_lsb=1, reinvoke=False)  # 1: see
+    # _within_one_lsb; reinvoke: see test_tflm_invoke_again_reruns_the_same_inputs
     assert session.arena_used is not None and session.arena_used <= session.arena_size < tflm.ARENA_CAP
     assert session.warnings == ()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug in edgeq/harness/tflm.py: a second invoke() without set_inputs gives other "
+                          "outputs (TFLM does not keep the input across invokes; its arena space is apparently "
+                          "reused), yet edgeq's latency protocol sets inputs once and then invokes repeatedly")
+def test_tflm_invoke_again_reruns_the_same_inputs() -> None:
+    session = tflm.open_session(TINY)
+    x = np.random.default_rng(0).integers(-128, 128, size=session.inputs[0].shape, dtype=np.int8)
+    session.set_inputs([x])
+    outputs = []
+    for _ in range(3):
+        session.invoke()
+        outputs.append(session.get_outputs()[0])
+    assert all(np.array_equal(outputs[0], o) for o in outputs[1:])
 
 
 def _within_one_lsb(expected: np.ndarray, got: np.ndarray) -> None:
@@ -315,7 +376,6 @@ def test_a_session_through_a_real_delegate_warns_about_an_uncompiled_model(
         fake_delegate: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edgetpu, "LIBRARY", str(fake_delegate))
     session = edgetpu.open_session(TINY.read_bytes(), "usb:0", threads=2)
-    _assert_session(session)
     assert session.backend == "edgetpu:usb:0" and session.runtime.split()[0] in ("ai_edge_litert", "tflite_runtime")
     assert session.delegation == edgetpu.edgetpu_delegation(TINY.read_bytes())
     assert (session.delegation.nodes_total, session.delegation.nodes_delegated) == (5, 0)
@@ -328,6 +388,7 @@ def test_a_session_through_a_real_delegate_warns_about_an_uncompiled_model(
     reference.invoke()
     np.testing.assert_array_equal(session.get_outputs()[0],
                                   reference.get_tensor(reference.get_output_details()[0]["index"]))
+    _assert_session_runs_like(session, TINY.read_bytes(), CpuKernels.XNNPACK)
 
 
 def test_compiled_model_detection_on_an_edited_flatbuffer() -> None:
@@ -345,7 +406,7 @@ def test_compiled_model_detection_on_an_edited_flatbuffer() -> None:
 def test_litert_session_over_reference_kernels() -> None:
     interpreter, runtime = make_interpreter(TINY.read_bytes(), CpuKernels.REF)
     session = edgetpu.LiteRTSession(interpreter, "ref", f"{runtime.name} {runtime.version}", None)
-    _assert_session(session)
+    _assert_session_runs_like(session, TINY.read_bytes(), CpuKernels.REF)
     assert session.inputs[0].dtype == np.int8 and session.inputs[0].scale > 0
     with pytest.raises(InputError, match="quantize it first"):
         session.set_inputs([np.zeros((1, 8, 8, 1), np.float32)])

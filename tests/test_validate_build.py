@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,27 +48,141 @@ def test_an_injected_bad_layer_is_ranked_worst(tiny_zoo: dict[str, Path], tmp_pa
     assert all(0.0 <= r.saturation <= 1.0 for r in bad_rows)
 
 
-def test_validate_impossible_gate_exits_1_and_names_it(tiny_zoo: dict[str, Path], tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    eval_set = tmp_path / "eval"
+@pytest.fixture(scope="module")
+def eval_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("eval") / "set"
     assert cli.main(["datagen", "--source", "digits:test", "--conditions", "original,noise", "--n", "40",
-                     "--preprocess", "mean=127.5,std=127.5", "-o", str(eval_set)]) == 0
-    out = tmp_path / "validation"
-    code = cli.main(["validate", str(tiny_zoo["cnn"]), "--calib", "digits:train", "--eval", str(eval_set),
-                     "--preprocess", "mean=127.5,std=127.5", "--methods", "minmax,auto", "--max-drop", "-100",
-                     "-o", str(out)])
-    captured = capsys.readouterr()
-    assert code == 1
-    assert "gate max_drop failed" in captured.err and len(captured.err.strip().splitlines()) == 1
-    document = json.loads((out / "report.json").read_text())
-    assert document["passed"] is False and document["gates"][0]["name"] == "max_drop"
+                     "--preprocess", "mean=127.5,std=127.5", "-o", str(folder)]) == 0
+    return folder
+
+
+def _best(document: dict[str, Any]) -> dict[str, Any]:
+    validation = document["validation"]
+    return next(m for m in validation["methods"] if m["method"] == validation["best_method"])
+
+
+def _assert_advice_follows_from_the_layers(document: dict[str, Any]) -> None:
+    """Each triage line is there exactly when its measurement says so, and quotes the measured figures."""
+    rows, advice = document["layers"]["rows"], document["validation"]["advice"]
+    assert advice, "a failed gate always comes with advice"
+    clip = max(r["clip_fraction"] for r in rows if r["op"] not in ("SOFTMAX", "LOGISTIC"))
+    gap = [a for a in advice if a.startswith("coverage gap")]
+    assert len(gap) == (clip > 0.01)
+    if gap:
+        assert gap[0].startswith(f"coverage gap: {clip:.1%} of evaluation activations fall outside")
+    saturated = [r for r in rows if r["saturation"] > 0.01]
+    saturation = [a for a in advice if a.startswith("high saturation")]
+    assert len(saturation) == bool(saturated)
+    if saturation:
+        worst = max(r["saturation"] for r in saturated)
+        assert saturation[0].startswith(f"high saturation in {len(saturated)} layer(s) (worst {worst:.1%} in ")
+    if not gap and not saturation and not any(a.startswith("one bad layer") for a in advice):
+        assert advice == [advice[0]] and advice[0].startswith("no single cause measured")
+
+
+def _validate(model: Path, eval_set: Path, out: Path, max_drop: float | None) -> int:
+    return cli.main(["validate", str(model), "--calib", "digits:train", "--eval", str(eval_set),
+                     "--preprocess", "mean=127.5,std=127.5", "--methods", "minmax,auto",
+                     *(["--max-drop", repr(max_drop)] if max_drop is not None else []), "-o", str(out)])
+
+
+def test_validate_gate_sits_at_the_measured_drop(tiny_zoo: dict[str, Path], eval_set: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """No gate: the drop is measured. A limit at that drop passes (the limit is inclusive), 0.01 pp less fails."""
+    assert _validate(tiny_zoo["cnn"], eval_set, tmp_path / "ungated", None) == 0
+    document = json.loads((tmp_path / "ungated" / "report.json").read_text())
     validation = document["validation"]
     assert [m["method"] for m in validation["methods"]] == ["minmax", "auto"]
-    assert validation["advice"]  # triage is drawn from the measurements
     assert set(validation["baseline"]["per_condition"]) == {"original", "noise"}
-    assert document["layers"]["worst"] and document["histograms"]
-    html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "max_drop" in html
+    assert document["gates"] == [] and document["passed"] is True and validation["advice"] == []
+    best = _best(document)
+    assert best["top1"] == max(m["top1"] for m in validation["methods"])
+    drop = best["drop_pp"]
+    assert drop == pytest.approx(100 * (validation["baseline"]["top1"] - best["top1"]), abs=1e-4)
+
+    assert _validate(tiny_zoo["cnn"], eval_set, tmp_path / "at", drop) == 0
+    at = json.loads((tmp_path / "at" / "report.json").read_text())
+    assert [(g["name"], g["passed"]) for g in at["gates"]] == [("max_drop", True)]
+    assert at["passed"] is True and at["validation"]["advice"] == []  # no triage for a passing model
+    assert _best(at)["drop_pp"] == drop  # the same measurement: the gate does not change what is measured
+    capsys.readouterr()
+
+    assert _validate(tiny_zoo["cnn"], eval_set, tmp_path / "below", drop - 0.01) == 1
+    err = capsys.readouterr().err
+    below = json.loads((tmp_path / "below" / "report.json").read_text())
+    assert [(g["name"], g["passed"]) for g in below["gates"]] == [("max_drop", False)]
+    assert below["passed"] is False and below["validation"]["passed"] is False
+    assert len(err.strip().splitlines()) == 1 and "gate max_drop failed" in err
+    assert f"{best['method']} drops {drop:+.2f} pp" in err and below["validation"]["advice"][0] in err
+    _assert_advice_follows_from_the_layers(below)
+    assert below["layers"]["worst"] and below["histograms"]
+    assert "max_drop" in (tmp_path / "below" / "report.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def injected(tiny_zoo: dict[str, Path], eval_set: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[str, dict[str, Any]]:
+    """validate (minmax) with one conv forced bad by a percentile-60 range, under a gate it cannot meet:
+    (the bad layer's name, the document)."""
+    from edgeq.harness.labelled import load_labelled
+    from edgeq.validate.protocol import EvalData, validate
+    from edgeq_models import ZOO
+
+    pp = ZOO["cnn"].preprocessing
+    images, labels, conditions, _ = load_labelled(str(eval_set))
+    data = EvalData(name=str(eval_set), images=images, labels=labels, conditions=conditions, preprocessing=pp)
+    healthy = _minmax_model(tiny_zoo["cnn"], tmp_path_factory.mktemp("healthy") / "healthy.tflite")
+    rows = per_layer(load_float_model(tiny_zoo["cnn"]).flatbuffer, healthy.read_bytes(), _digits())
+    # as in test_an_injected_bad_layer_is_ranked_worst: a conv whose range no same-scale op shares
+    target = next(r.name for r, after in itertools.pairwise(rows) if r.op == "CONV_2D" and after.op != "MAX_POOL_2D")
+    rule = Override(method=Estimator.PERCENTILE, tensors=target, percentile=60.0)
+    outcome = validate(tiny_zoo["cnn"], "digits:train", data, tmp_path_factory.mktemp("injected"), (Estimator.MINMAX,),
+                       max_drop_pp=-100.0, recipe=QuantRecipe(method=Estimator.MINMAX, overrides=(rule,)),
+                       calib_preprocessing=pp)
+    assert not outcome.passed and outcome.advice == outcome.document["validation"]["advice"]
+    return target, outcome.document
+
+
+def _minmax_model(model: Path, path: Path) -> Path:
+    from edgeq_models import ZOO
+
+    edgeq.convert(model, path, calib="digits:train", limit=32, preprocessing=ZOO["cnn"].preprocessing,
+                  recipe=QuantRecipe(method=Estimator.MINMAX))
+    return path
+
+
+def test_advice_for_an_injected_bad_layer_follows_from_its_measurements(injected: tuple[str, dict[str, Any]]) -> None:
+    target, document = injected
+    validation = document["validation"]
+    (minmax,) = validation["methods"]
+    assert minmax["drop_pp"] == pytest.approx(100 * (validation["baseline"]["top1"] - minmax["top1"]), abs=1e-4)
+    assert validation["passed"] is False and document["layers"]["method"] == "minmax"
+    rows = {r["name"]: r for r in document["layers"]["rows"]}
+    assert document["layers"]["worst"][0] == target  # the diagnosis points at the cause
+    assert rows[target]["clip_fraction"] > 0.05
+    _assert_advice_follows_from_the_layers(document)
+    # the injected clipping is what the coverage and saturation lines quote
+    assert rows[target]["clip_fraction"] == max(r["clip_fraction"] for r in rows.values())
+    assert any(a.startswith(f"coverage gap: {rows[target]['clip_fraction']:.1%}") for a in validation["advice"])
+    assert rows[target]["saturation"] == max(r["saturation"] for r in rows.values())
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug in edgeq/validate/protocol.py _advice: the saturation line quotes the highest "
+                          "saturation but names saturated[0], the first saturated layer (here the input)")
+def test_saturation_advice_names_the_most_saturated_layer(injected: tuple[str, dict[str, Any]]) -> None:
+    target, document = injected
+    line = next(a for a in document["validation"]["advice"] if a.startswith("high saturation"))
+    assert f"in {target}); " in line
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug in edgeq/validate/protocol.py _advice: 'one bad layer' compares accumulated SQNR, "
+                          "so every layer downstream of the injected one is also below median - 15 dB and the "
+                          "triage step never fires; local_sqnr_db (what worst() ranks by) singles it out")
+def test_a_single_bad_layer_gets_the_one_bad_layer_triage_step(injected: tuple[str, dict[str, Any]]) -> None:
+    target, document = injected
+    assert any(a.startswith(f"one bad layer: {target} (") for a in document["validation"]["advice"])
 
 
 RECIPE = """
@@ -79,28 +194,64 @@ evaluation: {{source: digits:test, conditions: "original,blur", n: 40, seed: 1}}
 methods: [minmax, auto]
 targets: [generic, xnnpack]
 bench: {{backends: [xnnpack], threads: [1], runs: 20, min_seconds: 0.05}}
-gates: {{max_drop_pp: {max_drop}, spec: [generic], max_p90_ms: {{xnnpack: 1000}}}}
+gates: {{max_drop_pp: {max_drop}, spec: [generic], max_p90_ms: {{xnnpack: {p90_ms}}}}}
 """
 
 
-def test_build_runs_gates_and_reuses_cached_steps(tiny_zoo: dict[str, Path], tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def _reused(out: str) -> set[str]:
+    """The steps a build says it took from its cache."""
+    line = next((line for line in out.splitlines() if line.startswith("reused cached steps: ")), "")
+    return set(line.removeprefix("reused cached steps: ").split(", ")) - {""}
+
+
+HUGE_BUDGET_MS = 60_000  # a minute per inference: passes on any machine
+TINY_BUDGET_MS = 1e-6  # a nanosecond: fails on any machine
+
+
+def test_build_gates_at_the_measured_drop_and_budget_and_reuses_cached_steps(
+        tiny_zoo: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=100))
     out = tmp_path / "build"
-    assert cli.main(["build", str(recipe), "-o", str(out)]) == 0
+
+    def build(max_drop: float | None, p90_ms: float = HUGE_BUDGET_MS) -> tuple[int, dict[str, Any]]:
+        # fixed-point numbers: YAML 1.1 reads 1e-06 as a string; drop_pp has 4 decimals, so 6 keep it exact
+        limit = "null" if max_drop is None else f"{max_drop:.6f}"
+        recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=limit, p90_ms=f"{p90_ms:.6f}"))
+        code = cli.main(["build", str(recipe), "-o", str(out)])
+        return code, json.loads((out / "report.json").read_text())
+
+    code, document = build(None)  # no drop gate yet: measure the drop
+    assert code == 0
     first = capsys.readouterr().out
     assert "tiny-cnn_int8.tflite" in first and "report.html" in first
     assert (out / "tiny-cnn_int8.tflite").is_file() and (out / "tiny-cnn_int8.json").is_file()
-    document = json.loads((out / "report.json").read_text())
-    assert {g["name"] for g in document["gates"]} == {"max_drop", "spec:generic", "latency:xnnpack"}
-    assert all(g["passed"] for g in document["gates"])
-    assert cli.main(["build", str(recipe), "-o", str(out)]) == 0
-    assert "reused cached steps: calibration, evaluation, validate, bench" in capsys.readouterr().out
-    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=-100))
-    assert cli.main(["build", str(recipe), "-o", str(out)]) == 1
+    assert [(g["name"], g["passed"]) for g in document["gates"]] == [("spec:generic", True), ("latency:xnnpack", True)]
+    drop = _best(document)["drop_pp"]
+    assert drop == pytest.approx(100 * (document["validation"]["baseline"]["top1"] - _best(document)["top1"]),
+                                 abs=1e-4)
+
+    code, document = build(drop)  # the limit is inclusive
+    assert code == 0 and document["passed"] is True
+    assert {g["name"]: g["passed"] for g in document["gates"]} == {"max_drop": True, "spec:generic": True,
+                                                                   "latency:xnnpack": True}
+    assert {"calibration", "evaluation", "bench"} <= _reused(capsys.readouterr().out)  # measured sets, latency
+
+    code, document = build(drop - 0.01)
+    assert code == 1 and document["passed"] is False
+    assert {g["name"]: g["passed"] for g in document["gates"]} == {"max_drop": False, "spec:generic": True,
+                                                                   "latency:xnnpack": True}
     err = capsys.readouterr().err
     assert "gate(s) failed: max_drop" in err and len(err.strip().splitlines()) == 1
+    assert document["validation"]["advice"]  # triage for the failed drop gate
+    _assert_advice_follows_from_the_layers(document)
+
+    code, document = build(drop, p90_ms=TINY_BUDGET_MS)  # only the budget changed: every step is reused
+    assert code == 1 and document["passed"] is False
+    assert {g["name"]: g["passed"] for g in document["gates"]} == {"max_drop": True, "spec:generic": True,
+                                                                   "latency:xnnpack": False}
+    captured = capsys.readouterr()
+    assert _reused(captured.out) == {"calibration", "evaluation", "validate", "bench"}
+    assert "gate(s) failed: latency:xnnpack" in captured.err and len(captured.err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
@@ -128,7 +279,7 @@ def test_recipe_errors_exit_2_with_one_line(text: str, fragment: str, tmp_path: 
 def test_two_builds_give_byte_identical_artifacts_and_sets(tiny_zoo: dict[str, Path], tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=100))
+    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=100, p90_ms=HUGE_BUDGET_MS))
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
         assert cli.main(["build", str(recipe), "-o", str(out)]) == 0
@@ -151,10 +302,11 @@ def test_two_concurrent_builds_into_one_folder(tiny_zoo: dict[str, Path], tmp_pa
     import subprocess
     import sys
 
+    from datagen.outputs import OUTPUT_MARKER
     from edgeq.spec.check import check_model
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=100))
+    recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=100, p90_ms=HUGE_BUDGET_MS))
     out = tmp_path / "shared"
     edgeq_bin = str(Path(sys.executable).with_name("edgeq"))
     runs = [subprocess.Popen([edgeq_bin, "build", str(recipe), "-o", str(out)], stdout=subprocess.PIPE,
@@ -163,4 +315,5 @@ def test_two_concurrent_builds_into_one_folder(tiny_zoo: dict[str, Path], tmp_pa
     assert all(code == 0 for code, _ in results), results
     assert check_model((out / "tiny-cnn_int8.tflite").read_bytes()).passed
     assert json.loads((out / "report.json").read_text())["passed"] is True
-    assert not [p for p in out.rglob(".*") if p.name.startswith(".")]  # no staging leftovers
+    staged = [p for p in out.rglob(".*") if p.name.startswith(".") and p.name != OUTPUT_MARKER]
+    assert not staged  # no staging leftovers (the marker every edgeq-written set carries is no leftover)
