@@ -158,17 +158,13 @@ def test_tflm_session_follows_the_protocol_with_the_models_quantization() -> Non
     session = tflm.open_session(TINY)
     assert session.backend == "tflm" and session.delegation is None
     assert session.runtime.startswith("tflite-micro ")
-    _assert_session_runs_like(session, TINY.read_bytes(), CpuKernels.REF, max_lsb=1, reinvoke=False)  # 1: see
-    # _within_one_lsb; reinvoke: see test_tflm_invoke_again_reruns_the_same_inputs
+    _assert_session_runs_like(session, TINY.read_bytes(), CpuKernels.REF, max_lsb=1)  # 1: see _within_one_lsb
     assert session.arena_used is not None and session.arena_used <= session.arena_size < tflm.ARENA_CAP
     assert session.warnings == ()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug in edgeq/harness/tflm.py: a second invoke() without set_inputs gives other "
-                          "outputs (TFLM does not keep the input across invokes; its arena space is apparently "
-                          "reused), yet edgeq's latency protocol sets inputs once and then invokes repeatedly")
 def test_tflm_invoke_again_reruns_the_same_inputs() -> None:
+    """TFLM reuses the input's arena bytes; the session re-writes the held input before each invoke."""
     session = tflm.open_session(TINY)
     x = np.random.default_rng(0).integers(-128, 128, size=session.inputs[0].shape, dtype=np.int8)
     session.set_inputs([x])
