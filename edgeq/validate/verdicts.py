@@ -1,0 +1,272 @@
+"""Verdicts that survive statistics: which method is best, and does it pass the max-drop gate.
+
+Three rules, each a pure function so it can be tested without converting a model:
+
+1. **Split** (:func:`split_halves`). The evaluation set is cut into a *selection* half and a *gate* half,
+   stratified by (condition, label): within each stratum a seeded permutation sends half of the samples to
+   each side; strata of odd size give their extra sample alternately to selection and gate, so the halves
+   differ by at most one sample overall and per stratum. A stratum's permutation is seeded by (seed,
+   condition, label) alone, so adding or removing samples of other strata leaves its assignment as it was.
+2. **Selection** (:func:`rank_by_fidelity`). Methods are ranked on the selection half by fidelity to FP32,
+   never by top-1: agreement with FP32's predicted class first, then output SQNR (a bit-exact method has an
+   infinite SQNR and ranks first), then the mean absolute output error. Labels are not used. Exact ties
+   are resolved in favour of ``auto``, then by the order the methods were given.
+3. **Gate** (:func:`judge_drop`). The chosen method's top-1 drop is measured on the held-out gate half,
+   with FP32 and INT8 on the same samples, and gets a paired 95 % interval (Newcombe). The gate fails when
+   the drop's point estimate exceeds ``max_drop``; the verdict says whether that pass or failure is
+   *clear* (the whole interval on the same side of the limit) or *inside the interval* (the limit lies
+   within it: the samples cannot tell). A pass inside the interval is still a pass, never a silent one.
+
+Picking the most accurate method on the very samples the gate then measures selects the method that got
+lucky on them; the held-out half is what makes the gate's drop an honest estimate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import InputError
+from edgeq.validate.diagnostics import output_sqnr_db
+from edgeq.validate.stats import CONFIDENCE, PairedCounts, paired_difference_interval, wilson_interval
+
+SPLIT_SEED = 0
+PREFERRED_ON_TIE = "auto"
+FIDELITY_ORDER = ("agreement with FP32 (higher first)", "output SQNR (higher first; bit-exact is infinite)",
+                  "mean absolute output error (lower first)")
+
+
+# ---------------------------------------------------------------- the split
+
+
+@dataclass(frozen=True)
+class Split:
+    selection: np.ndarray  # sorted sample indices
+    gate: np.ndarray
+    seed: int
+
+    def to_dict(self, conditions: Sequence[str] | None) -> dict[str, Any]:
+        def side(indices: np.ndarray) -> dict[str, Any]:
+            entry: dict[str, Any] = {"n": len(indices)}
+            if conditions:
+                names = [conditions[i] for i in indices]
+                entry["per_condition"] = {c: names.count(c) for c in dict.fromkeys(conditions)}
+            return entry
+
+        return {"seed": self.seed, "stratified_by": ["condition", "label"] if conditions else ["label"],
+                "selection": side(self.selection), "gate": side(self.gate)}
+
+
+def _stratum_seed(seed: int, condition: str, label: str) -> int:
+    digest = hashlib.sha256(f"{seed}\0{condition}\0{label}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def split_halves(labels: Sequence[Any] | np.ndarray, conditions: Sequence[str] | None = None,
+                 seed: int = SPLIT_SEED) -> Split:
+    """A deterministic, stratified, disjoint split of the sample indices into selection and gate halves."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if conditions is not None and len(conditions) != n:
+        raise InputError(f"{len(conditions)} conditions for {n} labels")
+    if n < 2:
+        raise InputError(f"the evaluation set has {n} sample(s); picking a method and gating it on held-out "
+                         "samples needs at least 2")
+    strata: dict[tuple[str, str], list[int]] = {}
+    for i in range(n):
+        key = (str(conditions[i]) if conditions is not None else "", str(labels[i].item()))
+        strata.setdefault(key, []).append(i)
+    selection: list[int] = []
+    gate: list[int] = []
+    odd = 0
+    for key in sorted(strata):
+        members = np.asarray(strata[key])
+        order = np.random.default_rng(_stratum_seed(seed, *key)).permutation(members)
+        half = len(order) // 2
+        if len(order) % 2:
+            half += odd % 2 == 0  # the extra sample: selection, gate, selection, ...
+            odd += 1
+        selection += order[:half].tolist()
+        gate += order[half:].tolist()
+    if not gate:  # two samples in one stratum give one each; this only guards the invariant
+        raise InputError("the gate half of the evaluation set is empty")
+    return Split(selection=np.asarray(sorted(selection), dtype=np.int64),
+                 gate=np.asarray(sorted(gate), dtype=np.int64), seed=seed)
+
+
+# ---------------------------------------------------------------- fidelity and ranking
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How faithfully one INT8 model reproduces FP32 on some samples (no labels involved)."""
+
+    method: str
+    n: int
+    agreement: float  # share of samples with FP32's predicted class
+    output_sqnr_db: float  # +inf when the outputs are bit-exact
+    output_mae: float  # mean |FP32 - INT8| over every output element
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.output_sqnr_db == math.inf
+
+    def sort_key(self) -> tuple[float, float, float]:
+        sqnr = self.output_sqnr_db if not math.isnan(self.output_sqnr_db) else -math.inf
+        mae = self.output_mae if not math.isnan(self.output_mae) else math.inf
+        return (-self.agreement, -sqnr, mae)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: an infinite SQNR is null with ``bit_exact: true`` (JSON has no Infinity)."""
+        return {"n": self.n, "agreement": self.agreement, "output_sqnr_db": finite_or_none(self.output_sqnr_db),
+                "bit_exact": self.bit_exact, "output_mae": finite_or_none(self.output_mae)}
+
+    @classmethod
+    def from_dict(cls, method: str, row: dict[str, Any]) -> Fidelity:
+        sqnr = row.get("output_sqnr_db")
+        if row.get("bit_exact") is True:
+            sqnr = math.inf
+        elif sqnr is None:
+            sqnr = math.nan
+        mae = row.get("output_mae")
+        return cls(method=method, n=int(row.get("n", 0)), agreement=float(row["agreement"]),
+                   output_sqnr_db=float(sqnr), output_mae=math.nan if mae is None else float(mae))
+
+
+def measure_fidelity(method: str, reference: np.ndarray, scores: np.ndarray) -> Fidelity:
+    """Agreement, output SQNR and mean absolute error of ``scores`` against FP32's ``reference`` (N, classes)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if reference.shape != scores.shape or reference.ndim != 2 or not len(reference):
+        raise ValueError(f"need two (N, classes) score arrays of one shape, got {reference.shape} and {scores.shape}")
+    return Fidelity(method=method, n=len(reference),
+                    agreement=float(np.mean(reference.argmax(-1) == scores.argmax(-1))),
+                    output_sqnr_db=output_sqnr_db(reference, scores),
+                    output_mae=float(np.mean(np.abs(reference - scores))))
+
+
+def rank_by_fidelity(records: Sequence[Fidelity]) -> list[list[Fidelity]]:
+    """Groups of records from most to least faithful; records in one group tie exactly on every key.
+
+    Within a group, ``auto`` comes first, then the given order; the first record of the first group is
+    the pick.
+    """
+    order = {id(r): i for i, r in enumerate(records)}
+    ranked = sorted(records, key=lambda r: (r.sort_key(), r.method != PREFERRED_ON_TIE, order[id(r)]))
+    groups: list[list[Fidelity]] = []
+    for record in ranked:
+        if groups and groups[-1][0].sort_key() == record.sort_key():
+            groups[-1].append(record)
+        else:
+            groups.append([record])
+    return groups
+
+
+# ---------------------------------------------------------------- top-1 with intervals, and the gate
+
+
+def top1_with_interval(correct: np.ndarray, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """{"top1", "top1_ci": [lo, hi], "n"} for a boolean array of right answers."""
+    correct = np.asarray(correct, dtype=bool)
+    k, n = int(correct.sum()), len(correct)
+    lo, hi = wilson_interval(k, n, confidence)
+    return {"top1": k / n if n else None, "top1_ci": [lo, hi], "n": n}
+
+
+def comparison(lo: float, hi: float, tolerance: float = 1e-12) -> str:
+    """How INT8 compares with FP32 from the interval of the drop (FP32 - INT8): a difference whose interval
+    contains 0 is a tie."""
+    if lo > tolerance:
+        return "worse"
+    if hi < -tolerance:
+        return "better"
+    return "tie"
+
+
+@dataclass(frozen=True)
+class DropMeasurement:
+    """FP32 vs INT8 top-1 on the same samples, with a paired interval for the drop (in points)."""
+
+    n: int
+    fp32_top1: float
+    int8_top1: float
+    drop_pp: float  # rounded to 4 decimals: the number in the report is the number the gate compares
+    drop_ci_pp: tuple[float, float]
+    fp32_ci: tuple[float, float]
+    int8_ci: tuple[float, float]
+
+    @property
+    def vs_fp32(self) -> str:
+        return comparison(*self.drop_ci_pp)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "fp32_top1": self.fp32_top1, "fp32_top1_ci": list(self.fp32_ci),
+                "int8_top1": self.int8_top1, "int8_top1_ci": list(self.int8_ci), "drop_pp": self.drop_pp,
+                "drop_ci_pp": list(self.drop_ci_pp), "vs_fp32": self.vs_fp32}
+
+
+def measure_drop(fp32_correct: np.ndarray, int8_correct: np.ndarray,
+                 confidence: float = CONFIDENCE) -> DropMeasurement:
+    counts = PairedCounts.from_outcomes(fp32_correct, int8_correct)
+    if counts.n == 0:
+        raise ValueError("no samples to measure a drop on")
+    lo, hi = paired_difference_interval(counts, confidence)
+    return DropMeasurement(n=counts.n, fp32_top1=counts.first / counts.n, int8_top1=counts.second / counts.n,
+                           drop_pp=round(100 * (counts.first_only - counts.second_only) / counts.n, 4),
+                           drop_ci_pp=(round(100 * lo, 4), round(100 * hi, 4)),
+                           fp32_ci=wilson_interval(counts.first, counts.n, confidence),
+                           int8_ci=wilson_interval(counts.second, counts.n, confidence))
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    method: str
+    measurement: DropMeasurement
+    max_drop_pp: float | None
+    passed: bool | None  # None: no limit set
+    clear: bool | None  # the whole interval on the verdict's side of the limit
+
+    @property
+    def detail(self) -> str:
+        m = self.measurement
+        lo, hi = m.drop_ci_pp
+        text = (f"{self.method} drops {m.drop_pp:+.2f} pp on {m.n} held-out samples "
+                f"(95% CI {lo:+.2f} to {hi:+.2f} pp)")
+        if self.max_drop_pp is None:
+            return text
+        text += f", limit {self.max_drop_pp:g} pp: "
+        if self.passed:
+            return text + ("pass, clearly within the limit" if self.clear else
+                           "pass, but the limit lies inside the interval (not statistically clear)")
+        return text + ("fail, clearly over the limit" if self.clear else
+                       "fail, the limit lies inside the interval (not statistically clear)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": "gate", "method": self.method, **self.measurement.to_dict(),
+                "max_drop_pp": self.max_drop_pp, "passed": self.passed, "clear": self.clear,
+                "detail": self.detail}
+
+
+def judge_drop(method: str, measurement: DropMeasurement, max_drop_pp: float | None) -> GateVerdict:
+    """Fail when the point estimate exceeds the limit; clear when the interval agrees."""
+    if max_drop_pp is None:
+        return GateVerdict(method, measurement, None, None, None)
+    lo, hi = measurement.drop_ci_pp
+    passed = measurement.drop_pp <= max_drop_pp
+    clear = hi <= max_drop_pp if passed else lo > max_drop_pp
+    return GateVerdict(method, measurement, max_drop_pp, passed, clear)
+
+
+def max_drop_gate(gate: dict[str, Any]) -> dict[str, Any]:
+    """The report's ``max_drop`` gate row from a held-out measurement (``validation.gate``)."""
+    return {"name": "max_drop", "passed": gate["passed"], "detail": gate["detail"], "clear": gate["clear"],
+            "n": gate["n"], "drop_pp": gate["drop_pp"], "drop_ci_pp": gate["drop_ci_pp"]}
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
