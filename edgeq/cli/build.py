@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.cli.output import print_table
+from edgeq.cli.validate import METHOD_HEADERS, method_rows, selection_lines
 from edgeq.errors import GateFailed
 
 
@@ -38,11 +39,9 @@ def run_build_command(args: argparse.Namespace) -> int:
     outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache)
     validation = outcome.document["validation"]
     print()
-    rows = [["FP32", f"{validation['baseline']['top1']:.2%}", "-", "-"]]
-    for m in validation["methods"]:
-        best = " *" if m["method"] == validation["best_method"] else ""
-        rows.append([f"INT8 {m['method']}{best}", f"{m['top1']:.2%}", f"{m['drop_pp']:+.2f}", f"{m['agreement']:.2%}"])
-    print_table(["model", "top-1", "drop pp", "agrees with FP32"], rows)
+    print_table(METHOD_HEADERS, method_rows(validation))
+    for line in selection_lines(validation):
+        print(line)
     print()
     print_table(["gate", "result", "detail"], [[g["name"], "pass" if g["passed"] else "FAIL", g["detail"]]
                                                for g in outcome.gates])

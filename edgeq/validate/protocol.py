@@ -1,5 +1,7 @@
-"""The validation protocol: FP32 baseline, every calibration method side by side, per condition and per
-layer, the best method picked, a max-drop gate, and triage advice drawn from what was measured."""
+"""The validation protocol: FP32 baseline, every calibration method side by side (top-1 with Wilson
+intervals, the drop with a paired interval), per condition and per layer, the most faithful method picked on
+a selection half of the evaluation set, a max-drop gate measured on the held-out gate half, and triage
+advice drawn from what was measured (the rules: edgeq.validate.verdicts)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,19 @@ from edgeq.converter.recipe import QuantRecipe
 from edgeq.harness.accuracy import evaluate, predict
 from edgeq.harness.backends import open_session, parse_backend
 from edgeq.preprocess import apply_preprocessing
-from edgeq.validate.diagnostics import LayerDiagnostics, output_sqnr_db, per_layer, worst
+from edgeq.validate.diagnostics import LayerDiagnostics, per_layer, worst
+from edgeq.validate.stats import CONFIDENCE, wilson_interval
+from edgeq.validate.verdicts import (
+    FIDELITY_ORDER,
+    SPLIT_SEED,
+    GateVerdict,
+    finite_or_none,
+    judge_drop,
+    measure_drop,
+    measure_fidelity,
+    rank_by_fidelity,
+    split_halves,
+)
 
 ALL_METHODS = (Estimator.MINMAX, Estimator.PERCENTILE, Estimator.MSE, Estimator.KL, Estimator.AUTO)
 LAYER_SAMPLES = 32
@@ -39,6 +53,7 @@ class ValidationOutcome:
     best_method: Estimator
     best_model: Path
     passed: bool
+    gate: GateVerdict
     advice: list[str] = field(default_factory=list)
 
 
@@ -96,9 +111,14 @@ def _range(choice: Any) -> tuple[float, float]:
 
 def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Path,
              methods: tuple[Estimator, ...] = ALL_METHODS, max_drop_pp: float | None = None,
-             recipe: QuantRecipe | None = None, calib_preprocessing: Preprocessing | None = None) -> ValidationOutcome:
-    """Convert with every method from one calibration pass, measure each against FP32, pick the best."""
+             recipe: QuantRecipe | None = None, calib_preprocessing: Preprocessing | None = None,
+             split_seed: int = SPLIT_SEED) -> ValidationOutcome:
+    """Convert with every method from one calibration pass and measure each against FP32 on the whole set;
+    pick the most faithful method on the selection half and gate its drop on the held-out gate half
+    (edgeq.validate.verdicts describes the three rules)."""
     recipe = recipe or QuantRecipe()
+    labels = np.asarray(data.labels)
+    split = split_halves(labels, data.conditions, split_seed)  # before any work: a set too small fails fast
     out_dir.mkdir(parents=True, exist_ok=True)
     calibration = calibrate(model, calib, preprocessing=calib_preprocessing)
     float_model = calibration.float_model  # loaded once: every method converts from it
@@ -106,34 +126,52 @@ def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Pat
     float_bytes = calibration.float_model.flatbuffer
     x = apply_preprocessing(data.preprocessing, data.images)
     fp32 = _scores(float_bytes, x)
-    baseline = evaluate(fp32, data.labels, data.conditions)
-    results, artifacts = [], {}
+    fp32_correct = fp32.argmax(-1) == labels
+    baseline = evaluate(fp32, labels, data.conditions)
+    results, artifacts, selection, int8_correct = [], {}, [], {}
     for method in methods:
         path = out_dir / f"int8_{method.value}.tflite"
         artifacts[method] = convert(float_model, path, stats=stats_file, recipe=recipe.with_updates(method=method))
         scores = _scores(path.read_bytes(), x)
-        result = evaluate(scores, data.labels, data.conditions, reference=fp32)
+        result = evaluate(scores, labels, data.conditions, reference=fp32)
+        int8_correct[method.value] = scores.argmax(-1) == labels
+        drop = measure_drop(fp32_correct, int8_correct[method.value])
+        whole = measure_fidelity(method.value, fp32, scores)
+        selection.append(measure_fidelity(method.value, fp32[split.selection], scores[split.selection]))
         results.append({
-            "method": method.value, "top1": result.top1, "top5": result.top5,
-            "drop_pp": round((baseline.top1 - result.top1) * 100, 4), "agreement": result.agreement,
-            "output_sqnr_db": _json_float(output_sqnr_db(fp32, scores)),
+            "method": method.value, "top1": result.top1, "top1_ci": list(drop.int8_ci), "top5": result.top5,
+            "drop_pp": drop.drop_pp, "drop_ci_pp": list(drop.drop_ci_pp), "vs_fp32": drop.vs_fp32,
+            "agreement": result.agreement, "output_sqnr_db": finite_or_none(whole.output_sqnr_db),
+            "bit_exact": whole.bit_exact, "output_mae": whole.output_mae,
             "per_condition": result.per_condition, "size_ratio": artifacts[method].size_ratio,
+            "selection": selection[-1].to_dict(),
         })
-    best = max(results, key=lambda r: (r["top1"], r["output_sqnr_db"] or 0.0, r["method"] == "auto"))
-    best_method = Estimator(best["method"])
+    groups = rank_by_fidelity(selection)
+    for rank, group in enumerate(groups, 1):
+        for record in group:
+            next(r for r in results if r["method"] == record.method)["selection"]["rank"] = rank
+    best_method = Estimator(groups[0][0].method)
+    gate = judge_drop(best_method.value, measure_drop(fp32_correct[split.gate],
+                                                      int8_correct[best_method.value][split.gate]), max_drop_pp)
     best_path = out_dir / f"int8_{best_method.value}.tflite"
     layers = per_layer(float_bytes, best_path.read_bytes(), x[:LAYER_SAMPLES])
     worst_layers = worst(layers, 3)
     eval_clip = max((r.clip_fraction for r in layers if r.op not in ("SOFTMAX", "LOGISTIC")), default=0.0)
-    passed = max_drop_pp is None or best["drop_pp"] <= max_drop_pp
-    advice = _advice(best["drop_pp"], max_drop_pp if max_drop_pp is not None else math.inf, layers, eval_clip)
+    passed = gate.passed is not False
+    advice = _advice(gate.measurement.drop_pp, max_drop_pp if max_drop_pp is not None else math.inf, layers,
+                     eval_clip)
+    fp32_ci = wilson_interval(int(fp32_correct.sum()), len(labels))
     document = {
         "validation": {
-            "eval_set": data.name, "calibration": str(calib),
-            "baseline": {"top1": baseline.top1, "top5": baseline.top5, "n": baseline.n,
+            "eval_set": data.name, "calibration": str(calib), "confidence": CONFIDENCE,
+            "baseline": {"top1": baseline.top1, "top1_ci": list(fp32_ci), "top5": baseline.top5, "n": baseline.n,
                          "per_condition": baseline.per_condition},
-            "methods": results, "best_method": best_method.value, "max_drop_pp": max_drop_pp,
-            "passed": passed, "advice": advice,
+            "methods": results, "best_method": best_method.value,
+            "split": split.to_dict(data.conditions),
+            "selection": {"split": "selection", "n": len(split.selection), "by": list(FIDELITY_ORDER),
+                          "ranking": [[r.method for r in group] for group in groups],
+                          "tied_with_best": [r.method for r in groups[0][1:]]},
+            "gate": gate.to_dict(), "max_drop_pp": max_drop_pp, "passed": passed, "advice": advice,
         },
         "layers": {"method": best_method.value, "samples": int(min(len(x), LAYER_SAMPLES)),
                    "rows": [r.to_dict() for r in layers], "worst": [r.name for r in worst_layers]},
@@ -143,8 +181,4 @@ def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Pat
                   "sha256": artifacts[best_method].sha256},
     }
     return ValidationOutcome(document=document, best_method=best_method, best_model=best_path, passed=passed,
-                             advice=advice)
-
-
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+                             gate=gate, advice=advice)
