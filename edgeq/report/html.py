@@ -338,7 +338,8 @@ def _zoomed_ylim(ax: Any, values: list[float]) -> None:
     ax.set_ylim(max(0.0, lo - 1.5 * span), hi + 0.6 * span)
 
 
-def _plot_methods(baseline: float | None, methods: list[tuple[str, float]], best: str) -> Any:
+def _plot_methods(baseline: float | None, methods: list[tuple[str, float]], best: str,
+                  intervals: list[tuple[float, float] | None] | None = None) -> Any:
     if not methods:
         return None
     fig = _new_figure(FIG_WIDTH, 3.2)
@@ -347,16 +348,30 @@ def _plot_methods(baseline: float | None, methods: list[tuple[str, float]], best
     values = [100 * v for _, v in methods]
     colors = [PALETTE[2] if m == best else PALETTE[0] for m in names]
     bars = ax.bar(range(len(values)), values, color=colors, width=0.6)
-    ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
     ax.set_xticks(range(len(names)), [_label(n) for n in names])
     shown = list(values)
+    spans = [(i, 100 * ci[0], 100 * ci[1]) for i, ci in enumerate(intervals or []) if ci is not None]
+    if not spans:
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    else:  # the 95% Wilson interval of each top-1: bars whose whiskers overlap are not told apart
+        xs, lo, hi = zip(*spans, strict=True)
+        ax.errorbar(xs, [values[i] for i in xs], yerr=[[values[i] - v for i, v in zip(xs, lo, strict=True)],
+                                                      [v - values[i] for i, v in zip(xs, hi, strict=True)]],
+                    fmt="none", ecolor="black", elinewidth=1, capsize=4)
+        shown += [*lo, *hi]
     if baseline is not None:
         ax.axhline(100 * baseline, color="black", linestyle="--", linewidth=1.2, label=f"FP32 {100 * baseline:.2f}%")
         shown.append(100 * baseline)
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper right" if spans else "lower right")  # clear of the values drawn at the feet
     _zoomed_ylim(ax, shown)
+    if spans:  # whiskers stand on the bars' tops: the values go at their feet, inside the zoomed axis
+        bottom, top = ax.get_ylim()
+        for x, value in enumerate(values):
+            ax.text(x, bottom + 0.04 * (top - bottom), f"{value:.2f}", ha="center", va="bottom", fontsize=8,
+                    color="white")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title("INT8 top-1 by calibration method (best in green)")
+    ax.set_title("INT8 top-1 by calibration method with 95% intervals (picked method in green)" if spans else
+                 "INT8 top-1 by calibration method (best in green)")
     return fig
 
 
@@ -505,6 +520,74 @@ def _method_rows(validation: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in _rows(validation.get("methods")) if m.get("method") is not None]
 
 
+def _pair(value: Any) -> tuple[float, float] | None:
+    pair = [_num(v) for v in _seq(value)]
+    return (pair[0], pair[1]) if len(pair) == 2 and pair[0] is not None and pair[1] is not None else None
+
+
+def _interval(value: Any, scale: float = 100.0, spec: str = ".1f", sep: str = " to ") -> str:
+    """'84.6 to 92.5' for a [lo, hi] pair (shares scaled to percent), '' when it is not one."""
+    pair = _pair(value)
+    return "" if pair is None else f"{scale * pair[0]:{spec}}{sep}{scale * pair[1]:{spec}}"
+
+
+def _with_interval(text: str, value: Any, scale: float = 100.0, spec: str = ".1f") -> str:
+    interval = _interval(value, scale, spec, ", ")
+    return f'{text} <span class="muted">[{interval}]</span>' if interval else text
+
+
+def _vs_fp32(value: Any) -> str:
+    """How INT8 compares with FP32 by the drop's interval: a difference inside it is a tie."""
+    cls = {"tie": "muted", "worse": "bad", "better": "ok"}.get(_text(value))
+    return f'<span class="{cls}">{_esc(value)}</span>' if cls else "—"
+
+
+def _sqnr_text(row: dict[str, Any], unit: str = "") -> str:
+    """Output SQNR: '∞ (bit-exact)' for outputs equal to FP32's (stored as null plus bit_exact: true)."""
+    if row.get("bit_exact") is True:
+        return "∞ (bit-exact)"
+    return _fmt(row.get("output_sqnr_db"), ".1f", unit)
+
+
+def _picked_by(row: dict[str, Any], selection: dict[str, Any]) -> str:
+    chosen = _dict(row.get("selection"))
+    text = "fidelity to FP32"
+    if _num(selection.get("n")) is not None:
+        text += f" on the selection half ({_fmt(selection['n'], 'd')} samples)"
+    if chosen:
+        text += f": agreement {_pct(chosen.get('agreement'))}, output SQNR {_sqnr_text(chosen, ' dB')}"
+    tied = [_esc(t) for t in _seq(selection.get("tied_with_best"))]
+    if tied:
+        text += f"; tied exactly with {', '.join(tied)}"
+    return text
+
+
+def _gate_text(gate: dict[str, Any]) -> str:
+    """The held-out drop and the verdict on it, saying whether the interval makes the verdict clear."""
+    text = "held-out half"
+    if _num(gate.get("n")) is not None:
+        text += f", {_fmt(gate['n'], 'd')} samples"
+    text += f": FP32 {_pct(gate.get('fp32_top1'))} → INT8 {_esc(_text(gate.get('method')))} "
+    text += f"{_pct(gate.get('int8_top1'))} (drop <b>{_fmt(gate.get('drop_pp'), '+.2f')} pp</b>"
+    ci = _interval(gate.get("drop_ci_pp"), 1.0, "+.2f")
+    text += f", 95% CI {ci} pp" if ci else ""
+    limit = _num(gate.get("max_drop_pp"))
+    if limit is None:
+        return text + ")"
+    text += f", limit {_fmt(limit, 'g')} pp): "
+    passed, clear = gate.get("passed"), gate.get("clear")
+    if passed is True:
+        verdict = ('<span class="ok">pass, clearly within the limit</span>' if clear is True else
+                   '<span class="warn">pass, but the limit lies inside the interval (not statistically '
+                   "clear)</span>")
+    elif passed is False:
+        verdict = ('<span class="bad">fail, clearly over the limit</span>' if clear is True else
+                   '<span class="bad">fail, the limit lies inside the interval (not statistically clear)</span>')
+    else:
+        verdict = '<span class="muted">no verdict</span>'
+    return text + verdict
+
+
 def _summary(document: dict[str, Any]) -> str:
     passed = _verdict(document)
     css, word = {True: ("pass", "PASS"), False: ("fail", "FAIL"), None: ("none", "NO VERDICT")}[passed]
@@ -528,22 +611,36 @@ def _summary(document: dict[str, Any]) -> str:
     best = validation.get("best_method")
     if validation:
         items.append(("Best method", f"<b>{_esc(best)}</b>" if best else '<span class="muted">none</span>'))
-    baseline = _num(_dict(validation.get("baseline")).get("top1"))
-    row = next((m for m in methods if m.get("method") == best), None)
-    if row is None and methods:
-        row = max(methods, key=lambda m: _num(m.get("top1")) or -1.0)
-    if baseline is not None or row is not None:
-        text = f"FP32 <b>{_pct(baseline)}</b>"
+    # no best method named: none is invented (the pick is by fidelity to FP32, not the highest top-1)
+    row = next((m for m in methods if m.get("method") == best), None) if best else None
+    selection = _dict(validation.get("selection"))
+    if row is not None and selection:
+        items.append(("Picked by", _picked_by(row, selection)))
+    baseline = _dict(validation.get("baseline"))
+    fp32 = _num(baseline.get("top1"))
+    gate = _dict(validation.get("gate"))
+    if fp32 is not None or row is not None:
+        text = f"FP32 <b>{_pct(fp32)}</b>"
         if row is not None:
             drop = _num(row.get("drop_pp"))
-            if drop is None and baseline is not None and _num(row.get("top1")) is not None:
-                drop = 100 * (baseline - _num(row["top1"]))
+            if drop is None and fp32 is not None and _num(row.get("top1")) is not None:
+                drop = 100 * (fp32 - _num(row["top1"]))
             limit = _num(validation.get("max_drop_pp"))
-            cls = "bad" if drop is not None and limit is not None and drop > limit else ""
-            drop_text = f' <span class="{cls}">(drop {_fmt(drop, "+.2f")} pp'
-            drop_text += f", limit {_fmt(limit, 'g')} pp)</span>" if limit is not None else ")</span>"
+            if gate:  # the limit is judged on the held-out half: the "Max-drop gate" row below
+                ci = _interval(row.get("drop_ci_pp"), 1.0, "+.2f")
+                drop_text = f" (drop {_fmt(drop, '+.2f')} pp{f', 95% CI {ci} pp' if ci else ''}"
+                drop_text += f": {_vs_fp32(row.get('vs_fp32'))})" if row.get("vs_fp32") else ")"
+                if _num(baseline.get("n")) is not None:
+                    drop_text += f" on all {_fmt(baseline['n'], 'd')} samples"
+            else:  # a document from before the held-out gate
+                cls = "bad" if drop is not None and limit is not None and drop > limit else ""
+                drop_text = f' <span class="{cls}">(drop {_fmt(drop, "+.2f")} pp'
+                drop_text += f", limit {_fmt(limit, 'g')} pp)</span>" if limit is not None else ")</span>"
             text += f" → INT8 {_esc(row['method'])} <b>{_pct(row.get('top1'))}</b>{drop_text}"
         items.append(("Top-1", text))
+    if gate:
+        items.append(("Max-drop gate" if _num(gate.get("max_drop_pp")) is not None else "Held-out drop",
+                      _gate_text(gate)))
 
     model = _dict(document.get("model"))
     ratio = _num(model.get("size_ratio"))
@@ -607,7 +704,7 @@ def _validation(value: Any, _: dict[str, Any]) -> str:
     if validation.get("calibration"):
         facts.append(f"calibrated on <b>{_esc(validation['calibration'])}</b>")
     if limit is not None:
-        facts.append(f"gate: drop ≤ {_fmt(limit, 'g')} pp")
+        facts.append(f"gate: drop ≤ {_fmt(limit, 'g')} pp on the held-out half")
     if facts:
         parts.append(f"<p>{'; '.join(facts)}.</p>")
 
@@ -616,35 +713,44 @@ def _validation(value: Any, _: dict[str, Any]) -> str:
         + [str(c) for m in methods for c in _dict(m.get("per_condition"))]))
     if methods or baseline:
         has_top5 = any(_num(m.get("top5")) is not None for m in methods)
-        headers = ["Model", "Top-1", *(["Top-5"] if has_top5 else []), "Drop (pp)", "Agreement",
-                   "Output SQNR (dB)", *[f"Top-1 {c}" for c in conditions]]
+        has_rank = any(_num(_dict(m.get("selection")).get("rank")) is not None for m in methods)
+        has_vs = any(m.get("vs_fp32") is not None for m in methods)
+        headers = ["Model", "Top-1 [95% CI]", *(["Top-5"] if has_top5 else []), "Drop (pp) [95% CI]",
+                   *(["vs FP32"] if has_vs else []), "Agreement", "Output SQNR (dB)",
+                   *(["Fidelity rank"] if has_rank else []), *[f"Top-1 {c}" for c in conditions]]
         rows, classes = [], []
         if baseline:
-            rows.append(["FP32 (baseline)", _pct(baseline.get("top1")),
-                         *([_pct(baseline.get("top5"))] if has_top5 else []), "—", "—", "—",
+            rows.append(["FP32 (baseline)", _with_interval(_pct(baseline.get("top1")), baseline.get("top1_ci")),
+                         *([_pct(baseline.get("top5"))] if has_top5 else []), "—", *(["—"] if has_vs else []),
+                         "—", "—", *(["—"] if has_rank else []),
                          *[_pct(_dict(_dict(baseline.get("per_condition")).get(c)).get("top1")) for c in conditions]])
             classes.append("")
         for m in methods:
-            drop = _num(m.get("drop_pp"))
-            drop_cell = _fmt(drop, "+.2f")
-            if drop is not None and limit is not None and drop > limit:
-                drop_cell = f'<span class="bad">{drop_cell}</span>'
             tag = ' <span class="badge ok">best</span>' if m.get("method") == best else ""
-            rows.append([f"INT8 {_esc(m['method'])}{tag}", _pct(m.get("top1")),
-                         *([_pct(m.get("top5"))] if has_top5 else []), drop_cell, _pct(m.get("agreement")),
-                         _fmt(m.get("output_sqnr_db"), ".1f"),
+            rank = _dict(m.get("selection")).get("rank")
+            rows.append([f"INT8 {_esc(m['method'])}{tag}", _with_interval(_pct(m.get("top1")), m.get("top1_ci")),
+                         *([_pct(m.get("top5"))] if has_top5 else []),
+                         _with_interval(_fmt(m.get("drop_pp"), "+.2f"), m.get("drop_ci_pp"), 1.0, "+.2f"),
+                         *([_vs_fp32(m.get("vs_fp32"))] if has_vs else []), _pct(m.get("agreement")), _sqnr_text(m),
+                         *([_fmt(rank, "d")] if has_rank else []),
                          *[_pct(_dict(_dict(m.get("per_condition")).get(c)).get("top1")) for c in conditions]])
             classes.append("best" if m.get("method") == best else "")
         parts.append(_table(headers, rows, numeric=set(range(1, len(headers))), row_classes=classes))
-        parts.append('<p class="note">Drop: FP32 top-1 minus INT8 top-1 in percentage points (negative: INT8 '
-                     "scored higher). Agreement: share of samples where INT8 predicts the same class as FP32. "
-                     "Output SQNR: FP32 vs INT8 outputs, higher is better.</p>")
+        parts.append('<p class="note">Measured on the whole evaluation set. Top-1 with its 95% Wilson score '
+                     "interval. Drop: FP32 top-1 minus INT8 top-1 in percentage points (negative: INT8 scored "
+                     "higher) with its 95% paired (Newcombe) interval; vs FP32 is a <i>tie</i> when that interval "
+                     "contains 0, so the two cannot be told apart on these samples. Agreement: share of samples "
+                     "where INT8 predicts the same class as FP32. Output SQNR: FP32 vs INT8 outputs, higher is "
+                     "better; ∞ when the outputs are bit-exact. Fidelity rank: the order the best method was "
+                     "picked in (selection half, below).</p>")
+    parts.append(_selection_and_gate(validation, best))
 
-    scored = [(str(m["method"]), _num(m.get("top1"))) for m in methods]
-    scored = [(m, v) for m, v in scored if v is not None]
-    parts.append(_figure(_plot_methods, _num(baseline.get("top1")), scored, best, alt="Top-1 by method",
-                         caption="Top-1 of each INT8 model; the dashed line is FP32. The y axis is zoomed and "
-                                 "does not start at 0."))
+    plotted = [(str(m["method"]), top1, _pair(m.get("top1_ci"))) for m in methods
+               if (top1 := _num(m.get("top1"))) is not None]
+    parts.append(_figure(_plot_methods, _num(baseline.get("top1")), [(m, v) for m, v, _ in plotted], best,
+                         [ci for _, _, ci in plotted], alt="Top-1 by method",
+                         caption="Top-1 of each INT8 model with its 95% interval; the dashed line is FP32. The y "
+                                 "axis is zoomed and does not start at 0."))
     if conditions:
         series: list[tuple[str, list[float | None]]] = []
         if baseline:
@@ -661,6 +767,35 @@ def _validation(value: Any, _: dict[str, Any]) -> str:
         items = "\n".join(f"<li>{_esc(a)}</li>" for a in advice)
         parts.append(f'<h3>Advice</h3>\n<ul class="advice">\n{items}\n</ul>')
     return "\n".join(p for p in parts if p)
+
+
+def _selection_and_gate(validation: dict[str, Any], best: Any) -> str:
+    """How the best method was picked (selection half) and where its drop was gated (held-out half)."""
+    split, selection, gate = (_dict(validation.get(k)) for k in ("split", "selection", "gate"))
+    if not (split or selection or gate):
+        return ""
+    parts = ["<h3>Selection and gate</h3>"]
+    halves = [(name, _dict(split.get(name))) for name in ("selection", "gate")]
+    if any(_num(side.get("n")) is not None for _, side in halves):
+        text = (f"The evaluation set is split in two halves, stratified by "
+                f"{_esc(' and '.join(str(s) for s in _seq(split.get('stratified_by'))) or 'label')}"
+                f" (seed {_fmt(split.get('seed'), 'd')}): ")
+        text += ", ".join(f"{name} {_fmt(side.get('n'), 'd')} samples" for name, side in halves)
+        parts.append(f"<p>{text}.</p>")
+    if selection:
+        by = "; then ".join(_esc(b) for b in _seq(selection.get("by")))
+        groups = [[_esc(m) for m in _seq(group)] for group in _seq(selection.get("ranking"))]
+        text = f"<b>{_esc(best)}</b> was picked on the selection half by fidelity to FP32 ({by}); labels are not used."
+        if groups:
+            text += f" Ranking: {' &gt; '.join(' = '.join(g) for g in groups)}"
+            text += " (=: identical measurements)." if any(len(g) > 1 for g in groups) else "."
+        parts.append(f"<p>{text}</p>")
+    if gate:
+        parts.append(f"<p>The max-drop gate is measured on the held-out gate half: {_gate_text(gate)}.</p>")
+        parts.append('<p class="note">The gate fails when the drop\'s point estimate exceeds the limit. It is '
+                     "<i>clear</i> when the whole 95% interval lies on the same side of the limit; otherwise the "
+                     "samples cannot tell, and more evaluation samples would narrow the interval.</p>")
+    return "\n".join(parts)
 
 
 def _sqnr_cell(value: Any) -> str:
