@@ -404,3 +404,10 @@ def test_validate_picks_by_fidelity_on_one_half_and_gates_on_the_other(
     assert "top-1 [95% CI]" in out and f"picked: {validation['best_method']}" in out
     page = (tmp_path / "at" / "report.html").read_text()
     assert "Selection and gate" in page and "held-out half" in page
+
+
+@pytest.mark.parametrize("seed", ["-1", "x", "1.5"])
+def test_a_bad_split_seed_is_a_usage_error(seed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["validate", "m.keras", "--calib", "digits:train", "--eval", "digits:test", "--split-seed", seed,
+                     "-o", str(tmp_path / "v")])
+    assert code == 2 and "--split-seed" in capsys.readouterr().err and not (tmp_path / "v").exists()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeq.cli.argtypes import number
+from edgeq.cli.argtypes import integer, number
 from edgeq.cli.output import print_table
 from edgeq.errors import GateFailed, UsageError
 
@@ -28,7 +28,7 @@ def register(verbs: Any) -> None:
                      help="gate: the picked method's top-1 drop in points, measured on the held-out gate half of "
                           "--eval (fails when the point estimate exceeds PP; the report says whether the 95%% "
                           "interval makes that clear)")
-    val.add_argument("--split-seed", type=int, default=0, metavar="N",
+    val.add_argument("--split-seed", type=integer(0, 2**63 - 1), default=0, metavar="N",
                      help="seed of the stratified split of --eval into a selection half (picks the method by "
                           "fidelity to FP32) and a gate half (measures the drop); default 0")
     val.add_argument("--preprocess", metavar="SPEC", help="mean=...,std=... or none (raw 0-255 values); default: "
