@@ -321,7 +321,7 @@ def test_bit_exact_and_ties_are_shown_in_the_table_the_html_and_the_json(tmp_pat
     page = html_path.read_text()
     accuracy = page.split('<section id="validation">', 1)[1]
     assert "∞ (bit-exact)" in accuracy and '<span class="muted">tie</span>' in accuracy
-    assert "87.50% <span class=\"muted\">[82.7, 91.1]</span>" in accuracy
+    assert "87.50%<br><span class=\"muted\">[82.7, 91.1]</span>" in accuracy
     summary = page.split('id="summary"', 1)[1].split("</section>", 1)[0]
     assert "output SQNR ∞ (bit-exact)" in summary  # the 'Picked by' line
     assert "<dt>Max-drop gate</dt>" in summary and "held-out half, 120 samples" in summary

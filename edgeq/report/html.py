@@ -532,8 +532,8 @@ def _interval(value: Any, scale: float = 100.0, spec: str = ".1f", sep: str = " 
 
 
 def _with_interval(text: str, value: Any, scale: float = 100.0, spec: str = ".1f") -> str:
-    interval = _interval(value, scale, spec, ", ")
-    return f'{text} <span class="muted">[{interval}]</span>' if interval else text
+    interval = _interval(value, scale, spec, ", ")  # on its own line: the table stays within the page
+    return f'{text}<br><span class="muted">[{interval}]</span>' if interval else text
 
 
 def _vs_fp32(value: Any) -> str:
@@ -714,35 +714,36 @@ def _validation(value: Any, _: dict[str, Any]) -> str:
     if methods or baseline:
         has_top5 = any(_num(m.get("top5")) is not None for m in methods)
         has_rank = any(_num(_dict(m.get("selection")).get("rank")) is not None for m in methods)
-        has_vs = any(m.get("vs_fp32") is not None for m in methods)
-        headers = ["Model", "Top-1 [95% CI]", *(["Top-5"] if has_top5 else []), "Drop (pp) [95% CI]",
-                   *(["vs FP32"] if has_vs else []), "Agreement", "Output SQNR (dB)",
-                   *(["Fidelity rank"] if has_rank else []), *[f"Top-1 {c}" for c in conditions]]
+        headers = ["Model", "Top-1", *(["Top-5"] if has_top5 else []), "Drop (pp)", "Agreement", "SQNR (dB)",
+                   *(["Rank"] if has_rank else []), *[f"Top-1 {c}" for c in conditions]]
         rows, classes = [], []
         if baseline:
             rows.append(["FP32 (baseline)", _with_interval(_pct(baseline.get("top1")), baseline.get("top1_ci")),
-                         *([_pct(baseline.get("top5"))] if has_top5 else []), "—", *(["—"] if has_vs else []),
-                         "—", "—", *(["—"] if has_rank else []),
+                         *([_pct(baseline.get("top5"))] if has_top5 else []), "—", "—", "—",
+                         *(["—"] if has_rank else []),
                          *[_pct(_dict(_dict(baseline.get("per_condition")).get(c)).get("top1")) for c in conditions]])
             classes.append("")
         for m in methods:
             tag = ' <span class="badge ok">best</span>' if m.get("method") == best else ""
             rank = _dict(m.get("selection")).get("rank")
+            drop = _fmt(m.get("drop_pp"), "+.2f")
+            if m.get("vs_fp32") is not None:  # tie / worse / better by the drop's interval
+                drop = f"{_vs_fp32(m['vs_fp32'])} {drop}"
             rows.append([f"INT8 {_esc(m['method'])}{tag}", _with_interval(_pct(m.get("top1")), m.get("top1_ci")),
                          *([_pct(m.get("top5"))] if has_top5 else []),
-                         _with_interval(_fmt(m.get("drop_pp"), "+.2f"), m.get("drop_ci_pp"), 1.0, "+.2f"),
-                         *([_vs_fp32(m.get("vs_fp32"))] if has_vs else []), _pct(m.get("agreement")), _sqnr_text(m),
-                         *([_fmt(rank, "d")] if has_rank else []),
+                         _with_interval(drop, m.get("drop_ci_pp"), 1.0, "+.2f"), _pct(m.get("agreement")),
+                         _sqnr_text(m), *([_fmt(rank, "d")] if has_rank else []),
                          *[_pct(_dict(_dict(m.get("per_condition")).get(c)).get("top1")) for c in conditions]])
             classes.append("best" if m.get("method") == best else "")
         parts.append(_table(headers, rows, numeric=set(range(1, len(headers))), row_classes=classes))
-        parts.append('<p class="note">Measured on the whole evaluation set. Top-1 with its 95% Wilson score '
-                     "interval. Drop: FP32 top-1 minus INT8 top-1 in percentage points (negative: INT8 scored "
-                     "higher) with its 95% paired (Newcombe) interval; vs FP32 is a <i>tie</i> when that interval "
-                     "contains 0, so the two cannot be told apart on these samples. Agreement: share of samples "
-                     "where INT8 predicts the same class as FP32. Output SQNR: FP32 vs INT8 outputs, higher is "
-                     "better; ∞ when the outputs are bit-exact. Fidelity rank: the order the best method was "
-                     "picked in (selection half, below).</p>")
+        parts.append('<p class="note">Measured on the whole evaluation set; [lo, hi]: the 95% interval. Top-1 '
+                     "with its Wilson score interval. Drop: FP32 top-1 minus INT8 top-1 in percentage points "
+                     "(negative: INT8 scored higher) with its paired (Newcombe) interval, marked <i>tie</i> when "
+                     "that interval contains 0 (the two cannot be told apart on these samples), <i>worse</i> or "
+                     "<i>better</i> otherwise. Agreement: share of samples where INT8 predicts the same class as "
+                     "FP32. SQNR: FP32 vs INT8 outputs, higher is better; ∞ when the outputs are bit-exact. Rank: "
+                     "fidelity to FP32 on the selection half, the order the best method was picked in "
+                     "(below; equal ranks are exact ties).</p>")
     parts.append(_selection_and_gate(validation, best))
 
     plotted = [(str(m["method"]), top1, _pair(m.get("top1_ci"))) for m in methods
