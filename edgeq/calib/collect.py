@@ -8,12 +8,17 @@ loop body's tensors of the last iteration only, so control flow is replayed here
 every WHILE / IF of a measured graph is run again from its recorded inputs over standalone copies of its
 subgraphs (cond, body, branch), each iteration measured, and the replay's result must equal what the
 runtime computed. What cannot be replayed (CALL_ONCE, CALL, recursion) is refused, naming the subgraph.
+
+Each sample's values are first gathered into statistics of their own, then recorded per tensor in a
+``SampleExtremes``: which samples produced the extreme values, and the statistics with and without the
+most extreme one (``edgeq.calib.stats``). The set's statistics are those of every sample merged, bit for
+bit what a plain streaming pass gives.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ import numpy as np
 
 from edgeq.artifacts import Preprocessing
 from edgeq.calib.data import CalibrationSet, ModelInput
-from edgeq.calib.stats import TensorStats
+from edgeq.calib.stats import SampleExtremes, TensorStats
 from edgeq.errors import InputError
 from edgeq.files import atomic_path
 from edgeq.npzio import save_npz
@@ -31,7 +36,8 @@ from edgeq.tflite.model import TensorKey
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
 STATS_FORMAT = "edgeq-activation-stats"
-STATS_VERSION = 2  # 2: tensors keyed by (subgraph, tensor); version 1 files hold subgraph 0 only
+STATS_VERSION = 3  # 3: + per-sample extremes; 2: tensors keyed by (subgraph, tensor); 1: subgraph 0 only
+READABLE_VERSIONS = (1, 2, 3)
 MAX_LOOP_ITERATIONS = 100_000
 REPLAYED_OPS = ("WHILE", "IF")
 
@@ -47,6 +53,10 @@ class ActivationStats:
     producers: dict[TensorKey, str]  # (subgraph, tensor) -> op type that computes it ("INPUT" for model inputs)
     tensors: dict[TensorKey, TensorStats] = field(default_factory=dict)
     preprocessing: Preprocessing | None = None  # how the calibration images were fed
+    # Which samples set each tensor's range (empty when loaded from a version 1 or 2 file).
+    extremes: dict[TensorKey, SampleExtremes] = field(default_factory=dict)
+    # What each sample named in ``extremes`` is: {"id", "condition", "source"} as far as known.
+    sample_info: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` (metadata as JSON in ``meta``), atomically."""
@@ -54,10 +64,14 @@ class ActivationStats:
                 "calibration_fingerprint": self.calibration_fingerprint, "samples": self.samples,
                 "names": {_key_text(k): v for k, v in self.names.items()},
                 "producers": {_key_text(k): v for k, v in self.producers.items()},
-                "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None}
+                "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None,
+                "extremes": bool(self.extremes),
+                "sample_info": {str(k): v for k, v in sorted(self.sample_info.items())}}
         arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta, sort_keys=True))}
         for key, stats in self.tensors.items():
             arrays.update(stats.to_arrays(_prefix(key)))
+            if key in self.extremes:
+                arrays.update(self.extremes[key].to_arrays(_prefix(key) + "x_"))
         with atomic_path(path, suffix=".npz") as tmp:
             save_npz(tmp, arrays)
         return Path(path)
@@ -73,19 +87,26 @@ class ActivationStats:
             meta = json.loads(str(arrays["meta"]))
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"{path} is not an edgeq stats file ({type(exc).__name__})") from None
-        version = meta.get("version")
-        if meta.get("format") != STATS_FORMAT or version not in (1, STATS_VERSION):
-            raise InputError(f"{path} is not an edgeq stats file of version {STATS_VERSION}")
+        version = meta.get("version") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or meta.get("format") != STATS_FORMAT or version not in READABLE_VERSIONS:
+            raise InputError(f"{path} is not an edgeq stats file of version {STATS_VERSION} (or an earlier one)")
         try:
             names = {_parse_key(k): v for k, v in meta["names"].items()}
             producers = {_parse_key(k): v for k, v in meta["producers"].items()}
             tensors = {key: TensorStats.from_arrays(arrays, _prefix(key)) for key in names}
-        except (KeyError, ValueError) as exc:
+            extremes = {}
+            if version >= 3 and meta.get("extremes"):
+                extremes = {key: SampleExtremes.from_arrays(arrays, _prefix(key) + "x_", tensors[key])
+                            for key in names if f"{_prefix(key)}x_samples" in arrays}
+            sample_info = {int(k): {str(f): str(v) for f, v in info.items()}
+                           for k, info in (meta.get("sample_info") or {}).items()}
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InputError(f"{path} is a damaged edgeq stats file ({type(exc).__name__})") from None
         return cls(model_fingerprint=meta["model_fingerprint"],
                    calibration_fingerprint=meta["calibration_fingerprint"], samples=int(meta["samples"]),
                    names=names, producers=producers, tensors=tensors,
-                   preprocessing=_preprocessing(meta.get("preprocessing")))
+                   preprocessing=_preprocessing(meta.get("preprocessing")), extremes=extremes,
+                   sample_info=sample_info)
 
 
 def _key_text(key: TensorKey) -> str:
@@ -220,21 +241,30 @@ class GraphReplay:
         return self.interpreters[g]
 
 
-def collect(float_model: bytes, data: CalibrationSet,
-            progress: Callable[[int, int], None] | None = None) -> ActivationStats:
+def collect(float_model: bytes, data: CalibrationSet, progress: Callable[[int, int], None] | None = None, *,
+            sample_indices: Sequence[int] | None = None) -> ActivationStats:
     """Run ``float_model`` on every sample of ``data`` with all tensors kept; accumulate their stats, in every
-    subgraph the main graph runs."""
+    subgraph the main graph runs, and which samples produced each tensor's extremes.
+
+    ``sample_indices`` numbers the samples (default 0, 1, ...): a subset of a set keeps the set's numbering,
+    so statistics of disjoint subsets merge into those of the whole. Samples are then described by the
+    caller; by default they are described from ``data`` (a datagen manifest, an image folder's files).
+    """
     parsed = tfl.parse(float_model)
     activations = tfl.float_activations(parsed)
     producers = tfl.producers(parsed)
     interpreter, _ = make_interpreter(float_model, CpuKernels.CPU, threads=1, preserve_all_tensors=True)
     inputs = model_inputs(interpreter)
     input_indices = [d["index"] for d in interpreter.get_input_details()]
-    stats = {a.key: TensorStats.empty() for a in activations}
+    numbers = list(range(len(data))) if sample_indices is None else [int(i) for i in sample_indices]
+    if len(numbers) != len(data) or len(set(numbers)) != len(numbers):
+        raise ValueError("sample_indices must number every sample of the set once")
+    extremes = {a.key: SampleExtremes.empty() for a in activations}
+    current: dict[TensorKey, TensorStats] = {}  # the sample being run: its own statistics per tensor
 
     def observe(key: TensorKey, value: np.ndarray, sample: int) -> None:
         try:
-            stats[key].update(value)
+            current.setdefault(key, TensorStats.empty()).update(value)
         except ValueError as exc:
             if "non-finite" in str(exc):
                 name = tfl.tensor_name(parsed.subgraphs[key[0]].tensors[key[1]])
@@ -243,17 +273,65 @@ def collect(float_model: bytes, data: CalibrationSet,
                                  "to NaN or Inf") from None
             raise
 
-    replay = GraphReplay(parsed, float_model, stats, observe)
+    replay = GraphReplay(parsed, float_model, extremes, observe)
     for i, batch in data.samples(inputs):
+        current.clear()
         for index, sample in zip(input_indices, batch, strict=True):
             interpreter.set_tensor(index, sample)
         interpreter.invoke()
-        replay.measure(0, interpreter, i)
+        replay.measure(0, interpreter, numbers[i])
+        for key, sample_stats in current.items():
+            extremes[key].add(numbers[i], sample_stats)
         if progress is not None:
             progress(i + 1, len(data))
+    named = sorted({s for e in extremes.values() for ranked in (e.top_max, e.top_min, e.top_abs) for s, _ in ranked})
+    described = describe_samples(data) if sample_indices is None else None
     return ActivationStats(
         model_fingerprint=tfl.sha256(float_model), calibration_fingerprint=data.fingerprint(),
         samples=len(data), names={a.key: a.name for a in activations},
-        producers={a.key: producers.get(a.key, "?") for a in activations}, tensors=stats,
-        preprocessing=data.preprocessing,
+        producers={a.key: producers.get(a.key, "?") for a in activations},
+        tensors={key: e.total() for key, e in extremes.items()}, preprocessing=data.preprocessing,
+        extremes=extremes, sample_info={s: described[s] for s in named if described and described[s]},
     )
+
+
+def describe_samples(data: CalibrationSet) -> list[dict[str, str]] | None:
+    """What each sample of ``data`` is, as far as the set says: for a set from ``edgeq datagen`` its manifest
+    ``id``, ``condition`` and ``source`` image; for an image folder the file (``source``); else nothing.
+
+    Only for naming samples in reports: a manifest that no longer lines up with the data (other length or
+    conditions) names nothing rather than the wrong image.
+    """
+    from edgeq.calib.data import IMAGE_SUFFIXES
+
+    folder = Path(data.source)
+    try:
+        if (folder / "datagen.json").is_file():
+            return _manifest_descriptions(folder, data)
+        if folder.is_dir():
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if len(files) == len(data):
+                return [{"source": str(p.relative_to(folder))} for p in files]
+    except (OSError, ValueError, InputError):
+        return None
+    if data.conditions and len(data.conditions) == len(data):
+        return [{"condition": c} for c in data.conditions]
+    return None
+
+
+def _manifest_descriptions(folder: Path, data: CalibrationSet) -> list[dict[str, str]] | None:
+    from datagen.calibset import MANIFEST_FILE
+    from datagen.limits import MAX_MANIFEST_BYTES, decode_utf8, read_capped
+
+    path = folder / MANIFEST_FILE
+    text = decode_utf8(read_capped(path, MAX_MANIFEST_BYTES, "calibration set manifest"), path,
+                       "calibration set manifest")
+    records = [json.loads(line) for line in text.split("\n") if line]
+    if len(records) < len(data) or not all(isinstance(r, dict) for r in records):
+        return None
+    records = records[: len(data)]  # a --limit keeps the first samples
+    out = [{k: str(r[f]) for k, f in (("id", "id"), ("condition", "condition"), ("source", "source_id")) if f in r}
+           for r in records]
+    if data.conditions and [d.get("condition") for d in out] != list(data.conditions):
+        return None
+    return out

@@ -16,7 +16,7 @@ to bin ``H - c``. So ``+radius`` lands in the last bin, ``-radius`` in the first
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,3 +236,159 @@ class TensorStats:
     def _require_data(self) -> None:
         if self.count == 0:
             raise ValueError("no values have been collected for this tensor")
+
+
+TOP_SAMPLES = 8  # per tensor, the samples with the largest max, smallest min and largest max|x| are kept
+Ranked = tuple[tuple[int, float], ...]  # (sample index, value), best first
+
+
+def _ranked(entries: Iterable[tuple[int, float]], descending: bool) -> Ranked:
+    """The TOP_SAMPLES best (sample, value) pairs; ties go to the lower sample index, so any order gives the same."""
+    key = (lambda e: (-e[1], e[0])) if descending else (lambda e: (e[1], e[0]))
+    return tuple(sorted(entries, key=key)[:TOP_SAMPLES])
+
+
+@dataclass(eq=False)
+class SampleExtremes:
+    """Which calibration samples set a tensor's range.
+
+    Per tensor, the samples with the largest maxima, the smallest minima and the largest max|x| (each a
+    sample's extreme over every value it produced on the tensor, loop iterations included), at most
+    TOP_SAMPLES of each; and two full ``TensorStats``: ``top``, the values of the sample with the largest
+    max|x| alone, and ``rest``, those of every other sample, at its own (finer) histogram resolution. So the
+    range an estimator would choose *without* the most extreme sample is computed exactly, not guessed.
+
+    Built one sample at a time (``add``) and mergeable over disjoint sample sets (``merge``); ties are
+    broken by the lower sample index and histogram merges are exact, so the result does not depend on
+    the order samples or partial results arrive in. Memory is three histograms and three short lists.
+    """
+
+    samples: int  # samples that reached the tensor
+    top_max: Ranked  # (sample, its max), largest first
+    top_min: Ranked  # (sample, its min), smallest first
+    top_abs: Ranked  # (sample, its max|x|), largest first; top_abs[0] is the sample held in ``top``
+    top: TensorStats  # the values of sample top_abs[0][0]
+    rest: TensorStats  # the values of every other sample
+
+    @classmethod
+    def empty(cls) -> SampleExtremes:
+        return cls(samples=0, top_max=(), top_min=(), top_abs=(), top=TensorStats.empty(), rest=TensorStats.empty())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SampleExtremes):
+            return NotImplemented
+        return (self.samples == other.samples and self.top_max == other.top_max and self.top_min == other.top_min
+                and self.top_abs == other.top_abs and self.top == other.top and self.rest == other.rest)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    @property
+    def top_sample(self) -> int | None:
+        """The sample with the largest max|x| (None before any sample)."""
+        return self.top_abs[0][0] if self.top_abs else None
+
+    def total(self) -> TensorStats:
+        """The statistics of every sample together (what ``TensorStats`` of the whole set holds)."""
+        return self.rest.merge(self.top)
+
+    def add(self, sample: int, stats: TensorStats) -> None:
+        """Record one sample's own statistics on this tensor (``stats``: every value it produced; kept, not copied)."""
+        if stats.count == 0:
+            return
+        if any(s == sample for s, _ in self.top_abs):
+            raise ValueError(f"sample {sample} was already recorded")
+        self._absorb(self._single(sample, stats))
+
+    @classmethod
+    def _single(cls, sample: int, stats: TensorStats) -> SampleExtremes:
+        return cls(samples=1, top_max=((sample, stats.max),), top_min=((sample, stats.min),),
+                   top_abs=((sample, stats.abs_max),), top=stats, rest=TensorStats.empty())
+
+    def merge(self, other: SampleExtremes) -> SampleExtremes:
+        """The extremes of both sample sets together (their sample indices must not overlap); neither changes."""
+        merged = SampleExtremes(samples=self.samples, top_max=self.top_max, top_min=self.top_min,
+                                top_abs=self.top_abs, top=self.top, rest=self.rest)
+        merged._absorb(other)
+        return merged
+
+    def _absorb(self, other: SampleExtremes) -> None:
+        if other.samples == 0:
+            return
+        if self.samples == 0:
+            self.samples, self.top_max, self.top_min, self.top_abs = (other.samples, other.top_max, other.top_min,
+                                                                      other.top_abs)
+            self.top, self.rest = other.top, other.rest
+            return
+        top_abs = _ranked(self.top_abs + other.top_abs, descending=True)
+        mine = top_abs[0] == self.top_abs[0]
+        winner, loser = (self, other) if mine else (other, self)
+        self.rest = self.rest.merge(other.rest).merge(loser.top)
+        self.top = winner.top
+        self.top_abs = top_abs
+        self.top_max = _ranked(self.top_max + other.top_max, descending=True)
+        self.top_min = _ranked(self.top_min + other.top_min, descending=False)
+        self.samples += other.samples
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Arrays named ``prefix + field``; ``from_arrays`` reads them back given the tensor's total stats.
+
+        ``top``'s histogram is not written: it is the total's minus ``rest``'s (top's max|x| is the total's,
+        so both share the total's grid), and the total is in the file already.
+        """
+        arrays = {f"{prefix}samples": np.array(self.samples, dtype=np.int64),
+                  f"{prefix}top_min": np.array(self.top.min, dtype=np.float64),
+                  f"{prefix}top_max": np.array(self.top.max, dtype=np.float64)}
+        for name, ranked in (("max", self.top_max), ("min", self.top_min), ("abs", self.top_abs)):
+            arrays[f"{prefix}rank_{name}_sample"] = np.array([s for s, _ in ranked], dtype=np.int64)
+            arrays[f"{prefix}rank_{name}_value"] = np.array([v for _, v in ranked], dtype=np.float64)
+        arrays.update(self.rest.to_arrays(f"{prefix}rest_"))
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str, total: TensorStats) -> SampleExtremes:
+        """Rebuild what ``to_arrays`` wrote; InputError if it is missing or does not add up to ``total``."""
+        names = ["samples", "top_min", "top_max"] + [f"rank_{n}_{f}" for n in ("max", "min", "abs")
+                                                     for f in ("sample", "value")]
+        missing = [f"{prefix}{name}" for name in names if f"{prefix}{name}" not in arrays]
+        if missing:
+            raise InputError(f"sample extremes are missing {', '.join(missing)}")
+        rest = TensorStats.from_arrays(arrays, f"{prefix}rest_")
+        try:
+            samples = int(arrays[f"{prefix}samples"])
+            top_lo, top_hi = float(arrays[f"{prefix}top_min"]), float(arrays[f"{prefix}top_max"])
+            ranks = {}
+            for name in ("max", "min", "abs"):
+                indices = np.asarray(arrays[f"{prefix}rank_{name}_sample"])
+                values = np.asarray(arrays[f"{prefix}rank_{name}_value"])
+                if indices.ndim != 1 or indices.shape != values.shape or indices.dtype.kind not in "iu":
+                    raise ValueError(name)
+                ranks[name] = tuple((int(s), float(v)) for s, v in zip(indices, values, strict=True))
+        except (TypeError, ValueError):
+            raise InputError(f"sample extremes {prefix!r} hold malformed fields") from None
+        problem = None
+        count = total.count - rest.count
+        if samples < 0 or any(len(r) != min(samples, TOP_SAMPLES) for r in ranks.values()):
+            problem = "ranked lists do not match the sample count"
+        elif any(r != _ranked(r, descending=name != "min") for name, r in ranks.items()):
+            problem = "ranked lists are not in order"
+        elif samples and (count <= 0 or rest.radius > total.radius):
+            problem = "the rest's statistics exceed the total's"
+        elif samples and (not (math.isfinite(top_lo) and math.isfinite(top_hi) and top_lo <= top_hi)
+                          or ranks["abs"][0][1] != max(-top_lo, top_hi)
+                          or total.radius != radius_for(ranks["abs"][0][1])):
+            problem = "the top sample's range does not match"
+        top = TensorStats.empty()
+        if samples and problem is None:
+            hist = total.hist - _regrid(rest.hist, rest.radius, total.radius)
+            if (hist < 0).any() or int(hist.sum()) != count:
+                problem = "the rest's histogram is not part of the total's"
+            else:
+                top = TensorStats(count=count, min=top_lo, max=top_hi, radius=total.radius, hist=hist)
+                if top.merge(rest) != total:
+                    problem = "top and rest do not add up to the total"
+        elif not samples and (rest.count or total.count):
+            problem = "values without samples"
+        if problem:
+            raise InputError(f"sample extremes {prefix!r} are inconsistent: {problem}")
+        return cls(samples=samples, top_max=ranks["max"], top_min=ranks["min"], top_abs=ranks["abs"], top=top,
+                   rest=rest)
