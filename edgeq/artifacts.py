@@ -183,6 +183,14 @@ class Preprocessing(Artifact):
 
 
 @dataclass(frozen=True)
+class SampleValue:
+    """One calibration sample's extreme value on a tensor."""
+
+    sample: int  # index in the calibration set
+    value: float
+
+
+@dataclass(frozen=True)
 class TensorRange(Artifact):
     """The activation range chosen for one tensor, and why."""
 
@@ -194,6 +202,11 @@ class TensorRange(Artifact):
     rule: str  # which rule chose the estimator ("method", "auto: outlier ratio 4.2 in [3, 10)", ...)
     outlier_ratio: float  # max|x| / p99|x|
     clip_fraction: float  # expected share of values clipped: beyond half a quantization step outside [min, max]
+    top_max: tuple[SampleValue, ...] = ()  # the samples with the largest maxima, largest first
+    top_min: tuple[SampleValue, ...] = ()  # the samples with the smallest minima, smallest first
+    sample_stretch: float | None = None  # the most extreme sample's max|x| / every other sample's
+    trimmed_sample: int | None = None  # the sample the sample guard left out of this range
+    untrimmed: tuple[float, float] | None = None  # the range with every sample, when one was trimmed
 
 
 @dataclass(frozen=True)
@@ -203,6 +216,32 @@ class RangeTable(Artifact):
     kind: ClassVar[str] = "range_table"
     model_fingerprint: str
     ranges: tuple[TensorRange, ...]
+
+
+@dataclass(frozen=True)
+class SampleDominance:
+    """A tensor whose max|x| one calibration sample alone stretches far beyond every other sample's."""
+
+    tensor: str
+    value: float  # the sample's most extreme value on the tensor (signed)
+    next_value: float  # the most extreme value of any other sample (signed)
+    next_sample: int  # the sample that produced next_value
+    factor: float  # |value| / |next_value|
+    trimmed: bool = False  # the sample guard left the sample out of this tensor's range
+
+
+@dataclass(frozen=True)
+class OutlierSample:
+    """A calibration sample that sets tensors' ranges on its own, named as far as the set allows."""
+
+    sample: int  # index in the calibration set
+    tensors: int  # activation tensors whose max|x| it stretches by at least the guard's factor
+    max_factor: float  # the largest such stretch
+    trimmed: int = 0  # tensors whose range the sample guard chose without it
+    id: str | None = None  # datagen manifest id
+    condition: str | None = None  # datagen condition
+    source: str | None = None  # the source image (datagen source_id, or the file in an image folder)
+    worst: tuple[SampleDominance, ...] = ()  # the tensors it stretches most, largest factor first
 
 
 @dataclass(frozen=True)
@@ -227,6 +266,7 @@ class QuantizedArtifact(Artifact):
     rewrites: dict[str, int] = field(default_factory=dict)  # float-graph rewrites applied, with counts
     float_ops: tuple[str, ...] = ()  # ops left in float (only with allow_float_ops)
     tool_versions: dict[str, str] = field(default_factory=dict)
+    outlier_samples: tuple[OutlierSample, ...] = ()  # calibration samples that alone set tensors' ranges
 
 
 @dataclass(frozen=True)

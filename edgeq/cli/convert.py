@@ -33,6 +33,17 @@ def _thresholds(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _guard_factors(text: str) -> tuple[float, float]:
+    try:
+        factor, follow = (float(v) for v in text.split(","))
+    except ValueError:
+        factor = follow = float("nan")
+    if not 1.0 < follow <= factor < float("inf"):
+        raise argparse.ArgumentTypeError(f"bad sample guard factors {text!r}; use FACTOR,FOLLOW with "
+                                         "1 < FOLLOW <= FACTOR, such as 10,3")
+    return factor, follow
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocess", metavar="SPEC",
                         help="preprocessing for uint8 images: a JSON file or inline "
@@ -74,6 +85,13 @@ def register(verbs: Any) -> None:
                              help="per-tensor weights for FULLY_CONNECTED only")
     convert.add_argument("--allow-float-ops", action="store_true", default=None,
                          help="leave ops without an int8 kernel in float (listed in the sidecar) instead of failing")
+    guard = convert.add_mutually_exclusive_group()
+    guard.add_argument("--no-sample-guard", dest="sample_guard", action="store_false", default=None,
+                       help="keep ranges one calibration sample alone stretches (default: such a sample is left "
+                            "out of the ranges of mse, percentile, kl and auto)")
+    guard.add_argument("--sample-guard-factors", type=_guard_factors, metavar="FACTOR,FOLLOW",
+                       help="the sample guard leaves out a sample that stretches a tensor's max|x| FACTOR times "
+                            "beyond every other sample, and that sample wherever it stretches FOLLOW times (10,3)")
     convert.add_argument("--recipe", metavar="FILE", help="YAML/JSON recipe with per-tensor/per-op overrides")
     convert.add_argument("--json", action="store_true", help="print the sidecar JSON instead of a summary")
     _add_data_arguments(convert)
@@ -111,7 +129,10 @@ def run_convert(args: argparse.Namespace) -> int:
     recipe = recipe.with_updates(
         method=Estimator(args.method) if args.method else None, percentile=args.percentile,
         auto_thresholds=args.auto_thresholds, io=IOType(args.io) if args.io else None,
-        per_tensor=args.per_tensor, per_tensor_dense=args.per_tensor_dense, allow_float_ops=args.allow_float_ops)
+        per_tensor=args.per_tensor, per_tensor_dense=args.per_tensor_dense, allow_float_ops=args.allow_float_ops,
+        sample_guard=args.sample_guard,
+        sample_guard_factor=args.sample_guard_factors[0] if args.sample_guard_factors else None,
+        sample_guard_follow=args.sample_guard_factors[1] if args.sample_guard_factors else None)
     artifact = convert(args.model, args.output, calib=args.calib, stats=args.stats, recipe=recipe,
                        preprocessing=parse_preprocessing(args.preprocess), input_shape=args.input_shape,
                        limit=args.limit, progress=progress_printer("calibrating"))
@@ -129,6 +150,7 @@ def run_convert(args: argparse.Namespace) -> int:
         ["most clipped tensor", f"{clipped.name} ({clipped.clip_fraction:.3%})"],
         ["size", _size_summary(artifact)],
         ["float ops left", _float_ops_summary(artifact.float_ops)],
+        ["outlier samples", _outliers_summary(artifact)],
         ["sidecar", str(artifact.path).removesuffix(".tflite") + ".json"],
     ])
     return 0
@@ -144,6 +166,16 @@ def _size_summary(artifact: Any) -> str:
     breakdown = size_breakdown(Path(artifact.path).read_bytes())
     reasons = size_reasons(artifact.rewrites, artifact.float_bytes, artifact.int8_bytes, breakdown)
     return text + (": " + "; ".join(reasons) if reasons else "")
+
+
+def _outliers_summary(artifact: Any, shown: int = 2) -> str:
+    from edgeq.calib.outliers import summary
+
+    samples = artifact.outlier_samples
+    if not samples:
+        return "none"
+    more = f"; and {len(samples) - shown} more (all in the sidecar)" if len(samples) > shown else ""
+    return "; ".join(summary(s, len(artifact.ranges.ranges)) for s in samples[:shown]) + more
 
 
 def _float_ops_summary(ops: tuple[str, ...], shown: int = 4) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgeq.artifacts import Preprocessing, QuantizedArtifact, RangeTable, TensorRange
+from edgeq.artifacts import Preprocessing, QuantizedArtifact, RangeTable, SampleValue, TensorRange
 from edgeq.calib.collect import ActivationStats, collect, model_inputs
 from edgeq.calib.data import CalibrationSet, load_calibration
-from edgeq.calib.estimators import estimate
+from edgeq.calib.estimators import SampleGuard, estimate, outlier_set
+from edgeq.calib.outliers import outlier_samples
 from edgeq.converter.load import FloatModel, load_float_model
 from edgeq.converter.quantize import quantize
 from edgeq.converter.recipe import QuantRecipe
@@ -23,6 +24,7 @@ from edgeq.tflite.runtime import CpuKernels, make_interpreter
 from edgeq.versions import package_versions
 
 Progress = Callable[[int, int], None]
+SIDECAR_SAMPLES = 3  # per tensor, the sidecar lists this many samples by largest max and by smallest min
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,16 @@ def calibrate(model: ModelSource, calib: str | Path, *, preprocessing: Preproces
     return Calibration(float_model, data, collect(float_model.flatbuffer, data, progress))
 
 
+def sample_guard(recipe: QuantRecipe, stats: ActivationStats | None = None) -> SampleGuard:
+    """The recipe's sample guard thresholds, with the outlier samples of ``stats`` when given."""
+    guard = SampleGuard(factor=recipe.sample_guard_factor, follow=recipe.sample_guard_follow)
+    return replace(guard, outliers=outlier_set(stats.extremes.values(), guard)) if stats is not None else guard
+
+
 def choose_ranges(stats: ActivationStats, recipe: QuantRecipe) -> RangeTable:
     """A range per activation tensor, in (subgraph, tensor) order: the recipe's method, or the first override
-    rule that matches."""
+    rule that matches; the recipe's sample guard (when on) applies to every estimator but minmax."""
+    guard = sample_guard(recipe, stats) if recipe.sample_guard else None
     used = [0] * len(recipe.overrides)
     ranges = []
     for key in sorted(stats.tensors):
@@ -74,10 +83,17 @@ def choose_ranges(stats: ActivationStats, recipe: QuantRecipe) -> RangeTable:
         if tensor_stats.count == 0:
             where = f" of subgraph {key[0]} (its loop or branch never ran)" if key[0] else ""
             raise InputError(f"tensor '{name}'{where} was never computed during calibration")
-        choice = estimate(tensor_stats, method, percentile=percentile, auto_thresholds=recipe.auto_thresholds)
-        ranges.append(TensorRange(name=name, min=float(choice.lo), max=float(choice.hi), estimator=choice.estimator,
-                                  rule=why + choice.rule, outlier_ratio=float(choice.outlier_ratio),
-                                  clip_fraction=float(choice.clip_fraction)))
+        extremes = stats.extremes.get(key)
+        choice = estimate(tensor_stats, method, percentile=percentile, auto_thresholds=recipe.auto_thresholds,
+                          extremes=extremes, guard=guard)
+        ranges.append(TensorRange(
+            name=name, min=float(choice.lo), max=float(choice.hi), estimator=choice.estimator,
+            rule=why + choice.rule, outlier_ratio=float(choice.outlier_ratio),
+            clip_fraction=float(choice.clip_fraction),
+            top_max=tuple(SampleValue(s, v) for s, v in extremes.top_max[:SIDECAR_SAMPLES]) if extremes else (),
+            top_min=tuple(SampleValue(s, v) for s, v in extremes.top_min[:SIDECAR_SAMPLES]) if extremes else (),
+            sample_stretch=choice.sample_stretch, trimmed_sample=choice.trimmed_sample,
+            untrimmed=choice.untrimmed))
     unused = [k for k, n in enumerate(used) if n == 0]
     if unused:
         rule = recipe.overrides[unused[0]]
@@ -119,7 +135,10 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         activation_stats = collect(float_model.flatbuffer, data, progress)
         samples = len(data)
     table = choose_ranges(activation_stats, recipe)
-    keyed = {key: (r.min, r.max) for key, r in zip(sorted(activation_stats.tensors), table.ranges, strict=True)}
+    keys = sorted(activation_stats.tensors)
+    keyed = {key: (r.min, r.max) for key, r in zip(keys, table.ranges, strict=True)}
+    outliers = outlier_samples(activation_stats, sample_guard(recipe),
+                               {key: r.trimmed_sample for key, r in zip(keys, table.ranges, strict=True)})
     quantized = quantize(float_model.flatbuffer, keyed, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
     quantized = embed_preprocessing(quantized, float_model.flatbuffer, preprocessing, float_model.source)
     # What is verified is what is published: every change to the model's bytes belongs above this line.
@@ -131,7 +150,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         io_type=recipe.io, ranges=table, float_bytes=float_model.source_bytes, int8_bytes=len(quantized),
         size_ratio=round(float_model.source_bytes / len(quantized), 4), recipe=recipe.to_dict(),
         preprocessing=preprocessing, rewrites={r.name: r.count for r in float_model.rewrites},
-        float_ops=tuple(str(op) for op in left_float), tool_versions=_tool_versions(),
+        float_ops=tuple(str(op) for op in left_float), tool_versions=_tool_versions(), outlier_samples=outliers,
     )
     sidecar = json.dumps(artifact.to_dict(), indent=2, sort_keys=True) + "\n"
     with atomic_path(output) as model_tmp, atomic_path(sidecar_path(output)) as sidecar_tmp:

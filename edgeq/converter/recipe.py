@@ -46,6 +46,10 @@ class QuantRecipe(Artifact):
     per_tensor_dense: bool = False  # per-tensor weights for FULLY_CONNECTED only
     allow_float_ops: bool = False
     overrides: tuple[Override, ...] = ()
+    # One calibration sample may not set a range alone (edgeq.calib.estimators.SampleGuard); False keeps raw ranges.
+    sample_guard: bool = True
+    sample_guard_factor: float = 10.0  # trim a sample whose max|x| is at least this many times every other's
+    sample_guard_follow: float = 3.0  # ... and such a sample wherever it stretches a range this many times
 
     def __post_init__(self) -> None:
         if not 50.0 < self.percentile < 100.0:
@@ -53,6 +57,9 @@ class QuantRecipe(Artifact):
         low, high = self.auto_thresholds
         if not 1.0 <= low <= high:
             raise InputError(f"auto thresholds must satisfy 1 <= low <= high, got {self.auto_thresholds}")
+        if not 1.0 < self.sample_guard_follow <= self.sample_guard_factor < float("inf"):
+            raise InputError("sample guard factors must satisfy 1 < sample_guard_follow <= sample_guard_factor, got "
+                             f"{self.sample_guard_follow} and {self.sample_guard_factor}")
         for rule in self.overrides:
             if rule.tensors is None and rule.ops is None:
                 raise InputError("a recipe override needs 'tensors' or 'ops' to say what it applies to")
