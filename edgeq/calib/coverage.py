@@ -3,6 +3,9 @@
 Per activation tensor: max|x| and p99.99|x| of the calibration set and of production data, their
 ratio, and, for the layers where production goes beyond calibration, which calibration conditions
 alone reach production's range (per-condition statistics merge into the set's, so one pass serves both).
+Per tensor also the calibration sample that sets its max|x|, how far beyond every other sample it sits
+and the max|x| without it; and the calibration set's outlier samples (``edgeq.calib.outliers``), named by
+their manifest id, condition and source image for sets from ``edgeq datagen``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.calib.collect import ActivationStats, collect
+from edgeq.artifacts import OutlierSample
+from edgeq.calib.collect import ActivationStats, collect, describe_samples
 from edgeq.calib.data import CalibrationSet
-from edgeq.calib.stats import TensorStats
+from edgeq.calib.estimators import SampleGuard, sample_stretch
+from edgeq.calib.outliers import outlier_samples
+from edgeq.calib.stats import SampleExtremes
 from edgeq.converter.load import FloatModel
 
 TOP_QUANTILE = 0.9999
@@ -31,6 +37,9 @@ class LayerCoverage:
     ratio: float  # calib_max / production_max: below the threshold, production leaves the calibrated range
     flagged: bool
     closing_conditions: tuple[str, ...] = ()  # calibration conditions whose own max|x| reaches production's
+    calib_top_sample: int | None = None  # the calibration sample with the largest max|x| here
+    calib_stretch: float | None = None  # its max|x| / every other calibration sample's (None: unknown or 0)
+    calib_max_without_top: float = 0.0  # max|x| of the other calibration samples
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class CoverageReport:
     threshold: float
     layers: tuple[LayerCoverage, ...]
     per_condition_max: dict[str, tuple[float, ...]] = field(default_factory=dict)  # condition -> per-layer max|x|
+    outlier_samples: tuple[OutlierSample, ...] = ()  # calibration samples that alone set tensors' ranges
 
     @property
     def flagged(self) -> tuple[LayerCoverage, ...]:
@@ -50,26 +60,33 @@ def _subset(data: CalibrationSet, indices: np.ndarray, name: str) -> Calibration
 
 
 def per_condition_stats(float_model: FloatModel, data: CalibrationSet) -> dict[str, ActivationStats]:
-    """Statistics per condition (one group, 'all', when the set has no conditions)."""
+    """Statistics per condition (one group, 'all', when the set has no conditions); samples keep their index
+    in ``data``."""
     labels = np.asarray(data.conditions if data.conditions else ["all"] * len(data))
-    return {name: collect(float_model.flatbuffer, _subset(data, np.flatnonzero(labels == name), name))
-            for name in dict.fromkeys(labels.tolist())}
+    groups = {}
+    for name in dict.fromkeys(labels.tolist()):
+        indices = np.flatnonzero(labels == name)
+        groups[name] = collect(float_model.flatbuffer, _subset(data, indices, name), sample_indices=indices.tolist())
+    return groups
 
 
-def _merged(groups: dict[str, ActivationStats]) -> dict[int, TensorStats]:
-    merged: dict[int, TensorStats] = {}
+def _merged(groups: dict[str, ActivationStats]) -> dict[tuple[int, int], SampleExtremes]:
+    """Per tensor, the sample extremes of every group together (the groups' samples are disjoint)."""
+    merged: dict[tuple[int, int], SampleExtremes] = {}
     for stats in groups.values():
-        for index, tensor in stats.tensors.items():
-            merged[index] = merged[index].merge(tensor) if index in merged else tensor
+        for key, extremes in stats.extremes.items():
+            merged[key] = merged[key].merge(extremes) if key in merged else extremes
     return merged
 
 
 def coverage(float_model: FloatModel, calibration: CalibrationSet, production: CalibrationSet,
-             threshold: float = 1.0) -> CoverageReport:
+             threshold: float = 1.0, guard: SampleGuard | None = None) -> CoverageReport:
     groups = per_condition_stats(float_model, calibration)
-    calib = _merged(groups)
+    extremes = _merged(groups)
+    calib = {key: e.total() for key, e in extremes.items()}
     prod = collect(float_model.flatbuffer, production)
-    names = next(iter(groups.values())).names
+    first = next(iter(groups.values()))
+    names = first.names
     layers = []
     for index in sorted(calib):
         c, p = calib[index], prod.tensors[index]
@@ -81,9 +98,16 @@ def coverage(float_model: FloatModel, calibration: CalibrationSet, production: C
             name=names[index], producer=prod.producers[index], calib_max=c.abs_max,
             calib_p9999=c.abs_quantile(TOP_QUANTILE), production_max=p.abs_max,
             production_p9999=p.abs_quantile(TOP_QUANTILE), ratio=ratio, flagged=flagged,
-            closing_conditions=closing))
+            closing_conditions=closing, calib_top_sample=extremes[index].top_sample,
+            calib_stretch=sample_stretch(extremes[index]), calib_max_without_top=extremes[index].rest.abs_max))
     per_condition = {name: tuple(g.tensors[i].abs_max for i in sorted(calib)) for name, g in groups.items()}
-    return CoverageReport(threshold=threshold, layers=tuple(layers), per_condition_max=per_condition)
+    described = describe_samples(calibration) or []
+    merged = ActivationStats(model_fingerprint=first.model_fingerprint,
+                             calibration_fingerprint=calibration.fingerprint(), samples=len(calibration),
+                             names=names, producers=first.producers, tensors=calib, extremes=extremes,
+                             sample_info={i: d for i, d in enumerate(described) if d})
+    return CoverageReport(threshold=threshold, layers=tuple(layers), per_condition_max=per_condition,
+                          outlier_samples=outlier_samples(merged, guard))
 
 
 def plot_coverage(report: CoverageReport, path: Path) -> Path:

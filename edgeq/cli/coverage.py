@@ -21,7 +21,8 @@ def register(verbs: Any) -> None:
         "coverage", help="compare calibration and production activation ranges per layer",
         description="Per activation tensor: max|x| and p99.99 of the calibration set against production data; "
                     "layers where production exceeds calibration are flagged with the conditions that would "
-                    "close the gap. Exit 1 when a flagged gap remains.")
+                    "close the gap. Calibration samples that alone set tensors' ranges (outlier samples) are "
+                    "named. Exit 1 when a flagged gap remains.")
     cov.add_argument("model", help="float model (.keras/.h5, SavedModel, float .tflite)")
     cov.add_argument("--calib", required=True, metavar="SET", help="calibration data (a datagen set, .npy, ...)")
     cov.add_argument("--production", required=True, metavar="SET", help="production data, same forms")
@@ -39,6 +40,7 @@ def register(verbs: Any) -> None:
 def run_coverage(args: argparse.Namespace) -> int:
     from edgeq.calib.coverage import coverage, plot_coverage
     from edgeq.calib.data import parse_preprocessing
+    from edgeq.calib.outliers import summary
     from edgeq.converter.api import _calibration_data
     from edgeq.converter.load import load_float_model
     from edgeq.files import atomic_path
@@ -64,7 +66,8 @@ def run_coverage(args: argparse.Namespace) -> int:
                 "preprocessing": calibration.preprocessing.to_dict() if calibration.preprocessing else None,
                 "preprocessing_source": source.value, "warnings": said,
                 "layers": [_json_safe(dataclasses.asdict(layer)) for layer in report.layers],
-                "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()}}
+                "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()},
+                "outlier_samples": [dataclasses.asdict(o) for o in report.outlier_samples]}
     if args.output:
         out = Path(args.output)
         with atomic_path(out / "coverage.json") as tmp:
@@ -81,6 +84,8 @@ def run_coverage(args: argparse.Namespace) -> int:
                  ", ".join(layer.closing_conditions) if layer.flagged else ""] for layer in report.layers]
         print_table(["tensor", "op", "calib max", "prod max", "ratio", "", "closed by"], rows)
         print(f"\n{len(report.flagged)} of {len(report.layers)} layers flagged (threshold {report.threshold})")
+        for outlier in report.outlier_samples:
+            print(f"outlier calibration sample: {summary(outlier, len(report.layers))}")
     return 1 if report.flagged else 0
 
 
