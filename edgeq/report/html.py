@@ -36,6 +36,7 @@ SECTION_HEADINGS: dict[str, str] = {
     "check": "Target checks",
     "calibration": "Calibration set",
     "coverage": "Calibration coverage",
+    "calibration_samples": "Outlier calibration samples",
 }
 
 HEALTHY_SQNR_DB = 35.0  # a healthy int8 activation sits around 35-40 dB
@@ -1025,6 +1026,42 @@ def _coverage(value: Any, _: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _calibration_samples(value: Any, _: dict[str, Any]) -> str:
+    """Samples that alone set activation ranges, and what the sample guard did (edgeq.calib.outliers)."""
+    section = _dict(value)
+    guard = _dict(section.get("guard"))
+    samples = _rows(section.get("outlier_samples"))
+    trimmed = _rows(section.get("trimmed"))
+    enabled = guard.get("enabled") is not False
+    if enabled and not samples and not trimmed:
+        return ""
+    parts = []
+    if enabled:
+        factor, follow = _fmt(guard.get("factor"), "g"), _fmt(guard.get("follow"), "g")
+        parts.append(f"<p>Sample guard <b>on</b>: a sample whose max|x| on a tensor is {factor}× beyond every other "
+                     f"sample's (an outlier sample, then {follow}× wherever it stretches a range) is left out of that "
+                     f"tensor's range; {len(trimmed)} of {_fmt(section.get('tensors'), 'd')} range(s) were chosen "
+                     "without one.</p>")
+    else:
+        parts.append("<p>Sample guard <b>off</b>: every range keeps every calibration sample.</p>")
+    if samples:
+        rows = []
+        for s in samples:
+            worst = _rows(s.get("worst"))
+            top = worst[0] if worst else {}
+            where = "—"
+            if top:
+                where = (f"{_esc(_short(top.get('tensor'), 40))}: {_fmt(top.get('value'), '.4g')} vs "
+                         f"{_fmt(top.get('next_value'), '.4g')} (sample {_fmt(top.get('next_sample'), 'd')})")
+            rows.append([_fmt(s.get("sample"), "d"), _esc(_text(s.get("id")) or "—"),
+                         _esc(_text(s.get("condition")) or "—"), _name_cell(_text(s.get("source")) or "—"),
+                         _fmt(s.get("tensors"), "d"), _fmt(s.get("max_factor"), ".3g", "×"),
+                         _fmt(s.get("trimmed"), "d"), where])
+        parts.append(_table(["Sample", "Id", "Condition", "Source", "Tensors it stretches", "Largest stretch",
+                             "Ranges without it", "Most stretched tensor"], rows, numeric={0, 4, 5, 6}, names={3}))
+    return "\n".join(parts)
+
+
 _RENDERERS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "gates": _gates,
     "model": _model,
@@ -1035,4 +1072,5 @@ _RENDERERS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "check": _check,
     "calibration": _calibration,
     "coverage": _coverage,
+    "calibration_samples": _calibration_samples,
 }

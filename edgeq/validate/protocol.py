@@ -14,6 +14,7 @@ import numpy as np
 
 from edgeq.artifacts import Estimator, Preprocessing
 from edgeq.calib.estimators import estimate
+from edgeq.calib.outliers import samples_document
 from edgeq.converter.api import ModelSource, calibrate, convert
 from edgeq.converter.recipe import QuantRecipe
 from edgeq.harness.accuracy import evaluate, predict
@@ -179,6 +180,7 @@ def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Pat
         "model": {"source": float_model.source, "float_bytes": artifacts[best_method].float_bytes,
                   "int8_bytes": artifacts[best_method].int8_bytes, "size_ratio": artifacts[best_method].size_ratio,
                   "sha256": artifacts[best_method].sha256},
+        "calibration_samples": samples_document(artifacts[best_method]),
     }
     return ValidationOutcome(document=document, best_method=best_method, best_model=best_path, passed=passed,
                              gate=gate, advice=advice)
