@@ -72,15 +72,19 @@ def _advice(drop_pp: float, max_drop: float, layers: list[LayerDiagnostics], eva
                       "in some layer; add calibration conditions that match production (edgeq datagen, edgeq coverage)")
     saturated = [r for r in layers if r.saturation > 0.01]
     if saturated:
-        advice.append(f"high saturation in {len(saturated)} layer(s) (worst {max(r.saturation for r in saturated):.1%}"
-                      f" in {saturated[0].name}); try another estimator (mse or percentile) or a recipe override")
-    finite = [r.sqnr_db for r in layers if math.isfinite(r.sqnr_db)]
+        most = max(saturated, key=lambda r: r.saturation)
+        advice.append(f"high saturation in {len(saturated)} layer(s) (worst {most.saturation:.1%} in {most.name}); "
+                      "try another estimator (mse or percentile) or a recipe override")
+    # Local SQNR (the layer's own range and rounding), not the accumulated one: after one bad layer every
+    # downstream layer's accumulated SQNR drops too, so only the local figure singles the culprit out.
+    finite = [r.local_sqnr_db for r in layers if math.isfinite(r.local_sqnr_db)]
     if finite:
         median = float(np.median(finite))
-        bad = [r for r in layers if math.isfinite(r.sqnr_db) and r.sqnr_db < median - 15]
+        bad = [r for r in layers if math.isfinite(r.local_sqnr_db) and r.local_sqnr_db < median - 15]
         if len(bad) == 1:
-            advice.append(f"one bad layer: {bad[0].name} ({bad[0].sqnr_db:.1f} dB vs median {median:.1f} dB); try "
-                          "per-tensor vs per-axis weights there, a recipe override, or keep that layer in float")
+            advice.append(f"one bad layer: {bad[0].name} (local SQNR {bad[0].local_sqnr_db:.1f} dB vs median "
+                          f"{median:.1f} dB); try per-tensor vs per-axis weights there, a recipe override, or keep "
+                          "that layer in float")
     if not advice:
         advice.append("no single cause measured (coverage, saturation and per-layer SQNR look normal): "
                       "consider quantization-aware training")
