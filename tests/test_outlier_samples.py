@@ -372,10 +372,15 @@ def test_validate_report_and_html_name_the_sample(model_path: Path, sets: dict[s
     assert [s["sample"] for s in section["outlier_samples"]] == [PATHOLOGICAL]
     assert section["trimmed"] and all(t["sample"] == PATHOLOGICAL for t in section["trimmed"])
     assert f"sample {PATHOLOGICAL} alone sets the range" in section["summary"][0]
-    page = render_html({"calibration_samples": json.loads(json.dumps(section))})
-    assert "Outlier calibration samples" in page and "Sample guard <b>on</b>" in page
-    assert render_html({"calibration_samples": {**section, "outlier_samples": [], "trimmed": []}}).count(
-        "Outlier calibration samples") == 0  # nothing to say: no section
+    document = json.loads(json.dumps(outcome.document))
+    page = render_html(document)  # a part of the Activation ranges section
+    assert "<h3>Outlier calibration samples</h3>" in page and "Sample guard <b>on</b>" in page
+    row = page.split("<h3>Outlier calibration samples</h3>", 1)[1]
+    assert f"<td class=\"num\">{PATHOLOGICAL}</td>" in row
+    document["calibration_samples"] = {**section, "outlier_samples": [], "trimmed": []}
+    assert "Outlier calibration samples" not in render_html(document)  # nothing to say: not shown
+    document["calibration_samples"]["guard"]["enabled"] = False
+    assert "Sample guard <b>off</b>" in render_html(document)
 
 
 def test_coverage_names_the_datagen_sample(model_path: Path, tmp_path: Path,

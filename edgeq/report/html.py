@@ -36,7 +36,6 @@ SECTION_HEADINGS: dict[str, str] = {
     "check": "Target checks",
     "calibration": "Calibration set",
     "coverage": "Calibration coverage",
-    "calibration_samples": "Outlier calibration samples",
 }
 
 HEALTHY_SQNR_DB = 35.0  # a healthy int8 activation sits around 35-40 dB
@@ -854,7 +853,7 @@ def _layers(value: Any, _: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _histograms(value: Any, _: dict[str, Any]) -> str:
+def _histograms(value: Any, document: dict[str, Any]) -> str:
     parts = []
     for item in _rows(value):
         name = _text(item.get("name")) or "?"
@@ -875,6 +874,8 @@ def _histograms(value: Any, _: dict[str, Any]) -> str:
         if ranges:
             rows = [[_esc(m), _fmt(lo, ".4g"), _fmt(hi, ".4g"), _fmt(hi - lo, ".4g")] for m, lo, hi in ranges]
             parts.append(_table(["Estimator", "lo", "hi", "width"], rows, numeric={1, 2, 3}))
+    if parts:
+        parts.append(_calibration_samples(document.get("calibration_samples")))
     return "\n".join(p for p in parts if p)
 
 
@@ -1026,8 +1027,9 @@ def _coverage(value: Any, _: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _calibration_samples(value: Any, _: dict[str, Any]) -> str:
-    """Samples that alone set activation ranges, and what the sample guard did (edgeq.calib.outliers)."""
+def _calibration_samples(value: Any) -> str:
+    """Samples that alone set activation ranges, and what the sample guard did (edgeq.calib.outliers): a part of
+    the Activation ranges section, shown when there is an outlier sample or the guard is off."""
     section = _dict(value)
     guard = _dict(section.get("guard"))
     samples = _rows(section.get("outlier_samples"))
@@ -1035,7 +1037,7 @@ def _calibration_samples(value: Any, _: dict[str, Any]) -> str:
     enabled = guard.get("enabled") is not False
     if enabled and not samples and not trimmed:
         return ""
-    parts = []
+    parts = ["<h3>Outlier calibration samples</h3>"]
     if enabled:
         factor, follow = _fmt(guard.get("factor"), "g"), _fmt(guard.get("follow"), "g")
         parts.append(f"<p>Sample guard <b>on</b>: a sample whose max|x| on a tensor is {factor}× beyond every other "
@@ -1072,5 +1074,4 @@ _RENDERERS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "check": _check,
     "calibration": _calibration,
     "coverage": _coverage,
-    "calibration_samples": _calibration_samples,
 }
