@@ -408,3 +408,28 @@ def test_coverage_names_the_datagen_sample(model_path: Path, tmp_path: Path,
     inputs = next(layer for layer in document["layers"] if layer["producer"] == "INPUT")
     assert inputs["calib_top_sample"] == bright and inputs["calib_stretch"] > 50
     assert inputs["calib_max_without_top"] == pytest.approx(2.0)
+
+
+def test_image_folder_samples_are_named_by_file(model_path: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An image folder: the outlier sample is named by its file; edgeq calibrate says so too."""
+    from PIL import Image
+
+    from edgeq.cli import main as cli
+
+    folder = tmp_path / "images"
+    (folder / "b").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        pixels = rng.integers(0, 3, size=(32, 32, 3), dtype=np.uint8)
+        if i == 13:
+            pixels = rng.integers(200, 256, size=(32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / ("b" if i % 2 else ".") / f"img_{i:02d}.png")
+    assert cli.main(["calibrate", str(model_path), "--calib", str(folder), "--preprocess", "none",
+                     "-o", str(tmp_path / "stats.npz")]) == 0
+    out = capsys.readouterr().out
+    stats = ActivationStats.load(tmp_path / "stats.npz")
+    files = sorted(p for p in folder.rglob("*.png"))
+    bright = files.index(folder / "b" / "img_13.png")
+    assert f"outlier calibration sample: sample {bright} (source b/img_13.png)" in out
+    assert stats.sample_info[bright] == {"source": "b/img_13.png"}

@@ -116,6 +116,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
                        input_shape=args.input_shape, limit=args.limit, progress=progress_printer("calibrating"))
     result.stats.save(args.output)
     print(f"{len(result.stats.tensors)} activation tensors over {result.stats.samples} samples -> {args.output}")
+    from edgeq.calib.outliers import outlier_samples, summary
+
+    for outlier in outlier_samples(result.stats):
+        print(f"outlier calibration sample: {summary(outlier, len(result.stats.tensors))}")
     return 0
 
 
