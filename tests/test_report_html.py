@@ -230,11 +230,20 @@ def test_summary_reads_at_a_glance(real: Path) -> None:
     validation = document["validation"]
     best = next(m for m in validation["methods"] if m["method"] == validation["best_method"])
     assert f"<dt>Best method</dt><dd><b>{best['method']}</b></dd>" in summary
-    top1 = re.search(r"FP32 <b>([^<]+)</b> → INT8 (\S+) <b>([^<]+)</b> <span[^>]*>"
-                     r"\(drop ([^ ]+) pp, limit ([^ ]+) pp\)", summary)
+    top1 = re.search(r"<dt>Top-1</dt><dd>FP32 <b>([^<]+)</b> → INT8 (\S+) <b>([^<]+)</b> \(drop ([^ ]+) pp, "
+                     r"95% CI ([^ ]+) to ([^ ]+) pp", summary)
     assert top1 is not None, summary
     assert top1.groups() == (_pct(validation["baseline"]["top1"]), best["method"], _pct(best["top1"]),
-                             f"{best['drop_pp']:+.2f}", f"{validation['max_drop_pp']:g}")
+                             f"{best['drop_pp']:+.2f}", *(f"{v:+.2f}" for v in best["drop_ci_pp"]))
+    gate = validation["gate"]  # the limit is judged on the held-out half, in a row of its own
+    row = re.search(r"<dt>Max-drop gate</dt><dd>held-out half, (\d+) samples: FP32 ([^ ]+) → INT8 (\S+) ([^ ]+) "
+                    r"\(drop <b>([^ ]+) pp</b>, 95% CI ([^ ]+) to ([^ ]+) pp, limit ([^ ]+) pp\): "
+                    r'<span class="(ok|warn|bad)">', summary)
+    assert row is not None, summary
+    assert row.groups() == (str(gate["n"]), _pct(gate["fp32_top1"]), gate["method"], _pct(gate["int8_top1"]),
+                            f"{gate['drop_pp']:+.2f}", *(f"{v:+.2f}" for v in gate["drop_ci_pp"]),
+                            f"{validation['max_drop_pp']:g}",
+                            ("ok" if gate["clear"] else "warn") if gate["passed"] else "bad")
     model = document["model"]
     assert f"<b>{model['size_ratio']:.2f}×</b> smaller" in summary
     assert f"{model['float_bytes'] / 1024:,.1f} KiB FP32 → {model['int8_bytes'] / 1024:,.1f} KiB INT8" in summary
@@ -251,9 +260,14 @@ def test_summary_takes_each_number_from_its_own_field(built: Path) -> None:
     best = validation["methods"][0]
     validation["best_method"] = best["method"]
     validation["max_drop_pp"] = 25.5
+    gate = validation["gate"]
+    gate.update(method=best["method"], n=48, fp32_top1=0.75, int8_top1=0.4375, drop_pp=31.25,
+                drop_ci_pp=[12.5, 47.5], max_drop_pp=25.5, passed=False, clear=False)
     summary = _summary(render_html(document))
-    assert (f"FP32 <b>81.25%</b> → INT8 {best['method']} <b>50.00%</b> <span class=\"bad\">(drop +31.25 pp, "
-            "limit 25.5 pp)</span>") in summary  # over the limit: red
+    assert f"<dt>Top-1</dt><dd>FP32 <b>81.25%</b> → INT8 {best['method']} <b>50.00%</b> (drop +31.25 pp" in summary
+    assert (f"held-out half, 48 samples: FP32 75.00% → INT8 {best['method']} 43.75% (drop <b>+31.25 pp</b>, "
+            "95% CI +12.50 to +47.50 pp, limit 25.5 pp): <span class=\"bad\">fail, the limit lies inside the "
+            "interval") in summary  # over the limit: red, and honest that the interval reaches below it
 
 
 def test_same_bytes_in_other_processes(built: Path) -> None:
