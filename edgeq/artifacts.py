@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -101,7 +102,17 @@ def _encode(value: Any) -> Any:
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return NON_FINITE_TEXT[_non_finite_key(value)]  # JSON has no Infinity/NaN: strict parsers refuse them
     return value
+
+
+#: How non-finite floats travel in JSON (``json.dumps`` would write the invalid tokens Infinity and NaN).
+NON_FINITE_TEXT = {"inf": "inf", "-inf": "-inf", "nan": "nan"}
+
+
+def _non_finite_key(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def _decode_dataclass(cls: type, data: dict[str, Any]) -> Any:
@@ -157,6 +168,8 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
             raise InputError(f"{where}: expected an object")
         return {k: _decode(args[1], v, where) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and value in NON_FINITE_TEXT:
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where}: expected a number, got {value!r}")
         return float(value)

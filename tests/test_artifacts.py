@@ -108,3 +108,17 @@ def test_bad_values_are_refused(field: str, value: object, message: str) -> None
 def test_artifacts_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         _range().min = 0.0  # type: ignore[misc]
+
+
+def test_non_finite_floats_travel_as_valid_json() -> None:
+    """An infinite outlier ratio (an all-zero p99) must not write the invalid JSON token Infinity."""
+    import json
+    import math
+
+    from edgeq.artifacts import Estimator, TensorRange
+
+    original = TensorRange(name="t", min=-1.0, max=1.0, estimator=Estimator.MINMAX, rule="method",
+                           outlier_ratio=math.inf, clip_fraction=math.nan)
+    text = json.dumps(original.to_dict(), allow_nan=False)  # raises on Infinity/NaN
+    back = TensorRange.from_dict(json.loads(text))
+    assert back.outlier_ratio == math.inf and math.isnan(back.clip_fraction)

@@ -152,7 +152,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         preprocessing=preprocessing, rewrites={r.name: r.count for r in float_model.rewrites},
         float_ops=tuple(str(op) for op in left_float), tool_versions=_tool_versions(), outlier_samples=outliers,
     )
-    sidecar = json.dumps(artifact.to_dict(), indent=2, sort_keys=True) + "\n"
+    sidecar = json.dumps(artifact.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
     with atomic_path(output) as model_tmp, atomic_path(sidecar_path(output)) as sidecar_tmp:
         model_tmp.write_bytes(quantized)
         sidecar_tmp.write_text(sidecar)
