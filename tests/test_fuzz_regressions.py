@@ -39,3 +39,10 @@ def test_the_check_verb_never_reports_a_bug(path: Path, capsys: pytest.CaptureFi
 def test_scales_without_zero_points_are_a_damaged_model() -> None:
     with pytest.raises(InputError, match="has 1 scales and 0 zero points"):
         check_model((Path(__file__).parent / "data" / "fuzz" / "seed0_case18480.tflite").read_bytes())
+
+
+def test_a_tensor_name_that_is_not_utf8_is_a_damaged_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """LiteRT raises UnicodeDecodeError reading such names; edgeq says what is wrong with the file."""
+    path = next((Path(__file__).parent / "data" / "fuzz").glob("*_name_not_utf8.tflite"))
+    assert cli.main(["bench", str(path), "--backend", "cpu", "--runs", "2", "--min-seconds", "0"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err

@@ -43,8 +43,11 @@ class LiteRTSession:
         self.runtime = runtime
         self.delegation = delegation
         self.warnings = tuple(warnings)  # things a report should show, e.g. "not an _edgetpu.tflite model"
-        input_details = interpreter.get_input_details()
-        output_details = interpreter.get_output_details()
+        try:
+            input_details = interpreter.get_input_details()
+            output_details = interpreter.get_output_details()
+        except UnicodeDecodeError:  # LiteRT decodes tensor names as UTF-8; a damaged file's may not be
+            raise InputError("damaged model: an input or output tensor name is not UTF-8 text") from None
         self._input_indices = [int(d["index"]) for d in input_details]
         self._output_indices = [int(d["index"]) for d in output_details]
         self.inputs = tuple(_tensor_info(d) for d in input_details)
