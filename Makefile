@@ -25,7 +25,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m pytest -q device_tests --model device_tests/data/cnn_digits_int8.tflite \
-		--eval-set digits:test --preprocess mean=127.5,std=127.5 --budget device_tests/budget.ci.yaml \
+		--eval-set digits:test --budget device_tests/budget.ci.yaml \
 		--latency-from device_tests/data/recorded_bench_cnn_digits_int8_quiet.json
 
 bench-zoo: $(STAMP)

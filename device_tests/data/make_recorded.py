@@ -43,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--busy", action="store_true", help="also record under two busy loops")
     parser.add_argument("--keep-model", action="store_true", help="bench the committed model as it is")
+    parser.add_argument("--skip-quiet", action="store_true", help="keep the committed quiet recording")
     args = parser.parse_args()
     if not args.keep_model:
         import edgeq
@@ -53,7 +54,8 @@ def main() -> None:
             staged = Path(tmp) / MODEL.name
             edgeq.convert(built.path, staged, calib="digits:train", limit=256, preprocessing=ZOO["cnn"].preprocessing)
             shutil.copyfile(staged, MODEL)
-    _bench(QUIET)
+    if not args.skip_quiet:
+        _bench(QUIET)
     if args.busy:
         BUSY.parent.mkdir(parents=True, exist_ok=True)
         loops = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(os.cpu_count() or 2)]
