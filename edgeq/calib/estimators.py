@@ -104,8 +104,8 @@ def percentile_range(stats: TensorStats, percentile: float = 99.99) -> tuple[flo
     """Clip the ``100 - percentile`` % most extreme values on each side that has values.
 
     A one-sided tensor (min >= 0, e.g. after ReLU) keeps lo = 0 and clips only the top; a two-sided one
-    clips both tails, lo = quantile(1 - p), hi = quantile(p). Monotone in ``percentile`` and always
-    inside ``minmax_range``.
+    clips both tails, lo = quantile(1 - p), hi = quantile(p). Monotone in ``percentile`` (up to the
+    ZERO_WIDTH floor a collapsed [0, 0] range is widened to) and always inside ``minmax_range``.
     """
     _require(stats)
     if not 50.0 <= percentile <= 100.0:
