@@ -372,6 +372,13 @@ def test_validate_report_and_html_name_the_sample(model_path: Path, sets: dict[s
     assert [s["sample"] for s in section["outlier_samples"]] == [PATHOLOGICAL]
     assert section["trimmed"] and all(t["sample"] == PATHOLOGICAL for t in section["trimmed"])
     assert f"sample {PATHOLOGICAL} alone sets the range" in section["summary"][0]
+    # The report's per-method ranges are the ones convert used: the auto model's sidecar says the same.
+    sidecar = json.loads((tmp_path / "v" / "auto.json").read_text()) if (tmp_path / "v" / "auto.json").is_file() \
+        else json.loads(next((tmp_path / "v").glob("*auto*.json")).read_text())
+    used = {r["name"]: (r["min"], r["max"]) for r in sidecar["ranges"]["ranges"]}
+    assert outcome.document["histograms"]
+    for histogram in outcome.document["histograms"]:
+        assert tuple(histogram["ranges"]["auto"]) == pytest.approx(used[histogram["name"]])
     document = json.loads(json.dumps(outcome.document))
     page = render_html(document)  # a part of the Activation ranges section
     assert "<h3>Outlier calibration samples</h3>" in page and "Sample guard <b>on</b>" in page

@@ -91,20 +91,30 @@ def _advice(drop_pp: float, max_drop: float, layers: list[LayerDiagnostics], eva
     return advice
 
 
-def _histograms(stats: Any, names: list[str], percentile: float) -> list[dict[str, Any]]:
+def _histograms(stats: Any, names: list[str], recipe: QuantRecipe) -> list[dict[str, Any]]:
+    """The worst layers' histograms with every estimator's range as convert chooses it (sample guard included,
+    so the page never shows a range the converted model did not use)."""
+    from edgeq.converter.api import sample_guard
+
+    guard = sample_guard(recipe, stats) if recipe.sample_guard else None
     index_of = {name: index for index, name in stats.names.items()}
     out = []
     for name in names:
         if name not in index_of:
             continue
-        tensor = stats.tensors[index_of[name]]
+        key = index_of[name]
+        tensor = stats.tensors[key]
         lo, hi = tensor.min, tensor.max
         if not hi > lo:
             continue
         edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
         centers = tensor.bin_centers()
         counts, _ = np.histogram(np.clip(centers, lo, hi), bins=edges, weights=tensor.hist)
-        ranges = {m.value: list(_range(estimate(tensor, m, percentile=percentile))) for m in ALL_METHODS}
+        extremes = stats.extremes.get(key)
+        ranges = {m.value: list(_range(estimate(tensor, m, percentile=recipe.percentile,
+                                                auto_thresholds=recipe.auto_thresholds, extremes=extremes,
+                                                guard=guard)))
+                  for m in ALL_METHODS}
         out.append({"name": name, "bin_edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
                     "ranges": ranges})
     return out
@@ -180,7 +190,7 @@ def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Pat
         },
         "layers": {"method": best_method.value, "samples": int(min(len(x), LAYER_SAMPLES)),
                    "rows": [r.to_dict() for r in layers], "worst": [r.name for r in worst_layers]},
-        "histograms": _histograms(calibration.stats, [r.name for r in worst_layers], recipe.percentile),
+        "histograms": _histograms(calibration.stats, [r.name for r in worst_layers], recipe),
         "model": {"source": float_model.source, "float_bytes": artifacts[best_method].float_bytes,
                   "int8_bytes": artifacts[best_method].int8_bytes, "size_ratio": artifacts[best_method].size_ratio,
                   "sha256": artifacts[best_method].sha256},
