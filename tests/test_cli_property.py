@@ -9,7 +9,6 @@ few and every value keeps a run short (bench runs once, eval reads a few samples
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import shutil
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_data_safety import snapshot  # every entry of a tree: hashes, link targets, kinds
 from tflite_builders import sparse_float16_conv_model
 
 from edgeq.cli import main as cli
@@ -114,21 +114,6 @@ def command_lines(draw: st.DrawFn) -> list[str]:
         value = draw(st.sampled_from(good) | pool if good else pool)
         argv += [option] if value == "" and option == "--json" and verb == "zoo" else [option, value]
     return argv
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            key = str(path.relative_to(root))
-            if path.is_symlink():
-                found[key] = "link:" + os.readlink(path)
-            elif path.is_file():
-                found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-            else:
-                found[key] = "dir"
-    return found
 
 
 OUTPUT_FLAGS = ("-o", "--json")

@@ -9,13 +9,11 @@ DEQUANTIZE/QUANTIZE removed) and TFLM's kernel refuses only when it first runs. 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from test_kernel_tables import load_generator  # tools/kernel_tables.py, loaded once
 
 from edgeq.errors import ExitCode, InputError
 from edgeq.harness import tflm
@@ -24,18 +22,6 @@ from edgeq.tflite import model as tfl
 
 ROOT = Path(__file__).parents[1]
 TINY = ROOT / "tests" / "data" / "tiny_int8.tflite"
-
-
-def load_generator() -> ModuleType:
-    """tools/kernel_tables.py as a module (tools/ is not a package)."""
-    if "kernel_tables" in sys.modules:
-        return sys.modules["kernel_tables"]
-    spec = importlib.util.spec_from_file_location("kernel_tables", ROOT / "tools" / "kernel_tables.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kernel_tables"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
