@@ -274,7 +274,7 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
             process.join(timeout=10)
     # The executor's manager thread notices the dead workers and closes its wake-up pipe; if the interpreter
     # exits meanwhile, concurrent.futures' atexit hook writes to that pipe as it closes ("Exception ignored
-    # ... Bad file descriptor" on stderr, seen once in ~10 SIGTERM runs). Wait for the thread to finish.
+    # ... Bad file descriptor" on stderr, seen once in a full-suite run). Wait for the thread to finish.
     manager = getattr(pool, "_executor_manager_thread", None)
     if manager is not None and manager.is_alive():
         manager.join(timeout=10)

@@ -76,7 +76,8 @@ def _recorded_stats(recorded: list[dict[str, Any]], model_path: Path, backend_na
     matching = [r for r in results if r.backend == backend_name and r.threads == threads]
     if not matching:
         pytest.skip(f"no recorded {backend_name} result with {threads} thread(s)")
-    result = matching[0]
+    # a bench document may hold several models: take this model's result, refuse when it has none
+    result = next((r for r in matching if r.model_sha256 == digest), matching[0])
     assert result.model_sha256 == digest, (f"the recorded {backend_name} result is for model "
                                            f"{result.model_sha256[:12]}, not {model_path.name} ({digest[:12]})")
     return result.latency

@@ -50,10 +50,6 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgeq.harness import environment
     from edgeq.harness.backends import availability, parse_backend
 
-    if args.runs < 1 or args.min_seconds < 0 or args.warmup_runs < 0:
-        raise UsageError("--runs must be at least 1; --min-seconds and --warmup-runs not negative")
-    if any(t < 1 for t in args.threads):
-        raise UsageError("--threads must be at least 1")
     models = [Path(m) for m in args.models]
     for model in models:
         if not model.is_file():

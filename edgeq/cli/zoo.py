@@ -62,8 +62,6 @@ def run_build(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix != ".keras":
         raise UsageError(f"output must end in .keras, got {output}")
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
     import_tensorflow("edgeq zoo build")
     recipe = zoo_entry.recipe if args.epochs is None else dataclasses.replace(zoo_entry.recipe,
                                                                                 epochs=args.epochs)
