@@ -20,10 +20,10 @@ import numpy as np
 
 from edgeq.artifacts import Estimator, IOType, Preprocessing
 from edgeq.converter.api import calibrate, convert
-from edgeq.converter.load import keras_to_float_tflite
-from edgeq.converter.recipe import QuantRecipe
 from edgeq.harness.accuracy import run_batch1, top1
+from edgeq.intake.load import keras_to_float_tflite
 from edgeq.preprocess import apply_preprocessing
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.quiet import native_output_captured
 from edgeq.tfimport import import_tensorflow
 from edgeq.tflite.runtime import make_interpreter

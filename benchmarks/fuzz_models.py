@@ -5,7 +5,7 @@ Mutations: byte flips, truncation, random bodies behind a valid header, and fiel
 flatbuffer object API (tensor types, shapes, buffer and tensor indices, opcodes, quantization). Each case
 goes to the reader (edgeq.tflite.model.parse), the checker (check_model, all targets, size breakdown) in
 this process, and to the LiteRT runtime in a persistent worker process (load, allocate, one invoke):
-a worker crash is recorded with its signal and the worker restarted, like `edgeq.harness.probe` does.
+a worker crash is recorded with its signal and the worker restarted, like `edgeq.tflite.probe` does.
 Reports cases run, how each stage ended, and fails (exit 1) on any unhandled exception in edgeq's process.
 """
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def zoo_pair(name: str, folder: Path) -> tuple[Path, Path]:
     import edgeq
-    from edgeq.converter.load import load_float_model
+    from edgeq.intake.load import load_float_model
     from edgeq_models import ZOO, build
 
     built = build(name)

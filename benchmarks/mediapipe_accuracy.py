@@ -113,7 +113,7 @@ class Result:
 def measure(name: str, method: str, out_dir: Path) -> Result:
     from edgeq.artifacts import Estimator, Preprocessing
     from edgeq.converter.api import convert
-    from edgeq.converter.recipe import QuantRecipe
+    from edgeq.quant_recipe import QuantRecipe
     from edgeq.spec.size import size_change
 
     model = MODELS[name]

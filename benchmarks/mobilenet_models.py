@@ -12,7 +12,7 @@ def mobilenet_v2_224(folder: Path, calibration_samples: int = 32) -> tuple[Path,
     import keras
 
     import edgeq
-    from edgeq.converter.load import load_float_model
+    from edgeq.intake.load import load_float_model
     from edgeq.tfimport import import_tensorflow
 
     import_tensorflow()

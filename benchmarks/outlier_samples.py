@@ -44,7 +44,7 @@ def calibration_sets() -> tuple[dict[str, np.ndarray], np.ndarray]:
 def main(argv: list[str]) -> int:
     from edgeq.artifacts import Estimator
     from edgeq.converter.api import convert
-    from edgeq.converter.recipe import QuantRecipe
+    from edgeq.quant_recipe import QuantRecipe
     from edgeq.validate.diagnostics import output_sqnr_db
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

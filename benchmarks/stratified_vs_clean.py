@@ -20,10 +20,10 @@ import numpy as np
 from datagen.calibset import load_set
 from datagen.generate import DatagenConfig, generate
 from edgeq.converter.api import convert
-from edgeq.converter.load import load_float_model
-from edgeq.converter.recipe import QuantRecipe
 from edgeq.harness.accuracy import run_batch1, top1
+from edgeq.intake.load import load_float_model
 from edgeq.preprocess import apply_preprocessing
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.tfimport import import_tensorflow
 from edgeq.tflite.runtime import make_interpreter
 from edgeq_models import ZOO, build

@@ -13,7 +13,7 @@ import pytest
 import edgeq
 from edgeq.artifacts import Severity
 from edgeq.cli import main as cli
-from edgeq.converter.recipe import QuantRecipe
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.spec.check import check_model
 from edgeq.spec.size import size_breakdown
 from edgeq.tflite import model as tfl

@@ -12,8 +12,8 @@ import pytest
 import edgeq
 from edgeq.calib.collect import ActivationStats, collect
 from edgeq.calib.data import CalibrationSet
-from edgeq.converter.recipe import QuantRecipe
 from edgeq.errors import InputError
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.spec.check import check_model
 from edgeq.tflite import model as tfl
 
@@ -141,7 +141,7 @@ def test_allow_float_ops_lists_every_float_op_in_every_subgraph(while_int8: tupl
 
 
 def test_per_layer_diagnostics_reach_the_body(while_model: Path, while_int8: tuple[Path, Any]) -> None:
-    from edgeq.converter.load import load_float_model
+    from edgeq.intake.load import load_float_model
     from edgeq.validate.diagnostics import per_layer
 
     x = np.random.default_rng(3).normal(size=(4, 8)).astype(np.float32)

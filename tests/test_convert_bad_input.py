@@ -30,7 +30,7 @@ def _cases(tmp: Path, cnn: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "not_a_model.tflite").write_bytes(b"hello, not a flatbuffer")
     (tmp / "notes.txt").write_text("hello")
     float_tflite = tmp / "float.tflite"
-    from edgeq.converter.load import load_float_model
+    from edgeq.intake.load import load_float_model
 
     float_tflite.write_bytes(load_float_model(cnn).flatbuffer)
     (tmp / "truncated.tflite").write_bytes(float_tflite.read_bytes()[:4000])
@@ -63,7 +63,7 @@ def _custom_op_model(path: Path) -> Path:
     """A float .tflite whose SIN op is replaced by a custom op no runtime knows."""
     import keras
 
-    from edgeq.converter.load import keras_to_float_tflite
+    from edgeq.intake.load import keras_to_float_tflite
     from edgeq.tflite import model as tfl
 
     inputs = keras.Input((8,), batch_size=1)

@@ -15,8 +15,8 @@ from edgeq.artifacts import Estimator, IOType, QuantizedArtifact
 from edgeq.calib.collect import ActivationStats
 from edgeq.cli import main as cli
 from edgeq.converter.api import sidecar_path
-from edgeq.converter.recipe import Override, QuantRecipe
 from edgeq.errors import InputError
+from edgeq.quant_recipe import Override, QuantRecipe
 from edgeq.tflite import model as tfl
 
 PP_DIGITS = "mean=127.5,std=127.5"
@@ -169,7 +169,7 @@ def _sin_model(path: Path) -> Path:
     """A float .tflite with SIN, an op TFLite has no int8 kernel for."""
     import keras
 
-    from edgeq.converter.load import keras_to_float_tflite
+    from edgeq.intake.load import keras_to_float_tflite
 
     inputs = keras.Input((8,), batch_size=1)
     x = keras.layers.Dense(8)(inputs)
@@ -212,7 +212,7 @@ def test_multi_input_multi_output(tmp_path: Path) -> None:
 
 def _npz(tmp_path: Path, rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]) -> Path:
     import edgeq.tflite.runtime as runtime
-    from edgeq.converter.load import load_float_model
+    from edgeq.intake.load import load_float_model
 
     float_model = load_float_model(tmp_path / "multi.keras")
     interpreter, _ = runtime.make_interpreter(float_model.flatbuffer)
@@ -285,8 +285,8 @@ def test_image_folder_and_json_preprocessing(tiny_zoo: dict[str, Path], tmp_path
 def test_int8_model_keeps_fp32_accuracy_on_real_digits(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
     """The converted model is not just well-formed: it predicts like the float model it came from."""
     from datagen.bundled import load_digits
-    from edgeq.converter.load import load_float_model
     from edgeq.harness.accuracy import run_batch1
+    from edgeq.intake.load import load_float_model
     from edgeq.preprocess import apply_preprocessing
     from edgeq.tflite.runtime import make_interpreter
 

@@ -20,8 +20,8 @@ import pytest
 
 import edgeq
 from edgeq.artifacts import Severity
-from edgeq.converter.recipe import QuantRecipe
 from edgeq.errors import BackendUnavailable, InputError
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.spec import edgetpu_log
 from edgeq.spec.edgetpu import _CHECKS, EDGETPU_OPS, edgetpu_findings, predict_partition
 from edgeq.spec.edgetpu_log import CompilerReport, find_compiler, memory_bytes, parse_compiler_log, run_compiler
@@ -79,7 +79,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each net converted once: int8 I/O, plus float I/O and a plain float flatbuffer of the supported net."""
     import keras
 
-    from edgeq.converter.load import keras_to_float_tflite
+    from edgeq.intake.load import keras_to_float_tflite
 
     keras.utils.set_random_seed(0)
     root = tmp_path_factory.mktemp("edgetpu-models")

@@ -7,10 +7,10 @@ import pytest
 
 import edgeq_models.zoo as zoo
 from datagen.bundled import load_digits
-from edgeq.converter.load import keras_to_float_tflite
 from edgeq.errors import InputError
 from edgeq.harness.accuracy import dequantize, quantize, run_batch1, top1
 from edgeq.harness.session import TensorInfo
+from edgeq.intake.load import keras_to_float_tflite
 from edgeq.preprocess import apply_preprocessing
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeq.cli import main as cli
-from edgeq.converter.load import load_float_model
 from edgeq.errors import UsageError
 from edgeq.harness.backends import delegation_of, open_session, parse_backend
 from edgeq.harness.latency import LatencyConfig, open_timed, run_interleaved, summarize
+from edgeq.intake.load import load_float_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny_int8.tflite"

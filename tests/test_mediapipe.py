@@ -12,7 +12,7 @@ import pytest
 
 import edgeq
 from edgeq.artifacts import Preprocessing
-from edgeq.converter.sparsity import VALUE_DTYPES, densify
+from edgeq.intake.sparsity import VALUE_DTYPES, densify
 from edgeq.spec.check import check_model
 from edgeq.tflite import model as tfl
 from edgeq.tflite.runtime import CpuKernels, make_interpreter

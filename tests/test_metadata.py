@@ -298,7 +298,7 @@ def float_with_metadata(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import keras
 
     from datagen.bundled import load_digits
-    from edgeq.converter.load import keras_to_float_tflite
+    from edgeq.intake.load import keras_to_float_tflite
     from edgeq.preprocess import apply_preprocessing
 
     keras.utils.set_random_seed(0)

@@ -21,8 +21,8 @@ from edgeq.calib.collect import ActivationStats, collect
 from edgeq.calib.data import CalibrationSet
 from edgeq.calib.estimators import SampleGuard, estimate, guard_trims, outlier_set, sample_stretch
 from edgeq.calib.stats import TOP_SAMPLES, SampleExtremes, TensorStats
-from edgeq.converter.recipe import QuantRecipe
 from edgeq.errors import InputError
+from edgeq.quant_recipe import QuantRecipe
 
 PATHOLOGICAL = 37
 N_CALIB = 64
@@ -47,7 +47,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def float_model(model_path: Path):
-    from edgeq.converter.load import load_float_model
+    from edgeq.intake.load import load_float_model
 
     return load_float_model(model_path)
 
@@ -343,7 +343,7 @@ def test_cli_flags_turn_the_guard_off_and_set_its_factors(model_path: Path, sets
 
 
 def test_recipe_keys(tmp_path: Path) -> None:
-    from edgeq.converter.recipe import load_recipe
+    from edgeq.quant_recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("method: mse\nsample_guard: false\nsample_guard_factor: 20\nsample_guard_follow: 4\n")

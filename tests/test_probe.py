@@ -9,8 +9,8 @@ import pytest
 
 from edgeq.cli import main as cli
 from edgeq.errors import ExitCode, InputError
-from edgeq.harness import probe as probe_module
-from edgeq.harness.probe import ModelCrashed, probe
+from edgeq.tflite import probe as probe_module
+from edgeq.tflite.probe import ModelCrashed, probe
 
 TINY = Path(__file__).resolve().parent / "data" / "tiny_int8.tflite"
 CRASHER = Path(__file__).resolve().parent / "data" / "crash" / "fuzz_seed0_case378_reshape_without_shape.tflite"

@@ -13,12 +13,12 @@ from tflite_builders import GraphBuilder, encode_sparse, sparse_float16_conv_mod
 
 import edgeq
 from edgeq.cli import main as cli
-from edgeq.converter import rewrite
 from edgeq.converter.api import sidecar_path
 from edgeq.converter.quantize import float_ops
 from edgeq.errors import ExitCode, InputError
-from edgeq.harness import probe as probe_module
+from edgeq.intake import rewrite
 from edgeq.tflite import model as tfl
+from edgeq.tflite import probe as probe_module
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
 
@@ -196,7 +196,7 @@ def test_float_ops_count_every_float_type() -> None:
 def test_float32_io_boundary_is_not_a_float_op(sparse_conv: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
     """With --io float32 the QUANTIZE/DEQUANTIZE at the model's own inputs/outputs are the requested boundary
     (a recipe built in code may name the I/O type as a plain string)."""
-    from edgeq.converter.recipe import QuantRecipe
+    from edgeq.quant_recipe import QuantRecipe
 
     model, calib, _ = sparse_conv
     artifact = edgeq.convert(model, tmp_path / "m.tflite", calib=calib,

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tflite_builders import NUMPY_OF, densify_model, encode_sparse
 
-from edgeq.converter.sparsity import densify
 from edgeq.errors import InputError
+from edgeq.intake.sparsity import densify
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
 

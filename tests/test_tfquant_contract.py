@@ -17,7 +17,7 @@ from edgeq.tflite import model as tfl
 def dense_float_model() -> bytes:
     import keras
 
-    from edgeq.converter.load import keras_to_float_tflite
+    from edgeq.intake.load import keras_to_float_tflite
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16,), name="x")

@@ -13,9 +13,9 @@ import pytest
 import edgeq
 from edgeq.artifacts import Estimator
 from edgeq.cli import main as cli
-from edgeq.converter.load import load_float_model
-from edgeq.converter.recipe import Override, QuantRecipe
+from edgeq.intake.load import load_float_model
 from edgeq.preprocess import apply_preprocessing
+from edgeq.quant_recipe import Override, QuantRecipe
 from edgeq.validate.diagnostics import per_layer, worst
 
 

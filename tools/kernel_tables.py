@@ -359,7 +359,7 @@ def _convert(flat: bytes, case: Case, folder: Path, name: str) -> bytes:
     """edgeq.convert of a float model, on random float calibration data, float ops allowed: the int8 bytes."""
     import edgeq
     from edgeq.artifacts import IOType
-    from edgeq.converter.recipe import QuantRecipe
+    from edgeq.quant_recipe import QuantRecipe
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}_float.tflite").write_bytes(flat)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.build.recipe import BuildRecipe, DataSpec
-from edgeq.converter.load import FloatModel, load_float_model
 from edgeq.files import write_bytes_atomic, write_text_atomic
+from edgeq.intake.float_model import FloatModel
+from edgeq.intake.load import load_float_model
 
 Log = Callable[[str], None]
 
@@ -127,9 +128,9 @@ def _preprocessing(recipe: BuildRecipe, float_model: FloatModel, log: Log) -> An
 
 def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) -> BuildOutcome:
     from edgeq.artifacts import Preprocessing
-    from edgeq.converter.recipe import QuantRecipe
     from edgeq.files import copy_atomic
     from edgeq.harness.labelled import load_labelled
+    from edgeq.quant_recipe import QuantRecipe
     from edgeq.report.html import write_report
     from edgeq.validate.protocol import EvalData, validate
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.artifacts import Estimator
+from edgeq.calib.estimators import METHODS
 from edgeq.configfile import bounded_repr, load_config
 from edgeq.errors import InputError, UsageError
 from edgeq.harness.budget import LatencyBudget
@@ -54,8 +55,7 @@ class BuildRecipe:
     calibration: DataSpec
     evaluation: DataSpec
     preprocess: str | None = None
-    methods: tuple[Estimator, ...] = (Estimator.MINMAX, Estimator.PERCENTILE, Estimator.MSE, Estimator.KL,
-                                      Estimator.AUTO)
+    methods: tuple[Estimator, ...] = METHODS
     targets: tuple[str, ...] = ("generic", "xnnpack")
     bench: BenchSpec = field(default_factory=BenchSpec)
     gates: Gates = field(default_factory=Gates)

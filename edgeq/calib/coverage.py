@@ -21,7 +21,7 @@ from edgeq.calib.data import CalibrationSet
 from edgeq.calib.estimators import SampleGuard, sample_stretch
 from edgeq.calib.outliers import outlier_samples
 from edgeq.calib.stats import SampleExtremes
-from edgeq.converter.load import FloatModel
+from edgeq.intake.float_model import FloatModel
 
 TOP_QUANTILE = 0.9999
 

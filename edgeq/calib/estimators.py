@@ -21,7 +21,7 @@ per-sample maxima. ``minmax`` is never guarded: it is the observed range by defi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -285,6 +285,21 @@ def kl_range(stats: TensorStats, num_quantized_bins: int = 128) -> tuple[float, 
     return _finish(max(-threshold, min(stats.min, 0.0)), min(threshold, max(stats.max, 0.0)))
 
 
+RangeEstimator = Callable[[TensorStats, float], tuple[float, float]]  # (stats, percentile) -> (lo, hi)
+
+#: The estimators that compute a range themselves, by name. ``auto`` is not one: it picks among them by the
+#: outlier ratio (``_estimate``). Adding an estimator is an ``Estimator`` member and one line here.
+RANGE_ESTIMATORS: dict[Estimator, RangeEstimator] = {
+    Estimator.MINMAX: lambda stats, _percentile: minmax_range(stats),
+    Estimator.PERCENTILE: percentile_range,
+    Estimator.MSE: lambda stats, _percentile: mse_range(stats),
+    Estimator.KL: lambda stats, _percentile: kl_range(stats),
+}
+
+#: Every method convert accepts, in the order tables and reports list them: the range estimators, then auto.
+METHODS: tuple[Estimator, ...] = (*RANGE_ESTIMATORS, Estimator.AUTO)
+
+
 @dataclass(frozen=True)
 class SampleGuard:
     """When one calibration sample may not set a tensor's range by itself (see the module docstring)."""
@@ -385,14 +400,7 @@ def _estimate(stats: TensorStats, method: Estimator, percentile: float,
     else:
         chosen = method
         rule = f"method=percentile {percentile:g}" if method is Estimator.PERCENTILE else f"method={method.value}"
-    if chosen is Estimator.MINMAX:
-        lo, hi = minmax_range(stats)
-    elif chosen is Estimator.PERCENTILE:
-        lo, hi = percentile_range(stats, percentile)
-    elif chosen is Estimator.MSE:
-        lo, hi = mse_range(stats)
-    else:
-        lo, hi = kl_range(stats)
+    lo, hi = RANGE_ESTIMATORS[chosen](stats, percentile)
     # Values within half a step beyond the range round to the edge level anyway: not clipped.
     half_step = (hi - lo) / INT8_STEPS / 2
     return RangeChoice(lo=lo, hi=hi, estimator=chosen, rule=rule, outlier_ratio=ratio,

@@ -113,7 +113,7 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
 
     config = LatencyConfig(warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds, runs=args.runs,
                            min_seconds=args.min_seconds, max_seconds=args.max_seconds)
-    from edgeq.harness.probe import probe
+    from edgeq.tflite.probe import probe
 
     data = {m: m.read_bytes() for m in models}
     for model in models:

@@ -126,7 +126,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from edgeq.calib.data import parse_preprocessing
     from edgeq.converter.api import convert
-    from edgeq.converter.recipe import QuantRecipe, load_recipe
+    from edgeq.quant_recipe import QuantRecipe, load_recipe
 
     _check_limit(args.limit)
     recipe = load_recipe(args.recipe) if args.recipe else QuantRecipe()

@@ -42,8 +42,8 @@ def run_coverage(args: argparse.Namespace) -> int:
     from edgeq.calib.data import parse_preprocessing
     from edgeq.calib.outliers import summary
     from edgeq.converter.api import _calibration_data
-    from edgeq.converter.load import load_float_model
     from edgeq.files import atomic_path
+    from edgeq.intake.load import load_float_model
     from edgeq.preprocess import PreprocessingWarning, Source, describe
 
     if not args.threshold > 0:

@@ -47,7 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
     status = availability(backend)
     if not status.available:
         raise BackendUnavailable(f"backend {backend} unavailable: {status.reason}")
-    from edgeq.harness.probe import probe
+    from edgeq.tflite.probe import probe
 
     model_bytes = tfl.read_bytes(args.model)
     tfl.parse(model_bytes, args.model)

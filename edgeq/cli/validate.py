@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.calib.estimators import METHODS
 from edgeq.cli.argtypes import integer, number
 from edgeq.cli.output import print_table
 from edgeq.errors import GateFailed, UsageError
@@ -23,7 +24,7 @@ def register(verbs: Any) -> None:
     val.add_argument("--calib", required=True, metavar="SET", help="calibration data (a datagen set, .npy, ...)")
     val.add_argument("--eval", required=True, dest="eval_set", metavar="SET",
                      help="labelled evaluation set (a datagen set or digits:test / lfw:test)")
-    val.add_argument("--methods", default="minmax,percentile,mse,kl,auto", help="estimators to compare")
+    val.add_argument("--methods", default=",".join(m.value for m in METHODS), help="estimators to compare")
     val.add_argument("--max-drop", type=number(-100.0, 100.0), metavar="PP",
                      help="gate: the picked method's top-1 drop in points, measured on the held-out gate half of "
                           "--eval (fails when the point estimate exceeds PP; the report says whether the 95%% "

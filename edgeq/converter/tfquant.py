@@ -30,7 +30,9 @@ def mlir_quantize(stamped: bytes, io_type: IOType, per_channel: bool = True,
                 output_data_type=io_dtype,
                 disable_per_channel_for_dense_layers=not per_channel_dense,
             )
-    except Exception as exc:
+    except (ValueError, RuntimeError) as exc:
+        # The quantizer's C++ errors arrive as ValueError (an invalid or unsupported model) or RuntimeError
+        # (a failed pass): the model's problem, exit 2. Anything else is a bug in edgeq's call: exit 4.
         detail = captured.first_error_line() or str(exc).strip().splitlines()[0]
         raise InputError(f"the TensorFlow quantizer refused the model: {detail}") from exc
     return bytes(quantized)

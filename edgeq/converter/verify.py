@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from edgeq.artifacts import Finding, IOType, Severity
 from edgeq.converter.quantize import BOUNDARY_OPS, FloatOp, float_ops
-from edgeq.converter.recipe import QuantRecipe
 from edgeq.errors import GateFailed, InputError
+from edgeq.quant_recipe import QuantRecipe
 
 #: Spec rules that only restate "this op is float"; waived when the user allows float ops (they are listed).
 FLOAT_RULES = frozenset({"float.tensor", "float.qdq-inside", "op.no-int8-kernel"})
@@ -40,8 +40,8 @@ def describe(finding: Finding) -> str:
 
 def verify(quantized: bytes, recipe: QuantRecipe, what: str = "the INT8 model") -> list[FloatOp]:
     """Raise unless ``quantized`` is publishable under ``recipe``; return the float ops it keeps (allowed)."""
-    from edgeq.harness.probe import probe
     from edgeq.spec.check import check_model
+    from edgeq.tflite.probe import probe
 
     left_float = float_ops(quantized, recipe.io)
     if left_float and not recipe.allow_float_ops:

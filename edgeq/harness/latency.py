@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeq.artifacts import LatencyStats
 from edgeq.harness.session import Session
+from edgeq.tflite.runtime import seeded_inputs
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,7 @@ def summarize(samples_ms: list[float], slice_runs: int = 0) -> LatencyStats:
 
 def random_inputs(session: Session, seed: int) -> list[np.ndarray]:
     """Seeded random data in each input's own dtype (as benchmark_model feeds)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for info in session.inputs:
-        if np.issubdtype(info.dtype, np.integer):
-            limits = np.iinfo(info.dtype)
-            arrays.append(rng.integers(limits.min, limits.max, size=info.shape, endpoint=True).astype(info.dtype))
-        else:
-            arrays.append(rng.uniform(-1.0, 1.0, size=info.shape).astype(info.dtype))
-    return arrays
+    return seeded_inputs([(info.shape, info.dtype) for info in session.inputs], seed)
 
 
 def open_timed(label: str, opener: Callable[[], Session]) -> Measurement:

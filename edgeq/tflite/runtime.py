@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeq.errors import BackendUnavailable, InputError
 from edgeq.quiet import native_output_captured
 
@@ -82,3 +84,17 @@ def make_interpreter(model: bytes | str | Path, kernels: CpuKernels = CpuKernels
         reason = captured.first_error_line() or (lines[0] if lines else type(exc).__name__)
         raise InputError(f"the runtime could not load the model: {reason}") from exc
     return interpreter, runtime
+
+
+def seeded_inputs(specs: list[tuple[tuple[int, ...], np.dtype]], seed: int) -> list[np.ndarray]:
+    """Seeded random data for inputs given as (shape, dtype): integers over the dtype's whole range, floats
+    uniform in [-1, 1] (as benchmark_model feeds)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for shape, dtype in specs:
+        if np.issubdtype(dtype, np.integer):
+            limits = np.iinfo(dtype)
+            arrays.append(rng.integers(limits.min, limits.max, size=shape, endpoint=True).astype(dtype))
+        else:
+            arrays.append(rng.uniform(-1.0, 1.0, size=shape).astype(dtype))
+    return arrays

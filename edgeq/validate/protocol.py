@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from edgeq.artifacts import Estimator, Preprocessing
-from edgeq.calib.estimators import estimate
+from edgeq.calib.estimators import METHODS, estimate
 from edgeq.calib.outliers import samples_document
 from edgeq.converter.api import ModelSource, calibrate, convert
-from edgeq.converter.recipe import QuantRecipe
 from edgeq.harness.accuracy import evaluate, predict
 from edgeq.harness.backends import open_session, parse_backend
 from edgeq.preprocess import apply_preprocessing
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.validate.diagnostics import LayerDiagnostics, per_layer, worst
 from edgeq.validate.stats import CONFIDENCE, wilson_interval
 from edgeq.validate.verdicts import (
@@ -34,7 +34,6 @@ from edgeq.validate.verdicts import (
     split_halves,
 )
 
-ALL_METHODS = (Estimator.MINMAX, Estimator.PERCENTILE, Estimator.MSE, Estimator.KL, Estimator.AUTO)
 LAYER_SAMPLES = 32
 HISTOGRAM_BINS = 60
 
@@ -94,7 +93,7 @@ def _advice(drop_pp: float, max_drop: float, layers: list[LayerDiagnostics], eva
 def _histograms(stats: Any, names: list[str], recipe: QuantRecipe) -> list[dict[str, Any]]:
     """The worst layers' histograms with every estimator's range as convert chooses it (sample guard included,
     so the page never shows a range the converted model did not use)."""
-    from edgeq.converter.api import sample_guard
+    from edgeq.calib.ranges import sample_guard
 
     guard = sample_guard(recipe, stats) if recipe.sample_guard else None
     index_of = {name: index for index, name in stats.names.items()}
@@ -114,7 +113,7 @@ def _histograms(stats: Any, names: list[str], recipe: QuantRecipe) -> list[dict[
         ranges = {m.value: list(_range(estimate(tensor, m, percentile=recipe.percentile,
                                                 auto_thresholds=recipe.auto_thresholds, extremes=extremes,
                                                 guard=guard)))
-                  for m in ALL_METHODS}
+                  for m in METHODS}
         out.append({"name": name, "bin_edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
                     "ranges": ranges})
     return out
@@ -125,7 +124,7 @@ def _range(choice: Any) -> tuple[float, float]:
 
 
 def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Path,
-             methods: tuple[Estimator, ...] = ALL_METHODS, max_drop_pp: float | None = None,
+             methods: tuple[Estimator, ...] = METHODS, max_drop_pp: float | None = None,
              recipe: QuantRecipe | None = None, calib_preprocessing: Preprocessing | None = None,
              split_seed: int = SPLIT_SEED) -> ValidationOutcome:
     """Convert with every method from one calibration pass and measure each against FP32 on the whole set;

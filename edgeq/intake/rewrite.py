@@ -6,7 +6,7 @@ A table of small, exact rewrites applied to the float flatbuffer before ranges a
   DEQUANTIZE/QUANTIZE (Keras LayerNormalization lowers to a NEG).
 - ``DENSIFY(sparse constant)`` -> a dense constant (and sparse constants read directly by an op are
   densified in place): the quantizer keeps DENSIFY and its sparse float16 input, so the "int8" model
-  fails to prepare in LiteRT. Decoded by edgeq.converter.sparsity, checked against LiteRT's kernel.
+  fails to prepare in LiteRT. Decoded by edgeq.intake.sparsity, checked against LiteRT's kernel.
 - ``DEQUANTIZE(float16 constant)`` -> a float32 constant: exporters store weights as float16 behind
   DEQUANTIZE ops, which the quantizer rejects until they are folded. Runs after densify, so sparse
   float16 weights (DENSIFY -> DEQUANTIZE) are folded too.
@@ -15,20 +15,14 @@ A table of small, exact rewrites applied to the float flatbuffer before ranges a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edgeq.converter.sparsity import VALUE_DTYPES, densify
 from edgeq.errors import InputError
+from edgeq.intake.float_model import RewriteCount
+from edgeq.intake.sparsity import VALUE_DTYPES, densify
 from edgeq.tflite import model as tfl
-
-
-@dataclass(frozen=True)
-class RewriteCount:
-    name: str
-    count: int
 
 
 def _opcode_index(model: Any, op_name: str) -> int:

@@ -2,7 +2,7 @@
 
 The LiteRT runtime can abort or segfault on a malformed model. Loading, allocating and invoking it once
 in a child turns such a crash into an error for that model (with the signal named) instead of a dead
-CI job with no report. Run as ``python -m edgeq.harness.probe MODEL KERNELS``.
+CI job with no report. Run as ``python -m edgeq.tflite.probe MODEL KERNELS``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _signal_name(returncode: int) -> str:
 
 def probe_command(path: Path, kernels: str) -> list[str]:
     """The child process that loads and runs the model (tests replace it with a process that crashes)."""
-    return [sys.executable, "-m", "edgeq.harness.probe", str(path), kernels]
+    return [sys.executable, "-m", "edgeq.tflite.probe", str(path), kernels]
 
 
 def probe(model: bytes | str | Path, kernels: str = "cpu", what: str | None = None,
@@ -58,22 +58,42 @@ def probe(model: bytes | str | Path, kernels: str = "cpu", what: str | None = No
     raise InputError(lines[-1].removeprefix("edgeq: error: ") if lines else f"{label} failed to run")
 
 
-def main(argv: list[str]) -> int:
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _run_once(path: str, kernels: str) -> None:
+    """Load, allocate, fill every input with seeded random data, invoke, read every output."""
     import numpy as np
 
+    from edgeq.tflite.runtime import CpuKernels, make_interpreter, seeded_inputs
+
+    interpreter, _ = make_interpreter(Path(path), CpuKernels(kernels))
+    try:
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    except UnicodeDecodeError:  # LiteRT decodes tensor names as UTF-8; a damaged file's may not be
+        raise InputError("damaged model: an input or output tensor name is not UTF-8 text") from None
+    arrays = seeded_inputs([(tuple(int(d) for d in i["shape"]), np.dtype(i["dtype"])) for i in inputs], 0)
+    for detail, array in zip(inputs, arrays, strict=True):
+        try:
+            interpreter.set_tensor(int(detail["index"]), array)
+        except ValueError as exc:  # e.g. an input tensor that the file wrongly backs with constant data
+            raise InputError(f"{kernels} refused input data: {_first_line(exc)}") from None
+    try:
+        interpreter.invoke()
+    except RuntimeError as exc:
+        raise InputError(f"{kernels} failed to run the model: {_first_line(exc)}") from None
+    for detail in outputs:
+        np.asarray(interpreter.get_tensor(int(detail["index"]))).sum()
+
+
+def main(argv: list[str]) -> int:
     from edgeq.errors import EdgeqError
-    from edgeq.harness.latency import random_inputs
-    from edgeq.harness.litert_session import LiteRTSession
-    from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
     path, kernels = argv[0], argv[1] if len(argv) > 1 else "cpu"
     try:
-        interpreter, runtime = make_interpreter(Path(path), CpuKernels(kernels))
-        session = LiteRTSession(interpreter, kernels, runtime.name, None)
-        session.set_inputs(random_inputs(session, 0))
-        session.invoke()
-        for output in session.get_outputs():
-            np.asarray(output).sum()
+        _run_once(path, kernels)
     except EdgeqError as exc:
         print(f"edgeq: error: {exc}", file=sys.stderr)
         return 2

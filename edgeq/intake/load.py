@@ -2,18 +2,18 @@
 
 Inputs: Keras ``.keras``/``.h5`` files, SavedModel folders and float ``.tflite`` files from any
 exporter. A dynamic batch leaves SHAPE/PACK/GATHER and QUANTIZE/DEQUANTIZE ops in an "int8"
-graph, so the batch is fixed here. The float-graph rewrites (edgeq.converter.rewrite) run last.
+graph, so the batch is fixed here. The float-graph rewrites (edgeq.intake.rewrite) run last.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeq.converter.rewrite import RewriteCount, apply_rewrites
 from edgeq.errors import InputError
+from edgeq.intake.float_model import FloatModel, RewriteCount
+from edgeq.intake.rewrite import apply_rewrites
 from edgeq.quiet import native_output_captured
 from edgeq.tfimport import import_tensorflow
 from edgeq.tflite import model as tfl
@@ -22,21 +22,6 @@ if TYPE_CHECKING:
     import keras
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-@dataclass(frozen=True)
-class FloatModel:
-    """A float flatbuffer ready for calibration, and where it came from."""
-
-    flatbuffer: bytes  # after rewrites: what stats are collected on and ranges stamped into
-    source: str
-    source_fingerprint: str  # sha256 of the source file (or of the SavedModel's saved_model.pb)
-    source_bytes: int  # size of the float model as converted, before rewrites
-    rewrites: tuple[RewriteCount, ...] = ()
-
-    @property
-    def fingerprint(self) -> str:
-        return tfl.sha256(self.flatbuffer)
 
 
 def _static(shape: tuple[int | None, ...], override: tuple[int, ...] | None, batch_size: int,
@@ -135,7 +120,7 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
         if input_shape is not None:
             raise InputError("--input-shape cannot reshape a .tflite model; export it with a static shape")
         tfl.parse(flatbuffer, str(path))
-        from edgeq.harness.probe import probe
+        from edgeq.tflite.probe import probe
 
         probe(path, "cpu", what=str(path))  # an untrusted file: a runtime crash must not take edgeq down
     else:
