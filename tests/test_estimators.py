@@ -391,3 +391,35 @@ def test_subnormal_only_tensor_gets_the_minimum_width(method: Estimator) -> None
     stats = stats_of(np.array([5e-324]))
     choice = est.estimate(stats, method)
     assert (choice.lo, choice.hi) == (0.0, est.ZERO_WIDTH)
+
+
+
+def _stats(values: np.ndarray) -> TensorStats:
+    stats = TensorStats.empty()
+    stats.update(values.astype(np.float32))
+    return stats
+
+
+def test_every_estimator_is_registered_and_auto_picks_among_them() -> None:
+    """The registry is the one list of methods: every Estimator either computes a range itself or is auto,
+    and auto's choice is one of the registered estimators, with the range that estimator gives directly."""
+    assert set(est.METHODS) == set(Estimator)
+    assert est.METHODS[-1] is Estimator.AUTO and Estimator.AUTO not in est.RANGE_ESTIMATORS
+    rng = np.random.default_rng(0)
+    picked = set()
+    for values in (rng.uniform(-1, 1, 4096), np.r_[rng.normal(size=4096), 15.0], np.abs(rng.standard_cauchy(4096))):
+        choice = est.estimate(_stats(values), Estimator.AUTO)
+        picked.add(choice.estimator)
+        direct = est.estimate(_stats(values), choice.estimator)
+        assert (choice.lo, choice.hi) == (direct.lo, direct.hi)
+    assert picked == {Estimator.MINMAX, Estimator.PERCENTILE, Estimator.MSE}  # all three of auto's branches ran
+
+
+def test_estimate_dispatches_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replacing a registry entry changes what estimate (and auto) return: no chain bypasses the registry."""
+    stats = _stats(np.linspace(-1.0, 3.0, 1001))
+    monkeypatch.setitem(est.RANGE_ESTIMATORS, Estimator.KL, lambda _stats, _percentile: (-0.5, 0.5))
+    monkeypatch.setitem(est.RANGE_ESTIMATORS, Estimator.MINMAX, lambda _stats, _percentile: (-0.25, 0.25))
+    assert (est.estimate(stats, Estimator.KL).lo, est.estimate(stats, Estimator.KL).hi) == (-0.5, 0.5)
+    auto = est.estimate(stats, Estimator.AUTO)  # a linear ramp has no outliers: auto picks minmax
+    assert auto.estimator is Estimator.MINMAX and (auto.lo, auto.hi) == (-0.25, 0.25)
