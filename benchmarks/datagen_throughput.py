@@ -83,7 +83,7 @@ def _init_worker(registry: dict, count: int) -> None:
 
 def _work(job: tuple[str, int, int, int]) -> list[str]:
     """Apply one condition to images [start, stop) of one size; SHA-256 of each output."""
-    from datagen.conditions import apply_condition, sample_seed
+    from datagen.condition_engine import apply_condition, sample_seed
 
     name, size, start, stop = job
     condition, images = _REGISTRY[name], _IMAGES[size]
@@ -130,7 +130,8 @@ def main() -> int:
     import albumentations
     import cv2
 
-    from datagen.conditions import CONDITIONS, load_custom_conditions
+    from datagen.conditions import CONDITIONS
+    from datagen.custom_conditions import load_custom_conditions
 
     registry = dict(CONDITIONS)
     if not args.no_reference:

@@ -217,7 +217,9 @@ def load_set(path: str | Path) -> CalibrationSetDir:
 
 def regenerate(path: str | Path) -> np.ndarray:
     """Render every sample again from the manifest and the original source: the bytes must match."""
-    from datagen.conditions import apply_condition, get_condition, load_custom_conditions, registry_with
+    from datagen.condition_engine import apply_condition
+    from datagen.conditions import get_condition, registry_with
+    from datagen.custom_conditions import load_custom_conditions
     from datagen.generate import _decoded
     from datagen.sources import DecodeError, open_source
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from datagen.conditions import SEVERITIES, Condition, apply_condition, get_condition, sample_seed
+from datagen.condition_engine import apply_condition, sample_seed
+from datagen.conditions import SEVERITIES, Condition, get_condition
 from datagen.limits import (
     MAX_SAMPLES,
     MAX_SET_BYTES,
@@ -404,7 +405,8 @@ def generate(config: DatagenConfig, output: str | Path, workers: int = 1, force:
     ``force`` replaces an existing *edgeq* set at ``output`` (see :mod:`datagen.outputs`); anything else
     there is refused. The output may not overlap the source or the custom-conditions file.
     """
-    from datagen.conditions import load_custom_conditions, registry_with
+    from datagen.conditions import registry_with
+    from datagen.custom_conditions import load_custom_conditions
 
     check_config(config)
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:

@@ -17,18 +17,9 @@ from pathlib import Path
 import pytest
 
 from edgeq.errors import BackendUnavailable, ExitCode, InputError, UsageError
-from edgeq.harness.android import (
-    AdbDevice,
-    AndroidBenchmark,
-    DelegateReport,
-    availability,
-    benchmark_command,
-    find_adb,
-    parse_adb_devices,
-    parse_benchmark_output,
-    run_benchmark,
-    serial_from_backend,
-)
+from edgeq.harness.adb import AdbDevice, availability, find_adb, parse_adb_devices, serial_from_backend
+from edgeq.harness.android import AndroidBenchmark, benchmark_command, run_benchmark
+from edgeq.harness.android_log import DelegateReport, parse_benchmark_output
 
 DATA = Path(__file__).parent / "data" / "android"
 TINY_MODEL = Path(__file__).parent / "data" / "tiny_int8.tflite"

@@ -15,17 +15,9 @@ import numpy as np
 import pytest
 
 from datagen import bundled
-from datagen.conditions import (
-    CONDITIONS,
-    MAX_INLINE_ELEMENTS,
-    SEVERITIES,
-    Condition,
-    apply_condition,
-    get_condition,
-    load_custom_conditions,
-    registry_with,
-    sample_seed,
-)
+from datagen.condition_engine import MAX_INLINE_ELEMENTS, apply_condition, sample_seed
+from datagen.conditions import CONDITIONS, SEVERITIES, Condition, get_condition, registry_with
+from datagen.custom_conditions import load_custom_conditions
 from edgeq.errors import InputError, UsageError
 
 REQUIRED = ("original", "low_light", "high_contrast", "noise", "blur", "jpeg", "fog", "overexposed")
@@ -151,7 +143,8 @@ def test_a_fresh_interpreter_gives_the_same_bytes(photo: np.ndarray) -> None:
         import hashlib, json
         import cv2
         from datagen import bundled
-        from datagen.conditions import CONDITIONS, apply_condition, sample_seed
+        from datagen.condition_engine import apply_condition, sample_seed
+        from datagen.conditions import CONDITIONS
         photo = cv2.resize(bundled.load_photos([{PHOTOS[0]!r}])[{PHOTOS[0]!r}], (96, 96), interpolation=cv2.INTER_AREA)
         out = {{}}
         for n in reversed(list(CONDITIONS)):  # a different order, too

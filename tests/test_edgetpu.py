@@ -23,8 +23,9 @@ from edgeq.artifacts import Severity
 from edgeq.errors import BackendUnavailable, InputError
 from edgeq.quant_recipe import QuantRecipe
 from edgeq.spec import edgetpu_log
-from edgeq.spec.edgetpu import _CHECKS, EDGETPU_OPS, edgetpu_findings, predict_partition
+from edgeq.spec.edgetpu import edgetpu_findings, predict_partition
 from edgeq.spec.edgetpu_log import CompilerReport, find_compiler, memory_bytes, parse_compiler_log, run_compiler
+from edgeq.spec.edgetpu_ops import _CHECKS, EDGETPU_OPS
 from edgeq.tflite import model as tfl
 
 DATA = Path(__file__).parent / "data" / "edgetpu"
