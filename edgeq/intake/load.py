@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from edgeq.errors import InputError
 from edgeq.intake.float_model import FloatModel, RewriteCount
 from edgeq.intake.rewrite import apply_rewrites
+from edgeq.intake.shapes import fix_dynamic_shapes
 from edgeq.quiet import native_output_captured
 from edgeq.tfimport import import_tensorflow
 from edgeq.tflite import model as tfl
@@ -117,8 +118,6 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
         flatbuffer = keras_to_float_tflite(_load_keras(path), batch_size, input_shape)
     elif path.suffix.lower() == ".tflite":
         flatbuffer = tfl.read_bytes(path)
-        if input_shape is not None:
-            raise InputError("--input-shape cannot reshape a .tflite model; export it with a static shape")
         tfl.parse(flatbuffer, str(path))
         from edgeq.tflite.probe import probe
 
@@ -126,25 +125,45 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
     else:
         raise InputError(f"{path} is not a model edgeq reads (.keras, .h5, .tflite or a SavedModel folder)")
     parsed = tfl.parse(flatbuffer, str(path))
+    _require_float_inputs(parsed, str(path))
+    # Keras and SavedModel inputs were traced with static shapes above; a .tflite gets them here.
+    fix = fix_dynamic_shapes(parsed, flatbuffer, input_shape if path.suffix.lower() == ".tflite" else None,
+                             batch_size, str(path))
+    static, fixes = flatbuffer, ()
+    if fix is not None:
+        static = tfl.serialize(parsed)
+        fixes = tuple(c for c in (RewriteCount("fix_input_shapes", len(fix.inputs)),
+                                  RewriteCount("fold_shape_computations", fix.folded_ops)) if c.count)
+        _check_same_outputs(flatbuffer, static, "fixing the input shapes", {i: s for i, (_, _, s) in
+                                                                            zip(parsed.subgraphs[0].inputs, fix.inputs,
+                                                                                strict=True)})
+        parsed = tfl.parse(static, str(path))
     _require_float_static(parsed, str(path))
     rewrites = tuple(apply_rewrites(parsed))
-    final = tfl.serialize(parsed) if rewrites else flatbuffer
+    final = tfl.serialize(parsed) if rewrites else static
     if rewrites:
-        _check_rewrites(flatbuffer, final, rewrites)
+        _check_same_outputs(static, final, f"the float-graph rewrites ({', '.join(r.name for r in rewrites)})")
+    rewrites = fixes + rewrites
     return FloatModel(flatbuffer=final, source=str(path), source_fingerprint=_fingerprint_path(path),
                       source_bytes=len(flatbuffer), rewrites=rewrites)
 
 
-def _check_rewrites(original: bytes, rewritten: bytes, rewrites: tuple[RewriteCount, ...]) -> None:
-    """The rewrites are exact: both models must give the same outputs on one seeded random input. A difference
-    is an edgeq bug (exit 4), never a model published from a graph that computes something else."""
+def _check_same_outputs(original: bytes, changed: bytes, change: str,
+                        input_shapes: dict[int, tuple[int, ...]] | None = None) -> None:
+    """Intake's graph changes are exact: both models must give the same outputs on one seeded random input
+    (``original`` resized to ``input_shapes`` first). A difference is an edgeq bug (exit 4), never a model
+    published from a graph that computes something else."""
     import numpy as np
 
     from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
     results = []
-    for model in (original, rewritten):
+    for model in (original, changed):
         interpreter, _ = make_interpreter(model, CpuKernels.CPU)
+        if model is original and input_shapes:
+            for index, shape in input_shapes.items():
+                interpreter.resize_tensor_input(int(index), list(shape), strict=False)
+            interpreter.allocate_tensors()
         rng = np.random.default_rng(0)
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], rng.uniform(-1, 1, detail["shape"]).astype(detail["dtype"]))
@@ -154,12 +173,11 @@ def _check_rewrites(original: bytes, rewritten: bytes, rewrites: tuple[RewriteCo
         scale = float(np.nanmax(np.abs(before), initial=0.0)) if before.size else 0.0
         if before.shape != after.shape or not np.allclose(before, after, rtol=1e-4, atol=1e-6 * max(scale, 1.0),
                                                           equal_nan=True):
-            applied = ", ".join(r.name for r in rewrites)
-            raise RuntimeError(f"the float-graph rewrites ({applied}) changed the model's outputs")
+            raise RuntimeError(f"{change} changed the model's outputs")
 
 
-def _require_float_static(parsed: object, what: str) -> None:
-    """The main graph's inputs (the model's inputs) are float32 and static."""
+def _require_float_inputs(parsed: object, what: str) -> None:
+    """The main graph's inputs (the model's inputs) are float32."""
     graph = parsed.subgraphs[0]  # type: ignore[attr-defined]
     float32 = tfl.tensor_type("FLOAT32")
     for index in graph.inputs:
@@ -167,6 +185,13 @@ def _require_float_static(parsed: object, what: str) -> None:
         if tensor.type != float32:
             raise InputError(f"{what} input '{tfl.tensor_name(tensor)}' is {tfl.tensor_type_name(tensor.type)}: "
                              "edgeq quantizes float models; this one already is quantized")
+
+
+def _require_float_static(parsed: object, what: str) -> None:
+    """After shape fixing, no input may still be dynamic (a safety net: fix_dynamic_shapes refuses first)."""
+    graph = parsed.subgraphs[0]  # type: ignore[attr-defined]
+    for index in graph.inputs:
+        tensor = graph.tensors[index]
         signature = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
         if any(int(d) < 0 for d in signature):
             raise InputError(f"{what} input '{tfl.tensor_name(tensor)}' has a dynamic shape "
