@@ -62,7 +62,7 @@ class PathRoles:
 
 
 ROLES: dict[str, PathRoles] = {
-    "bench": PathRoles(inputs=_args("models", "android_binary"), file_outputs=_stdout_or_file("json")),
+    "bench": PathRoles(inputs=_args("models", "android_binary", "preprocess"), file_outputs=_stdout_or_file("json")),
     "build": PathRoles(inputs=_args("recipe"), folder_outputs=_args("output")),
     "calibrate": PathRoles(inputs=_args("model", "calib", "preprocess"), file_outputs=_args("output")),
     "check": PathRoles(inputs=_args("model", "float_model")),
