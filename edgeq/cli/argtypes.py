@@ -57,3 +57,14 @@ def integer_list(low: int, high: int) -> Callable[[str], list[int]]:
         return values
 
     return parse
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """A static input shape without the batch: ``224x224x3`` or ``224,224,3``, every dimension positive."""
+    try:
+        dims = tuple(int(d) for d in text.lower().replace("x", ",").split(",") if d)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}; use e.g. 224x224x3 (no batch)") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}; dimensions must be positive")
+    return dims

@@ -9,21 +9,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli import options
 from edgeq.cli.argtypes import integer, integer_list, number
 from edgeq.cli.output import print_table
 from edgeq.errors import BackendUnavailable, GateFailed, UsageError
 
 
 def register(verbs: Any) -> None:
-    bench = verbs.add_parser(
-        "bench", help="measure latency on CPU, XNNPACK, reference kernels, Edge TPU, TFLM or Android",
+    bench = options.verb_parser(
+        verbs, "bench", help="measure latency on CPU, XNNPACK, reference kernels, Edge TPU, TFLM or Android",
         description="Warm-up by count and time, measured runs by count and minimum time (as benchmark_model "
                     "does), init and first inference reported apart; several models/backends/thread counts "
-                    "interleaved and compared as ratios. Exit 3 when no requested backend can run here.")
+                    "interleaved and compared as ratios. Exit 3 when no requested backend can run here.",
+        handler=run_bench)
     bench.add_argument("models", nargs="+", metavar="MODEL", help=".tflite model(s)")
-    bench.add_argument("--backend", default="xnnpack",
-                       help="comma-separated: ref, cpu, xnnpack, edgetpu[:usb:0], tflm, android:SERIAL")
-    bench.add_argument("--threads", type=integer_list(1, 256), default=[1], help="comma-separated thread counts (1)")
+    options.add_runtime_options(bench, several=True)
     bench.add_argument("--runs", type=integer(1, 10_000_000), default=50, help="measured runs, at least (50)")
     bench.add_argument("--min-seconds", type=number(0, 3600), default=1.0,
                        help="measured time per configuration, at least")
@@ -37,13 +37,11 @@ def register(verbs: Any) -> None:
     bench.add_argument("--accelerator", default="cpu", choices=["cpu", "xnnpack", "gpu", "nnapi"],
                        help="android backend: which delegate benchmark_model applies")
     bench.add_argument("--android-binary", metavar="PATH", help="android backend: the benchmark_model binary")
-    bench.add_argument("--preprocess", metavar="SPEC",
-                       help="how image inputs are generated: random 0-255 pixels through this preprocessing "
-                            "(mean=...,std=... or none), then quantized; default: each model's own TFLite "
-                            "Metadata or sidecar, else random values over the input type's range")
+    options.add_preprocess_option(
+        bench, purpose="how image inputs are generated: random 0-255 pixels through this preprocessing, then quantized",
+        default="each model's own TFLite Metadata or sidecar, else random values over the input type's range")
     bench.add_argument("--taskset", metavar="MASK", help="android backend: CPU mask for taskset (e.g. f0 = big cores)")
-    bench.add_argument("--json", metavar="FILE", help="write all results, raw samples included, as JSON ('-': stdout)")
-    bench.set_defaults(handler=run_bench)
+    options.add_json_file_option(bench, "all results with their raw samples")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -6,18 +6,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli import options
 from edgeq.cli.output import print_json, print_table
 from edgeq.spec.check import IO_CHOICES
 from edgeq.spec.rules import PROFILES
 
 
 def register(verbs: Any) -> None:
-    check = verbs.add_parser(
-        "check", help="check a .tflite model against the INT8 spec and a deployment target",
+    check = options.verb_parser(
+        verbs, "check", help="check a .tflite model against the INT8 spec and a deployment target",
         description="Spec conformance and deployability: float fallbacks, Q/DQ inside the graph, dynamic "
                     "shapes, custom ops, per-op quantization rules, target op support (Edge TPU partition "
-                    "prediction). Exit 0 pass, 1 error findings, 2 unreadable input.")
-    check.add_argument("model", help="the .tflite model to check")
+                    "prediction). Exit 0 pass, 1 error findings, 2 unreadable input.", handler=run_check)
+    options.add_model_argument(check, "the .tflite model to check")
     check.add_argument("--target", default="generic", choices=list(PROFILES), help="deployment target profile")
     check.add_argument("--io", default="integer", choices=list(IO_CHOICES),
                        help="required model input/output type (integer: int8 or uint8)")
@@ -26,8 +27,7 @@ def register(verbs: Any) -> None:
     check.add_argument("--ignore", default="", metavar="RULE[,RULE]", help="rule ids to waive")
     check.add_argument("--compile", action="store_true",
                        help="edgetpu target: also run edgetpu_compiler (when on PATH) and parse its log")
-    check.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    check.set_defaults(handler=run_check)
+    options.add_json_flag(check, "print JSON instead of tables")
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -7,22 +7,10 @@ from collections import Counter
 from typing import Any
 
 from edgeq.artifacts import Estimator, IOType
+from edgeq.cli import options
 from edgeq.cli.output import print_json, print_table
 from edgeq.cli.progress import progress_printer
 from edgeq.errors import UsageError
-
-MODEL_HELP = "float model: .keras/.h5, a SavedModel folder, or a float .tflite"
-CALIB_HELP = "calibration data: .npy, .npz (one array per input name), an image folder, or digits:/lfw:<split>"
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.lower().replace("x", ",").split(",") if d)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}; use e.g. 224x224x3 (no batch)") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}; dimensions must be positive")
-    return dims
 
 
 def _thresholds(text: str) -> tuple[float, float]:
@@ -45,32 +33,29 @@ def _guard_factors(text: str) -> tuple[float, float]:
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preprocess", metavar="SPEC",
-                        help="preprocessing for uint8 images: a JSON file or inline "
-                             "'size=32x32,mean=127.5,std=127.5,order=rgb' (default: pixels as 0..255 floats)")
-    parser.add_argument("--input-shape", type=_shape, metavar="HxWxC",
-                        help="static input shape without the batch (default: the model's own, batch 1)")
+    options.add_float_input_options(parser)
     parser.add_argument("--limit", type=int, metavar="N", help="use only the first N calibration samples")
 
 
 def register(verbs: Any) -> None:
-    calibrate = verbs.add_parser("calibrate", help="collect activation statistics of a float model",
-                                 description="Run the float model once over the calibration data and save "
-                                             "per-tensor statistics for 'edgeq convert --stats'.")
-    calibrate.add_argument("model", help=MODEL_HELP)
-    calibrate.add_argument("--calib", required=True, metavar="SET", help=CALIB_HELP)
-    calibrate.add_argument("-o", "--output", required=True, help="statistics file to write (.npz)")
+    calibrate = options.verb_parser(verbs, "calibrate", help="collect activation statistics of a float model",
+                                    description="Run the float model once over the calibration data and save "
+                                                "per-tensor statistics for 'edgeq convert --stats'.",
+                                    handler=run_calibrate)
+    options.add_model_argument(calibrate)
+    options.add_calib_option(calibrate)
+    options.add_output_option(calibrate, "statistics file to write (.npz)")
     _add_data_arguments(calibrate)
-    calibrate.set_defaults(handler=run_calibrate)
 
-    convert = verbs.add_parser("convert", help="full-integer INT8 .tflite with chosen activation ranges",
-                               description="Convert a float model to a full-integer INT8 TFLite model and a "
-                                           "JSON sidecar describing every activation range and why it was chosen.")
-    convert.add_argument("model", help=MODEL_HELP)
+    convert = options.verb_parser(verbs, "convert", help="full-integer INT8 .tflite with chosen activation ranges",
+                                  description="Convert a float model to a full-integer INT8 TFLite model and a JSON "
+                                              "sidecar describing every activation range and why it was chosen.",
+                                  handler=run_convert)
+    options.add_model_argument(convert)
     source = convert.add_mutually_exclusive_group(required=True)
-    source.add_argument("--calib", metavar="SET", help=CALIB_HELP)
+    options.add_calib_option(source, required=False)
     source.add_argument("--stats", metavar="FILE", help="statistics from 'edgeq calibrate' (same model)")
-    convert.add_argument("-o", "--output", required=True, help="INT8 model to write (.tflite); sidecar: .json")
+    options.add_output_option(convert, "INT8 model to write (.tflite); sidecar: .json")
     convert.add_argument("--method", choices=[e.value for e in Estimator],
                          help="activation-range estimator (default auto)")
     convert.add_argument("--percentile", type=float, help="percentile for the percentile estimator (99.99)")
@@ -93,9 +78,8 @@ def register(verbs: Any) -> None:
                        help="the sample guard leaves out a sample that stretches a tensor's max|x| FACTOR times "
                             "beyond every other sample, and that sample wherever it stretches FOLLOW times (10,3)")
     convert.add_argument("--recipe", metavar="FILE", help="YAML/JSON recipe with per-tensor/per-op overrides")
-    convert.add_argument("--json", action="store_true", help="print the sidecar JSON instead of a summary")
+    options.add_json_flag(convert, "print the sidecar JSON instead of a summary")
     _add_data_arguments(convert)
-    convert.set_defaults(handler=run_convert)
 
 
 def _check_limit(limit: int | None) -> None:

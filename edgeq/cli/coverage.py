@@ -10,31 +10,27 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli import options
 from edgeq.cli.argtypes import number
-from edgeq.cli.convert import _shape
 from edgeq.cli.output import print_json, print_table
 from edgeq.errors import UsageError
 
 
 def register(verbs: Any) -> None:
-    cov = verbs.add_parser(
-        "coverage", help="compare calibration and production activation ranges per layer",
+    cov = options.verb_parser(
+        verbs, "coverage", help="compare calibration and production activation ranges per layer",
         description="Per activation tensor: max|x| and p99.99 of the calibration set against production data; "
                     "layers where production exceeds calibration are flagged with the conditions that would "
                     "close the gap. Calibration samples that alone set tensors' ranges (outlier samples) are "
-                    "named. Exit 1 when a flagged gap remains.")
-    cov.add_argument("model", help="float model (.keras/.h5, SavedModel, float .tflite)")
-    cov.add_argument("--calib", required=True, metavar="SET", help="calibration data (a datagen set, .npy, ...)")
-    cov.add_argument("--production", required=True, metavar="SET", help="production data, same forms")
+                    "named. Exit 1 when a flagged gap remains.", handler=run_coverage)
+    options.add_model_argument(cov)
+    options.add_calib_option(cov)
+    cov.add_argument("--production", required=True, metavar="SET", help="production data, same forms as --calib")
     cov.add_argument("--threshold", type=number(0, 1e6, strict_low=True), default=1.0,
                      help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
-    cov.add_argument("--preprocess", metavar="SPEC",
-                     help="preprocessing for uint8 images: mean=...,std=... or none (raw 0-255 values); default: "
-                          "the model's own TFLite Metadata, else the set's datagen.json; none known is an error")
-    cov.add_argument("--input-shape", type=_shape, metavar="HxWxC", help="static input shape without the batch")
-    cov.add_argument("-o", "--output", metavar="DIR", help="write coverage.json and coverage.png here")
-    cov.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    cov.set_defaults(handler=run_coverage)
+    options.add_float_input_options(cov)
+    options.add_output_option(cov, "write coverage.json and coverage.png here", metavar="DIR", required=False)
+    options.add_json_flag(cov)
 
 
 def run_coverage(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli import options
 from edgeq.cli.output import print_table
 from edgeq.cli.progress import progress_printer
 from edgeq.errors import UsageError
@@ -38,11 +39,12 @@ def _preprocessing(spec: str | None) -> Any:
 
 
 def register(verbs: Any) -> None:
-    datagen = verbs.add_parser(
-        "datagen", help="generate a condition-stratified calibration set from real images",
+    datagen = options.verb_parser(
+        verbs, "datagen", help="generate a condition-stratified calibration set from real images",
         description="Sample N images from a source, render each under one named condition (original, "
                     "low_light, high_contrast, noise, blur, jpeg, fog, overexposed, or your own) and write "
-                    "images, labels, a manifest that reproduces every sample, and a preview contact sheet.")
+                    "images, labels, a manifest that reproduces every sample, and a preview contact sheet.",
+        handler=run_datagen)
     datagen.add_argument("--source", required=True,
                          help="an image folder (class subfolders become labels), a .npy/.npz of images, or "
                               "digits:train|val|test, lfw[:split], photos")
@@ -56,17 +58,14 @@ def register(verbs: Any) -> None:
     datagen.add_argument("--size", type=_size, metavar="HxW",
                          help="resize every image to HxW (each side 1..8192, at most 16.8 megapixels)")
     datagen.add_argument("--gray", action="store_true", help="write single-channel images (default RGB)")
-    datagen.add_argument("--preprocess", metavar="SPEC",
-                         help="preprocessing that travels with the set (what convert/eval/coverage apply): "
-                              "inline 'mean=127.5,std=127.5' or a JSON file")
+    options.add_preprocess_option(datagen, default=None, purpose="preprocessing that travels with the set (what "
+                                                                 "convert/eval/coverage apply)")
     datagen.add_argument("--workers", type=int, default=1,
                          help="worker processes, 1..64 (results do not depend on it)")
     datagen.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
-    datagen.add_argument("--force", action="store_true",
-                         help="replace the output folder if it is a calibration set edgeq wrote (never a folder "
-                              "with other files, the current or home folder, or a source)")
-    datagen.add_argument("-o", "--output", required=True, help="output folder (created; written atomically)")
-    datagen.set_defaults(handler=run_datagen)
+    options.add_force_option(datagen, "replace the output folder if it is a calibration set edgeq wrote (never a "
+                                      "folder with other files, the current or home folder, or a source)")
+    options.add_output_option(datagen, "output folder (created; written atomically)")
 
 
 def run_datagen(args: argparse.Namespace) -> int:

@@ -7,28 +7,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli import options
 from edgeq.cli.argtypes import integer
 from edgeq.cli.output import print_json, print_table
 
 
 def register(verbs: Any) -> None:
-    ev = verbs.add_parser(
-        "eval", help="accuracy of a .tflite classifier on a labelled set, per condition",
+    ev = options.verb_parser(
+        verbs, "eval", help="accuracy of a .tflite classifier on a labelled set, per condition",
         description="Quantizes inputs and dequantizes outputs with the model's own parameters; per-condition "
-                    "results for sets from 'edgeq datagen'; agreement with an FP32 reference model.")
-    ev.add_argument("model", help=".tflite model")
-    ev.add_argument("--data", required=True, metavar="SET",
-                    help="a labelled set from 'edgeq datagen', or digits:test|val|train, lfw:test|...")
-    ev.add_argument("--backend", default="xnnpack", help="ref, cpu, xnnpack, edgetpu[:DEVICE], tflm (xnnpack)")
-    ev.add_argument("--threads", type=integer(1, 256), default=1)
+                    "results for sets from 'edgeq datagen'; agreement with an FP32 reference model.",
+        handler=run_eval)
+    options.add_model_argument(ev, options.TFLITE_MODEL_HELP)
+    options.add_labelled_set_option(ev, "--data")
+    options.add_runtime_options(ev)
     ev.add_argument("--output", help="classification output by name or index (multi-output models)")
     ev.add_argument("--reference", metavar="MODEL", help="FP32 .tflite to compare predictions with (agreement)")
-    ev.add_argument("--preprocess", metavar="SPEC",
-                    help="mean=...,std=... or none (raw 0-255 values); default: the model's own TFLite Metadata, "
-                         "else its edgeq sidecar, else the set's datagen.json; none known is an error")
+    options.add_preprocess_option(ev, default="the model's own TFLite Metadata, else its edgeq sidecar, else the "
+                                              "set's datagen.json; none known is an error")
     ev.add_argument("--limit", type=integer(1, 100_000_000), help="evaluate only the first N samples")
-    ev.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
-    ev.set_defaults(handler=run_eval)
+    options.add_json_file_option(ev, "the result")
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli import options
 from edgeq.cli.argtypes import integer
 from edgeq.cli.output import print_json, print_table
 from edgeq.errors import UsageError
@@ -14,24 +15,24 @@ from edgeq.tfimport import import_tensorflow
 
 
 def register(verbs: Any) -> None:
-    zoo = verbs.add_parser("zoo", help="the reference model zoo trained on bundled real data",
-                           description="The reference models every test, benchmark and the demo use.")
+    zoo = options.verb_parser(verbs, "zoo", help="the reference model zoo trained on bundled real data",
+                              description="The reference models every test, benchmark and the demo use.")
     actions = zoo.add_subparsers(dest="zoo_action", metavar="ACTION", required=True)
 
-    listing = actions.add_parser("list", help="list the zoo models and whether they are cached")
-    listing.add_argument("--cache-dir", help="zoo cache folder (default: $EDGEQ_CACHE_DIR or ~/.cache/edgeq)")
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    listing.set_defaults(handler=run_list)
+    listing = options.verb_parser(actions, "list", help="list the zoo models and whether they are cached",
+                                  handler=run_list)
+    options.add_cache_dir_option(listing)
+    options.add_json_flag(listing)
 
-    build = actions.add_parser("build", help="train a zoo model (or reuse the cache) and save it as .keras")
+    build = options.verb_parser(actions, "build", help="train a zoo model (or reuse the cache) and save it as .keras",
+                                handler=run_build)
     build.add_argument("name", help="zoo model name (see 'edgeq zoo list')")
-    build.add_argument("-o", "--output", required=True, help="where to write the model (.keras)")
+    options.add_output_option(build, "where to write the model (.keras)")
     build.add_argument("--epochs", type=integer(1, 10_000),
                        help="override the recipe's epochs (a reduced budget)")
-    build.add_argument("--cache-dir", help="zoo cache folder (default: $EDGEQ_CACHE_DIR or ~/.cache/edgeq)")
-    build.add_argument("--force", action="store_true", help="retrain even when a cached model exists")
-    build.add_argument("--json", action="store_true", help="print the model card as JSON")
-    build.set_defaults(handler=run_build)
+    options.add_cache_dir_option(build)
+    options.add_force_option(build, "retrain even when a cached model exists")
+    options.add_json_flag(build, "print the model card as JSON")
 
 
 def run_list(args: argparse.Namespace) -> int:

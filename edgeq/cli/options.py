@@ -1,0 +1,110 @@
+"""The options several verbs share, declared once: one flag has one type, metavar and default everywhere.
+
+Each function adds one option (or a coherent group) to a parser; a verb passes only what is its own, such
+as what its output holds or where its preprocessing comes from by default. Like the verb modules, this
+imports nothing heavy: ``edgeq --help`` builds every parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from edgeq.cli.argtypes import integer, integer_list, shape
+
+Handler = Callable[[argparse.Namespace], int]
+
+FLOAT_MODEL_HELP = "float model: .keras/.h5, a SavedModel folder, or a float .tflite"
+TFLITE_MODEL_HELP = ".tflite model"
+CALIB_HELP = ("calibration data: a set from 'edgeq datagen', .npy, .npz (one array per input name), an image "
+              "folder, or digits:/lfw:<split>")
+LABELLED_SET_HELP = "a labelled set from 'edgeq datagen', or digits:test|val|train, lfw:test|..."
+INPUT_SHAPE_HELP = "static input shape without the batch (default: the model's own, batch 1)"
+PREPROCESS_FORMS = ("inline 'mean=127.5,std=127.5' (also size=HxW, order=bgr), none (raw 0-255 values), "
+                    "or a JSON file")
+BACKENDS = "ref, cpu, xnnpack, edgetpu[:DEVICE], tflm"
+CACHE_DIR_HELP = "zoo cache folder (default: $EDGEQ_CACHE_DIR or ~/.cache/edgeq)"
+JSON_STDOUT = "('-': stdout)"
+
+THREADS = integer(1, 256)
+THREAD_COUNTS = integer_list(1, 256)
+
+
+def verb_parser(verbs: Any, name: str, *, help: str, description: str | None = None,
+                handler: Handler | None = None) -> argparse.ArgumentParser:
+    """A verb (or a ``zoo`` action) under ``verbs``, dispatching to ``handler`` when one is given."""
+    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help, description=description)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_model_argument(parser: argparse.ArgumentParser, help: str = FLOAT_MODEL_HELP) -> None:
+    """The ``model`` positional: a float model unless ``help`` says otherwise."""
+    parser.add_argument("model", help=help)
+
+
+def add_calib_option(parser: Any, *, required: bool = True) -> None:
+    """``--calib SET``; ``parser`` may be a mutually exclusive group (then the group is the one required)."""
+    parser.add_argument("--calib", required=required, metavar="SET", help=CALIB_HELP)
+
+
+def add_labelled_set_option(parser: argparse.ArgumentParser, flag: str, *, dest: str | None = None) -> None:
+    """The labelled set a verb measures accuracy on (``eval --data``, ``validate --eval``)."""
+    parser.add_argument(flag, dest=dest, required=True, metavar="SET", help=LABELLED_SET_HELP)
+
+
+def add_preprocess_option(parser: argparse.ArgumentParser, *, default: str | None,
+                          purpose: str = "preprocessing for uint8 images") -> None:
+    """``--preprocess SPEC``: the forms are the same for every verb; what it is for and where the
+    preprocessing comes from without it are the verb's own."""
+    tail = f"; default: {default}" if default else ""
+    parser.add_argument("--preprocess", metavar="SPEC", help=f"{purpose}: {PREPROCESS_FORMS}{tail}")
+
+
+def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input-shape", type=shape, metavar="HxWxC", help=INPUT_SHAPE_HELP)
+
+
+def add_float_input_options(parser: argparse.ArgumentParser) -> None:
+    """``--preprocess`` and ``--input-shape`` of a verb that runs a float model over calibration data."""
+    add_preprocess_option(parser, default="the model's own TFLite Metadata, else the set's datagen.json; none "
+                                          "known is an error")
+    add_input_shape_option(parser)
+
+
+def add_output_option(parser: argparse.ArgumentParser, help: str, *, metavar: str | None = None,
+                      required: bool = True) -> None:
+    """``-o/--output``: ``help`` says what is written there (a file or a folder)."""
+    parser.add_argument("-o", "--output", required=required, metavar=metavar, help=help)
+
+
+def add_force_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--force``: ``help`` says what it replaces or redoes."""
+    parser.add_argument("--force", action="store_true", help=help)
+
+
+def add_json_flag(parser: argparse.ArgumentParser, help: str = "print JSON instead of a table") -> None:
+    """``--json`` without a value: the document goes to standard output instead of the human summary."""
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_json_file_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json FILE``: ``what`` is written there as JSON; ``-`` is standard output (then it carries nothing else)."""
+    parser.add_argument("--json", metavar="FILE", help=f"write {what} as JSON {JSON_STDOUT}")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """``--backend`` and ``--threads``: one of each, or (``several``) comma-separated lists to compare."""
+    if several:
+        parser.add_argument("--backend", default="xnnpack",
+                            help=f"comma-separated: {BACKENDS}, android:SERIAL (xnnpack)")
+        parser.add_argument("--threads", type=THREAD_COUNTS, default=[1], help="comma-separated thread counts (1)")
+    else:
+        parser.add_argument("--backend", default="xnnpack", help=f"{BACKENDS} (xnnpack)")
+        parser.add_argument("--threads", type=THREADS, default=1, help="interpreter threads (1)")
+
+
+def add_cache_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", help=CACHE_DIR_HELP)
