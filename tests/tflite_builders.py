@@ -125,6 +125,21 @@ class GraphBuilder:
             op.builtinOptions = options
         self.graph.operators.append(op)
 
+    def custom_op(self, name: str, inputs: Sequence[int], outputs: Sequence[int], options: bytes = b"") -> None:
+        S = tfl.schema()  # noqa: N806
+        index = next((i for i, c in enumerate(self.model.operatorCodes) if c.customCode in (name, name.encode())),
+                     None)
+        if index is None:
+            entry = S.OperatorCodeT()
+            code = tfl.builtin_code("CUSTOM")
+            entry.builtinCode, entry.deprecatedBuiltinCode, entry.customCode, entry.version = code, code, name, 1
+            self.model.operatorCodes.append(entry)
+            index = len(self.model.operatorCodes) - 1
+        op = S.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = index, np.asarray(inputs, np.int32), np.asarray(outputs, np.int32)
+        op.customOptions = np.frombuffer(options, dtype=np.uint8).copy() if options else None
+        self.graph.operators.append(op)
+
     def build(self, inputs: Sequence[int], outputs: Sequence[int]) -> bytes:
         self.graph.inputs, self.graph.outputs = np.asarray(inputs, np.int32), np.asarray(outputs, np.int32)
         self.model.subgraphs = [self.graph]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeq.errors import InputError
+from edgeq.intake.custom_ops import DECOMPOSITIONS, check_decompositions, custom_ops, decompose_custom_ops
 from edgeq.intake.float_model import FloatModel, RewriteCount
 from edgeq.intake.rewrite import apply_rewrites
 from edgeq.intake.shapes import fix_dynamic_shapes
@@ -117,13 +118,10 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
     elif path.suffix.lower() in KERAS_SUFFIXES:
         flatbuffer = keras_to_float_tflite(_load_keras(path), batch_size, input_shape)
     elif path.suffix.lower() == ".tflite":
-        flatbuffer = tfl.read_bytes(path)
-        tfl.parse(flatbuffer, str(path))
-        from edgeq.tflite.probe import probe
-
-        probe(path, "cpu", what=str(path))  # an untrusted file: a runtime crash must not take edgeq down
+        flatbuffer, decomposed = _runnable_tflite(path)
     else:
         raise InputError(f"{path} is not a model edgeq reads (.keras, .h5, .tflite or a SavedModel folder)")
+    source_bytes = path.stat().st_size if path.suffix.lower() == ".tflite" else len(flatbuffer)
     parsed = tfl.parse(flatbuffer, str(path))
     _require_float_inputs(parsed, str(path))
     # Keras and SavedModel inputs were traced with static shapes above; a .tflite gets them here.
@@ -143,9 +141,36 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
     final = tfl.serialize(parsed) if rewrites else static
     if rewrites:
         _check_same_outputs(static, final, f"the float-graph rewrites ({', '.join(r.name for r in rewrites)})")
-    rewrites = fixes + rewrites
+    rewrites = decomposed + fixes + rewrites
     return FloatModel(flatbuffer=final, source=str(path), source_fingerprint=_fingerprint_path(path),
-                      source_bytes=len(flatbuffer), rewrites=rewrites)
+                      source_bytes=source_bytes, rewrites=rewrites)
+
+
+def _runnable_tflite(path: Path) -> tuple[bytes, tuple[RewriteCount, ...]]:
+    """The file's flatbuffer with its known custom ops decomposed (checked against their reference), once a
+    child process has loaded and run it: an untrusted file's runtime crash must not take edgeq down."""
+    from edgeq.tflite.probe import probe
+
+    flatbuffer = tfl.read_bytes(path)
+    parsed = tfl.parse(flatbuffer, str(path))
+    decomposed = decompose_custom_ops(parsed)
+    if decomposed:
+        flatbuffer = tfl.serialize(parsed)
+    try:
+        probe(flatbuffer if decomposed else path, "cpu", what=str(path))
+    except InputError as exc:
+        if "unresolved custom op" not in str(exc):
+            raise
+        unknown = [name for name in custom_ops(parsed) if name not in DECOMPOSITIONS]
+        raise InputError(f"{path} uses custom op(s) {', '.join(unknown)} that LiteRT has no kernel for and edgeq "
+                         f"knows no exact builtin decomposition of (it decomposes: {', '.join(DECOMPOSITIONS)})"
+                         ) from None
+    if decomposed:
+        check_decompositions(flatbuffer, decomposed)
+    counts: dict[str, int] = {}
+    for record in decomposed:
+        counts[record.name] = counts.get(record.name, 0) + 1
+    return flatbuffer, tuple(RewriteCount(f"decompose_{name}", n) for name, n in counts.items())
 
 
 def _check_same_outputs(original: bytes, changed: bytes, change: str,
