@@ -16,8 +16,8 @@ from edgeq.harness.latency import LatencyConfig, open_timed, random_inputs, run_
 
 def _session(model_path: Path, backend_name: str, threads: int = 1):
     backend = parse_backend(backend_name)
-    if backend.kind == "android":
-        pytest.skip("android runs through 'edgeq bench --backend android:SERIAL', not in-process")
+    if backend.remote:
+        pytest.skip(f"{backend.kind} runs through 'edgeq bench --backend {backend}', not in-process")
     status = availability(backend)
     if not status.available:
         pytest.skip(f"{backend} unavailable: {status.reason}")

@@ -73,7 +73,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if not backends:
         raise BackendUnavailable(f"no requested backend can run here ({skipped[0]['reason']})" if len(skipped) == 1
                                  else "none of the requested backends can run here")
-    local = [b for b in backends if b.kind != "android"]
+    local = [b for b in backends if not b.remote]
     document: dict[str, Any] = {"environment": environment.capture(), "skipped": skipped, "results": [],
                                 "ratios": [], "warnings": []}
     if local:

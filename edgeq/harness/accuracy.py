@@ -101,6 +101,6 @@ def evaluate(scores: np.ndarray, labels: np.ndarray, conditions: list[str] | Non
 
 def run_batch1(interpreter: Any, inputs: np.ndarray, output_index: int = 0) -> np.ndarray:
     """Dequantized outputs of a bare LiteRT interpreter (kept for the demo and benchmarks)."""
-    from edgeq.harness.backends import LiteRTSession
+    from edgeq.harness.litert_session import LiteRTSession
 
     return predict(LiteRTSession(interpreter, "litert", "", None), inputs, output_index)
