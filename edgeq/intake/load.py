@@ -111,6 +111,7 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
     path = Path(source)
     if not path.exists():
         raise InputError(f"no such model: {path}")
+    decomposed: tuple[RewriteCount, ...] = ()
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise InputError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
