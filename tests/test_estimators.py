@@ -403,7 +403,7 @@ def _stats(values: np.ndarray) -> TensorStats:
 def test_every_estimator_is_registered_and_auto_picks_among_them() -> None:
     """The registry is the one list of methods: every Estimator either computes a range itself or is auto,
     and auto's choice is one of the registered estimators, with the range that estimator gives directly."""
-    assert est.METHODS == tuple(Estimator)  # the same order: the CLI lists the enum without importing numpy
+    assert tuple(Estimator) == est.METHODS  # the same order: the CLI lists the enum without importing numpy
     assert est.METHODS[-1] is Estimator.AUTO and Estimator.AUTO not in est.RANGE_ESTIMATORS
     rng = np.random.default_rng(0)
     picked = set()
