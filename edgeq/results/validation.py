@@ -1,0 +1,281 @@
+"""What ``validate`` proves: FP32 vs INT8 per method, per condition and per layer, the pick and the gate.
+
+The types follow report.json's ``validation``, ``layers``, ``histograms``, ``model`` and
+``calibration_samples`` sections (docs/report.md describes every key); edgeq.validate.protocol fills them.
+A value JSON cannot hold (an infinite SQNR) is ``None``, and where that matters a flag says why
+(``bit_exact``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from edgeq.artifacts import Estimator, OutlierSample, Preprocessing
+from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Interval, Number
+from edgeq.results.gates import Gate
+
+
+class Comparison(enum.StrEnum):
+    """How INT8 compares with FP32 by the interval of the drop: an interval containing 0 is a tie."""
+
+    TIE = "tie"
+    WORSE = "worse"
+    BETTER = "better"
+
+
+class Half(enum.StrEnum):
+    """The two halves of the evaluation set (edgeq.validate.verdicts.split_halves)."""
+
+    SELECTION = "selection"  # picks the method, by fidelity to FP32
+    GATE = "gate"  # measures the picked method's drop
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionAccuracy(Document):
+    """Top-1 and top-5 on the samples of one condition."""
+
+    n: int
+    top1: float
+    top5: float
+    agreement: float | None = field(default=None, metadata=OMIT_NONE)  # INT8 only: share with FP32's top-1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Baseline(Document):
+    """The FP32 model on the whole evaluation set."""
+
+    top1: float
+    top1_ci: Interval  # Wilson 95 %
+    top5: float
+    n: int
+    per_condition: dict[str, ConditionAccuracy]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionScore(Document):
+    """A method's fidelity to FP32 on the selection half, and its place in the ranking that picked the best."""
+
+    n: int
+    agreement: float
+    output_sqnr_db: float | None  # None: bit-exact (then bit_exact) or not measured
+    bit_exact: bool
+    output_mae: float | None
+    rank: int  # 1: most faithful; equal ranks are exact ties
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodResult(Document):
+    """One calibration method's INT8 model against FP32 on the whole evaluation set."""
+
+    method: Estimator
+    top1: float
+    top1_ci: Interval  # Wilson 95 %
+    top5: float
+    drop_pp: float  # FP32 top-1 minus INT8 top-1, in points
+    drop_ci_pp: Interval  # paired (Newcombe) 95 %
+    vs_fp32: Comparison
+    agreement: float
+    output_sqnr_db: float | None  # None: bit-exact (then bit_exact) or not finite
+    bit_exact: bool
+    output_mae: float | None
+    per_condition: dict[str, ConditionAccuracy]
+    size_ratio: float  # FP32 bytes / INT8 bytes
+    selection: SelectionScore
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitHalf(Document):
+    n: int
+    per_condition: dict[str, int] | None = field(default=None, metadata=OMIT_NONE)  # for sets with conditions
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitRecord(Document):
+    """How the evaluation set was cut into the selection and gate halves: enough to reproduce it."""
+
+    seed: int
+    stratified_by: tuple[str, ...]
+    selection: SplitHalf
+    gate: SplitHalf
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionRecord(Document):
+    """The fidelity ranking on the selection half that picked the best method."""
+
+    split: Half = Half.SELECTION
+    n: int
+    by: tuple[str, ...]  # the ranking keys, in order
+    ranking: tuple[tuple[Estimator, ...], ...]  # groups from most to least faithful; a group ties exactly
+    tied_with_best: tuple[Estimator, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldOutGate(Document):
+    """The picked method's drop on the held-out gate half and the max-drop verdict on it."""
+
+    split: Half = Half.GATE
+    method: Estimator
+    n: int
+    fp32_top1: float
+    fp32_top1_ci: Interval
+    int8_top1: float
+    int8_top1_ci: Interval
+    drop_pp: float
+    drop_ci_pp: Interval
+    vs_fp32: Comparison
+    max_drop_pp: Number | None
+    passed: bool | None  # None: no limit set
+    clear: bool | None  # the whole interval on the verdict's side of the limit
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationSummary(Document):
+    """report.json's ``validation``: the methods side by side, the pick, the gate and the triage advice."""
+
+    eval_set: str
+    calibration: str
+    confidence: float
+    baseline: Baseline
+    methods: tuple[MethodResult, ...]
+    best_method: Estimator
+    split: SplitRecord
+    selection: SelectionRecord
+    gate: HeldOutGate
+    max_drop_pp: Number | None
+    passed: bool
+    advice: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerDiagnostics(Document):
+    """One activation tensor, FP32 vs INT8 on the same inputs (edgeq.validate.diagnostics.per_layer)."""
+
+    name: str
+    op: str
+    sqnr_db: float | None  # accumulated: everything up to here; None: not finite (an exact layer, no signal)
+    local_sqnr_db: float | None  # this layer's own range and rounding; None: not finite
+    rmse_over_scale: float
+    saturation: float
+    clip_fraction: float
+    subgraph: int = field(default=0, metadata=OMIT_EMPTY)  # 0: the main graph; else a loop body, branch
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerReport(Document):
+    method: Estimator  # the picked method's INT8 model
+    samples: int
+    rows: tuple[LayerDiagnostics, ...]
+    worst: tuple[str, ...]  # names of the layers whose own quantization hurts most
+
+
+@dataclass(frozen=True, kw_only=True)
+class Histogram(Document):
+    """A worst layer's calibration histogram with every estimator's range as convert chooses it."""
+
+    name: str
+    bin_edges: tuple[float, ...]  # one more than counts
+    counts: tuple[int, ...]
+    ranges: dict[str, Interval]  # estimator -> [lo, hi]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSummary(Document):
+    source: str
+    float_bytes: int
+    int8_bytes: int
+    size_ratio: float
+    sha256: str  # of the picked INT8 model
+    name: str | None = field(default=None, metadata=OMIT_NONE)  # a build's recipe name
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleGuardSettings(Document):
+    enabled: bool
+    factor: Number
+    follow: Number
+    min_samples: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrimmedRange(Document):
+    """A range the sample guard chose without one sample, and the range with it."""
+
+    tensor: str
+    sample: int
+    stretch: float | None
+    min: float
+    max: float
+    untrimmed: Interval | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrationSamples(Document):
+    """Calibration samples that alone set activation ranges, and what the sample guard did about them
+    (edgeq.calib.outliers.samples_document)."""
+
+    guard: SampleGuardSettings
+    samples: int
+    tensors: int
+    tracked: bool
+    outlier_samples: tuple[OutlierSample, ...]
+    summary: tuple[str, ...]  # one line per outlier sample
+    trimmed: tuple[TrimmedRange, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationReport(Document):
+    """What ``edgeq.validate.protocol.validate`` returns."""
+
+    validation: ValidationSummary
+    layers: LayerReport
+    histograms: tuple[Histogram, ...]
+    model: ModelSummary
+    calibration_samples: CalibrationSamples
+
+    @property
+    def best_method(self) -> Estimator:
+        return self.validation.best_method
+
+    @property
+    def passed(self) -> bool:
+        return self.validation.passed
+
+    @property
+    def gate(self) -> HeldOutGate:
+        return self.validation.gate
+
+    @property
+    def advice(self) -> tuple[str, ...]:
+        return self.validation.advice
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredValidation(Document):
+    """validation.json in a build's cache: the report and the file name of the picked INT8 model beside it."""
+
+    report: ValidationReport = field(metadata=FLATTEN)
+    best_model: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreprocessingChoice(Document):
+    """The preprocessing validate applied and where it came from (edgeq.preprocess.Resolved)."""
+
+    source: str  # edgeq.preprocess.Source
+    spec: Preprocessing | None
+    inline: str | None  # the spec as --preprocess would take it
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationRun(Document):
+    """What ``edgeq validate`` writes to report.json: the report, its gate and the preprocessing."""
+
+    title: str
+    report: ValidationReport = field(metadata=FLATTEN)
+    gates: tuple[Gate, ...]
+    passed: bool
+    preprocessing: PreprocessingChoice
