@@ -341,37 +341,3 @@ class BenchResult(Artifact):
     environment: dict[str, str] = field(default_factory=dict)
     model: str = ""
     delegation: dict[str, Any] | None = None  # delegate, nodes_total, nodes_delegated, partitions, undelegated_ops
-
-
-@dataclass(frozen=True)
-class AccuracyResult(Artifact):
-    """Top-1 accuracy of one model on one labelled set, overall and per stratum (condition)."""
-
-    kind: ClassVar[str] = "accuracy_result"
-    model_sha256: str
-    dataset: str
-    n: int
-    top1: float
-    per_stratum: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MethodResult(Artifact):
-    """One calibration method's INT8 model measured against the FP32 baseline."""
-
-    kind: ClassVar[str] = "method_result"
-    method: Estimator
-    accuracy: AccuracyResult
-    drop_pp: float
-    agreement: float
-    output_sqnr_db: float
-
-
-@dataclass(frozen=True)
-class ValidationReport(Artifact):
-    kind: ClassVar[str] = "validation_report"
-    float_model_fingerprint: str
-    baseline: AccuracyResult
-    methods: tuple[MethodResult, ...]
-    best_method: Estimator | None
-    max_drop_pp: float | None = None

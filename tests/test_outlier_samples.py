@@ -358,36 +358,39 @@ def test_recipe_keys(tmp_path: Path) -> None:
 
 
 def test_validate_report_and_html_name_the_sample(model_path: Path, sets: dict[str, Path], tmp_path: Path) -> None:
+    import dataclasses
+
     from datagen.bundled import load_digits
     from edgeq.artifacts import Preprocessing
-    from edgeq.report.html import render_html
+    from edgeq.report.page import render_html
+    from edgeq.results.validation import ValidationReport
     from edgeq.validate.protocol import EvalData, validate
 
     digits = load_digits("test")
     data = EvalData(name="digits:test", images=digits.images[:96], labels=digits.labels[:96], conditions=None,
                     preprocessing=Preprocessing(mean=(127.5,), std=(127.5,)))
-    outcome = validate(model_path, sets["pathological"], data, tmp_path / "v", methods=(Estimator.AUTO,))
-    section = outcome.document["calibration_samples"]
-    assert section["guard"]["enabled"] is True and section["tracked"] is True
-    assert [s["sample"] for s in section["outlier_samples"]] == [PATHOLOGICAL]
-    assert section["trimmed"] and all(t["sample"] == PATHOLOGICAL for t in section["trimmed"])
-    assert f"sample {PATHOLOGICAL} alone sets the range" in section["summary"][0]
+    report = validate(model_path, sets["pathological"], data, tmp_path / "v", methods=(Estimator.AUTO,))
+    section = report.calibration_samples
+    assert section.guard.enabled is True and section.tracked is True
+    assert [s.sample for s in section.outlier_samples] == [PATHOLOGICAL]
+    assert section.trimmed and all(t.sample == PATHOLOGICAL for t in section.trimmed)
+    assert f"sample {PATHOLOGICAL} alone sets the range" in section.summary[0]
     # The report's per-method ranges are the ones convert used: the auto model's sidecar says the same.
     sidecar = json.loads((tmp_path / "v" / "auto.json").read_text()) if (tmp_path / "v" / "auto.json").is_file() \
         else json.loads(next((tmp_path / "v").glob("*auto*.json")).read_text())
     used = {r["name"]: (r["min"], r["max"]) for r in sidecar["ranges"]["ranges"]}
-    assert outcome.document["histograms"]
-    for histogram in outcome.document["histograms"]:
-        assert tuple(histogram["ranges"]["auto"]) == pytest.approx(used[histogram["name"]])
-    document = json.loads(json.dumps(outcome.document))
-    page = render_html(document)  # a part of the Activation ranges section
+    assert report.histograms
+    for histogram in report.histograms:
+        assert histogram.ranges["auto"] == pytest.approx(used[histogram.name])
+    report = ValidationReport.from_document(json.loads(json.dumps(report.to_document())))  # as report.json holds it
+    page = render_html(report)  # a part of the Activation ranges section
     assert "<h3>Outlier calibration samples</h3>" in page and "Sample guard <b>on</b>" in page
     row = page.split("<h3>Outlier calibration samples</h3>", 1)[1]
     assert f"<td class=\"num\">{PATHOLOGICAL}</td>" in row
-    document["calibration_samples"] = {**section, "outlier_samples": [], "trimmed": []}
-    assert "Outlier calibration samples" not in render_html(document)  # nothing to say: not shown
-    document["calibration_samples"]["guard"]["enabled"] = False
-    assert "Sample guard <b>off</b>" in render_html(document)
+    quiet = dataclasses.replace(section, outlier_samples=(), trimmed=())
+    assert "Outlier calibration samples" not in render_html(dataclasses.replace(report, calibration_samples=quiet))
+    off = dataclasses.replace(quiet, guard=dataclasses.replace(quiet.guard, enabled=False))
+    assert "Sample guard <b>off</b>" in render_html(dataclasses.replace(report, calibration_samples=off))
 
 
 def test_coverage_names_the_datagen_sample(model_path: Path, tmp_path: Path,

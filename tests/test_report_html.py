@@ -1,13 +1,14 @@
 """report.html: self-contained, escaped, deterministic, robust to missing sections, and really renders in Chromium.
 
-The documents are the ones the real ``edgeq validate`` and ``edgeq build`` write (run once per session on
-the tiny zoo CNN), so the tests follow whatever shape those commands produce; hostile and broken
-documents are edits of the real build document.
+The reports are the ones the real ``edgeq validate`` and ``edgeq build`` write (run once per session on
+the tiny zoo CNN), read back into their types, so the tests follow whatever those commands produce;
+hostile and odd reports are edits of the real build report (dataclasses.replace), never hand-written dicts.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html as html_lib
 import io
 import json
@@ -25,8 +26,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeq.artifacts import Finding, Severity, Target
 from edgeq.cli import main as cli
-from edgeq.report.html import MAX_FINDINGS, SECTION_HEADINGS, render_html, write_report
+from edgeq.report.content import Page, Report, page_content
+from edgeq.report.page import render_html, write_report
+from edgeq.report.sections import MAX_FINDINGS, SECTIONS
+from edgeq.results.build import BuildReport, CheckSummary, CoverageLayer, CoverageSection
+from edgeq.results.validation import Histogram, ValidationRun
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).parent / "data" / "report" / "sample_report.json"
@@ -94,9 +100,24 @@ def _page(folder: Path) -> str:
     return (folder / "report.html").read_text()
 
 
-def _build_document(built: Path) -> dict[str, Any]:
-    """A fresh copy of the real build document, to edit."""
-    return _load(built)
+def _report(folder: Path) -> BuildReport | ValidationRun:
+    """The report a real command wrote, read back into its type."""
+    document = _load(folder)
+    return (BuildReport if "check" in document else ValidationRun).from_document(document)
+
+
+def _build(built: Path) -> BuildReport:
+    return BuildReport.from_document(_load(built))
+
+
+def _replace(value: Any, path: str, new: Any) -> Any:
+    """``value`` with the part at the dotted ``path`` replaced (attributes by name, tuple items by index)."""
+    head, _, rest = path.partition(".")
+    if isinstance(value, tuple):
+        index = int(head)
+        item = _replace(value[index], rest, new) if rest else new
+        return (*value[:index], item, *value[index + 1:])
+    return dataclasses.replace(value, **{head: _replace(getattr(value, head), rest, new) if rest else new})
 
 
 class _Page(HTMLParser):
@@ -134,15 +155,14 @@ def _summary(page: str) -> str:
     return page.split('id="summary"', 1)[1].split("</section>", 1)[0]
 
 
-def _expected_images(document: dict[str, Any]) -> int:
-    """Figures the page must carry for this document, counted from what the document holds."""
-    validation = document.get("validation") or {}
-    conditions = (validation.get("baseline") or {}).get("per_condition") or {}
-    coverage = document.get("coverage") or {}
-    preview = (document.get("calibration") or {}).get("preview_png")
-    return (bool(validation.get("methods")) + bool(conditions) + bool((document.get("layers") or {}).get("rows"))
-            + len(document.get("histograms") or []) + bool(document.get("latency")) + bool(coverage.get("layers"))
-            + bool(preview and base64.b64decode(preview).startswith(b"\x89PNG")))
+def _expected_images(report: Report) -> int:
+    """Figures the page must carry for this report, counted from what the report holds."""
+    content = page_content(report)
+    validation, layers, coverage = content.validation, content.layers, content.coverage
+    preview = content.calibration.preview_png if content.calibration else None
+    return (bool(validation and validation.methods) + bool(validation and validation.baseline.per_condition)
+            + bool(layers and layers.rows) + len(content.histograms) + bool(content.latency)
+            + bool(coverage and coverage.layers) + bool(preview and base64.b64decode(preview).startswith(b"\x89PNG")))
 
 
 def _pct(share: float) -> str:
@@ -153,25 +173,25 @@ def _pct(share: float) -> str:
 
 
 def test_real_reports_have_their_sections_in_order(validated: Path, built: Path) -> None:
-    assert list(SECTION_HEADINGS.values()) == HEADINGS
+    assert [heading for heading, _ in SECTIONS.values()] == HEADINGS
     assert _Page(_page(validated)).h2 == VALIDATE_HEADINGS
     assert _Page(_page(built)).h2 == HEADINGS  # a build fills every section the page knows
     for folder in (validated, built):
         page = _page(folder)
         assert 'id="summary"' in page
         verdict = re.findall(r'<span class="verdict">([A-Z ]+)</span>', page)
-        assert verdict == ["PASS" if _load(folder)["passed"] else "FAIL"]
+        assert verdict == ["PASS" if _report(folder).passed else "FAIL"]
 
 
 def test_the_page_is_the_rendering_of_report_json(real: Path) -> None:
     """report.html holds nothing report.json does not: rendering the JSON alone gives the same page."""
-    assert render_html(_load(real)) == _page(real)
+    assert render_html(_report(real)) == _page(real)
 
 
 def test_images_are_inline_pngs_that_decode(real: Path) -> None:
-    page, document = _page(real), _load(real)
-    assert document["histograms"], "validate writes histograms of the worst layers"
-    expected = _expected_images(document)
+    page, report = _page(real), _report(real)
+    assert page_content(report).histograms, "validate writes histograms of the worst layers"
+    expected = _expected_images(report)
     assert page.count(DATA_PNG) == expected
     images = _images(page)
     assert len(images) == expected
@@ -184,10 +204,10 @@ def test_images_are_inline_pngs_that_decode(real: Path) -> None:
 
 
 def test_histograms_are_drawn_from_what_validate_writes(real: Path) -> None:
-    document, page = _load(real), _page(real)
-    for histogram in document["histograms"]:
-        assert len(histogram["bin_edges"]) == len(histogram["counts"]) + 1
-        assert f'alt="Histogram of {html_lib.escape(histogram["name"])}"' in page
+    page = _page(real)
+    for histogram in page_content(_report(real)).histograms:
+        assert len(histogram.bin_edges) == len(histogram.counts) + 1
+        assert f'alt="Histogram of {html_lib.escape(histogram.name)}"' in page
     assert "not drawn" not in page
 
 
@@ -206,74 +226,77 @@ def test_nothing_is_loaded_from_anywhere(real: Path) -> None:
     assert csp and "default-src 'none'" in csp[0] and "img-src data:" in csp[0]
 
 
-def test_urls_in_the_document_stay_text(built: Path) -> None:
-    document = _build_document(built)
-    document["validation"]["advice"].append("see https://example.com/help and <a href='http://evil'>x</a>")
-    page = _Page(render_html(document))
+def test_urls_in_the_report_stay_text(built: Path) -> None:
+    report = _build(built)
+    advice = (*report.validation_report.validation.advice,
+              "see https://example.com/help and <a href='http://evil'>x</a>")
+    page = _Page(render_html(_replace(report, "validation_report.validation.advice", advice)))
     assert any("https://example.com/help" in t for t in page.text)
     assert all(name not in ("href", "src") or value.startswith(("#", DATA_PNG)) for _, name, value in page.attrs)
 
 
 def test_summary_reads_at_a_glance(real: Path) -> None:
-    """Every figure in the summary box is the document's own, in the right place."""
-    document = _load(real)
+    """Every figure in the summary box is the report's own, in the right place."""
+    content = page_content(_report(real))
     summary = _summary(_page(real))
-    assert f'<span class="verdict">{"PASS" if document["passed"] else "FAIL"}</span>' in summary
-    gates = document["gates"]
-    failed = [g for g in gates if not g["passed"]]
+    assert f'<span class="verdict">{"PASS" if content.passed else "FAIL"}</span>' in summary
+    gates = content.gates or ()
+    failed = [g for g in gates if not g.passed]
     if failed:
         assert f"{len(failed)} of {len(gates)} failed:" in summary
         for gate in failed:
-            assert f"<b>{html_lib.escape(gate['name'])}</b> ({html_lib.escape(gate['detail'])})" in summary
+            assert f"<b>{html_lib.escape(gate.name)}</b> ({html_lib.escape(gate.detail)})" in summary
     else:
-        assert f"all {len(gates)} passed</span> ({', '.join(g['name'] for g in gates)})" in summary
-    validation = document["validation"]
-    best = next(m for m in validation["methods"] if m["method"] == validation["best_method"])
-    assert f"<dt>Best method</dt><dd><b>{best['method']}</b></dd>" in summary
+        assert f"all {len(gates)} passed</span> ({', '.join(g.name for g in gates)})" in summary
+    validation = content.validation
+    assert validation is not None
+    best = next(m for m in validation.methods if m.method == validation.best_method)
+    assert f"<dt>Best method</dt><dd><b>{best.method}</b></dd>" in summary
     top1 = re.search(r"<dt>Top-1</dt><dd>FP32 <b>([^<]+)</b> → INT8 (\S+) <b>([^<]+)</b> \(drop ([^ ]+) pp, "
                      r"95% CI ([^ ]+) to ([^ ]+) pp", summary)
     assert top1 is not None, summary
-    assert top1.groups() == (_pct(validation["baseline"]["top1"]), best["method"], _pct(best["top1"]),
-                             f"{best['drop_pp']:+.2f}", *(f"{v:+.2f}" for v in best["drop_ci_pp"]))
-    gate = validation["gate"]  # the limit is judged on the held-out half, in a row of its own
+    assert top1.groups() == (_pct(validation.baseline.top1), best.method, _pct(best.top1),
+                             f"{best.drop_pp:+.2f}", *(f"{v:+.2f}" for v in best.drop_ci_pp))
+    gate = validation.gate  # the limit is judged on the held-out half, in a row of its own
     row = re.search(r"<dt>Max-drop gate</dt><dd>held-out half, (\d+) samples: FP32 ([^ ]+) → INT8 (\S+) ([^ ]+) "
                     r"\(drop <b>([^ ]+) pp</b>, 95% CI ([^ ]+) to ([^ ]+) pp, limit ([^ ]+) pp\): "
                     r'<span class="(ok|warn|bad)">', summary)
     assert row is not None, summary
-    assert row.groups() == (str(gate["n"]), _pct(gate["fp32_top1"]), gate["method"], _pct(gate["int8_top1"]),
-                            f"{gate['drop_pp']:+.2f}", *(f"{v:+.2f}" for v in gate["drop_ci_pp"]),
-                            f"{validation['max_drop_pp']:g}",
-                            ("ok" if gate["clear"] else "warn") if gate["passed"] else "bad")
-    model = document["model"]
-    assert f"<b>{model['size_ratio']:.2f}×</b> smaller" in summary
-    assert f"{model['float_bytes'] / 1024:,.1f} KiB FP32 → {model['int8_bytes'] / 1024:,.1f} KiB INT8" in summary
+    assert validation.max_drop_pp is not None
+    assert row.groups() == (str(gate.n), _pct(gate.fp32_top1), gate.method, _pct(gate.int8_top1),
+                            f"{gate.drop_pp:+.2f}", *(f"{v:+.2f}" for v in gate.drop_ci_pp),
+                            f"{validation.max_drop_pp:g}", ("ok" if gate.clear else "warn") if gate.passed else "bad")
+    model = content.model
+    assert model is not None
+    assert f"<b>{model.size_ratio:.2f}×</b> smaller" in summary
+    assert f"{model.float_bytes / 1024:,.1f} KiB FP32 → {model.int8_bytes / 1024:,.1f} KiB INT8" in summary
 
 
 def test_summary_takes_each_number_from_its_own_field(built: Path) -> None:
     """The tiny model's FP32 and INT8 top-1 may coincide: give every field its own value to see none is swapped."""
-    document = _build_document(built)
-    validation = document["validation"]
-    validation["baseline"]["top1"] = 0.8125
-    for i, m in enumerate(validation["methods"]):
-        m["top1"] = 0.5 + 0.0625 * i  # the best row is not the highest one: the summary must follow best_method
-        m["drop_pp"] = round(100 * (0.8125 - m["top1"]), 4)
-    best = validation["methods"][0]
-    validation["best_method"] = best["method"]
-    validation["max_drop_pp"] = 25.5
-    gate = validation["gate"]
-    gate.update(method=best["method"], n=48, fp32_top1=0.75, int8_top1=0.4375, drop_pp=31.25,
-                drop_ci_pp=[12.5, 47.5], max_drop_pp=25.5, passed=False, clear=False)
-    summary = _summary(render_html(document))
-    assert f"<dt>Top-1</dt><dd>FP32 <b>81.25%</b> → INT8 {best['method']} <b>50.00%</b> (drop +31.25 pp" in summary
-    assert (f"held-out half, 48 samples: FP32 75.00% → INT8 {best['method']} 43.75% (drop <b>+31.25 pp</b>, "
+    report = _build(built)
+    validation = report.validation_report.validation
+    # the best row is not the highest one: the summary must follow best_method
+    methods = tuple(dataclasses.replace(m, top1=0.5 + 0.0625 * i, drop_pp=round(100 * (0.8125 - 0.5 - 0.0625 * i), 4))
+                    for i, m in enumerate(validation.methods))
+    best = methods[0]
+    gate = dataclasses.replace(validation.gate, method=best.method, n=48, fp32_top1=0.75, int8_top1=0.4375,
+                               drop_pp=31.25, drop_ci_pp=(12.5, 47.5), max_drop_pp=25.5, passed=False, clear=False)
+    edited = dataclasses.replace(validation, baseline=dataclasses.replace(validation.baseline, top1=0.8125),
+                                 methods=methods, best_method=best.method, max_drop_pp=25.5, gate=gate)
+    summary = _summary(render_html(_replace(report, "validation_report.validation", edited)))
+    assert f"<dt>Top-1</dt><dd>FP32 <b>81.25%</b> → INT8 {best.method} <b>50.00%</b> (drop +31.25 pp" in summary
+    assert (f"held-out half, 48 samples: FP32 75.00% → INT8 {best.method} 43.75% (drop <b>+31.25 pp</b>, "
             "95% CI +12.50 to +47.50 pp, limit 25.5 pp): <span class=\"bad\">fail, the limit lies inside the "
             "interval") in summary  # over the limit: red, and honest that the interval reaches below it
 
 
 def test_same_bytes_in_other_processes(built: Path) -> None:
-    """The page depends on the document only: not on the process, its hash seed or what ran in it before."""
-    code = ("import json, sys\nfrom pathlib import Path\nfrom edgeq.report.html import render_html\n"
-            "sys.stdout.buffer.write(render_html(json.loads(Path(sys.argv[1]).read_text())).encode())\n")
+    """The page depends on the report only: not on the process, its hash seed or what ran in it before."""
+    code = ("import json, sys\nfrom pathlib import Path\nfrom edgeq.report.page import render_html\n"
+            "from edgeq.results.build import BuildReport\n"
+            "report = BuildReport.from_document(json.loads(Path(sys.argv[1]).read_text()))\n"
+            "sys.stdout.buffer.write(render_html(report).encode())\n")
     written = (built / "report.html").read_bytes()
     runs = [subprocess.Popen([sys.executable, "-c", code, str(built / "report.json")], cwd=ROOT,
                              env={**os.environ, "PYTHONHASHSEED": seed}, stdout=subprocess.PIPE,
@@ -285,34 +308,34 @@ def test_same_bytes_in_other_processes(built: Path) -> None:
 
 
 def test_title_argument_wins(real: Path) -> None:
-    document = _load(real)
-    assert f"<title>{html_lib.escape(document['title'])}</title>" in _page(real)
-    assert "<title>Nightly &amp; co</title>" in render_html(document, title="Nightly & co")
-    assert "<title>Nightly &amp; co</title>" in render_html({"title": "ignored"}, title="Nightly & co")
+    report = _report(real)
+    assert f"<title>{html_lib.escape(report.title)}</title>" in _page(real)
+    assert "<title>Nightly &amp; co</title>" in render_html(report, title="Nightly & co")
 
 
-# ---------------------------------------------------------------- hostile and broken documents
+# ---------------------------------------------------------------- hostile and odd reports
 
 
 def test_hostile_strings_are_escaped(built: Path) -> None:
-    document = _build_document(built)
-    images = _expected_images(document)
+    report = _build(built)
+    images = _expected_images(report)
     name = f"{HOSTILE}$x_{{1}}$^"  # also a matplotlib mathtext trap in the plot labels
-    document["title"] = f"</title>{HOSTILE}"
-    document["layers"]["rows"][4]["name"] = name
-    document["layers"]["worst"][0] = name
-    document["histograms"][0]["name"] = name
-    document["histograms"][0]["ranges"]['"><img src=x onerror=alert(1)>'] = [0.0, 1.0]
-    document["coverage"]["layers"][3].update(name="_" + name, flagged=True)
-    document["gates"][0]["detail"] = '" onmouseover="alert(1)'
-    document["validation"]["methods"][0]["method"] = "<b>minmax</b>"
-    with_findings = [s for s in document["check"] if s["findings"]]
+    ranges = report.validation_report.histograms[0].ranges
+    with_findings = [i for i, s in enumerate(report.check) if s.findings]
     assert with_findings, "the real build's xnnpack check has a finding (SOFTMAX is not delegated)"
-    with_findings[0]["findings"][0]["message"] = HOSTILE
-    document["latency"][0]["label"] = HOSTILE
-    document["calibration"]["preview_png"] = 'AAAA" onerror="alert(1)'
-    page = render_html(document)
-    assert "<script" not in page.lower() and "<b>minmax" not in page and "<img src=x" not in page
+    assert report.coverage is not None
+    for path, value in (("title", f"</title>{HOSTILE}"), ("validation_report.layers.rows.4.name", name),
+                        ("validation_report.layers.worst.0", name), ("validation_report.histograms.0.name", name),
+                        ("validation_report.histograms.0.ranges", {**ranges, '"><img src=x onerror=alert(1)>':
+                                                                   (0.0, 1.0)}),
+                        ("coverage.layers.3", dataclasses.replace(report.coverage.layers[3], name="_" + name,
+                                                                  flagged=True)),
+                        ("gates.0.detail", '" onmouseover="alert(1)'),
+                        (f"check.{with_findings[0]}.findings.0.message", HOSTILE), ("latency.0.label", HOSTILE),
+                        ("calibration.preview_png", 'AAAA" onerror="alert(1)')):
+        report = _replace(report, path, value)
+    page = render_html(report)
+    assert "<script" not in page.lower() and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     parsed = _Page(page)
     assert "script" not in parsed.tags
@@ -321,64 +344,55 @@ def test_hostile_strings_are_escaped(built: Path) -> None:
     assert page.count(DATA_PNG) == images - 1  # every figure still drawn; the bad preview is not embedded
 
 
-def test_minimal_document_renders() -> None:
-    page = render_html({"title": "cnn", "gates": [{"name": "max_drop", "passed": False, "detail": "2.1 pp > 1 pp"}]})
-    assert _Page(page).h2 == ["Gates"]
-    assert DATA_PNG not in page
-    summary = _summary(page)
-    assert "FAIL" in summary and "max_drop" in summary and "2.1 pp &gt; 1 pp" in summary
-
-
-def test_empty_document_renders() -> None:
-    page = render_html({})
-    assert "NO VERDICT" in page and "<title>edgeq report</title>" in page and _Page(page).h2 == []
-
-
-@pytest.mark.parametrize("key", list(SECTION_HEADINGS))
+@pytest.mark.parametrize("key", list(SECTIONS))
 def test_each_section_stands_alone_and_is_optional(key: str, built: Path) -> None:
-    """A section renders from its own key alone, and a null, empty or wrongly typed one is left out."""
-    alone = _Page(render_html({key: _build_document(built)[key]})).h2
-    assert alone == [SECTION_HEADINGS[key]]
-    for value in (None, {}, [], "", 0, "not a section", 3.5):
-        assert _Page(render_html({key: value})).h2 == [], value
+    """A section renders from its own part of the report alone, and is left out when the report has nothing
+    for it."""
+    _, render = SECTIONS[key]
+    assert render(Page(**{key: getattr(page_content(_build(built)), key)}))
+    assert render(Page()) == ""
 
 
-def test_a_document_without_a_section_keeps_the_others(built: Path) -> None:
-    document = _build_document(built)
-    for key in ("validation", "check"):
-        del document[key]
-    document["layers"] = {}
-    assert _Page(render_html(document)).h2 == [h for h in HEADINGS if h not in ("Accuracy", "Target checks",
-                                                                                    "Per-layer error")]
+def test_a_report_renders_only_the_sections_it_has_something_for(built: Path) -> None:
+    report = dataclasses.replace(_build(built), check=(), latency=(), coverage=None, gates=())
+    layers = dataclasses.replace(report.validation_report.layers, rows=(), worst=())
+    report = _replace(_replace(report, "validation_report.layers", layers), "validation_report.histograms", ())
+    page = render_html(report)
+    assert _Page(page).h2 == ["Model", "Accuracy", "Calibration set"]
+    assert '<dt>Gates</dt><dd><span class="muted">none set</span>' in _summary(page)
 
 
 def test_sections_with_empty_or_odd_parts_render(built: Path) -> None:
-    document = _build_document(built)
-    document["validation"] = {"baseline": {"top1": None}, "methods": [{"method": "kl", "top1": "n/a"}],
-                              "advice": None, "best_method": None}
-    document["layers"] = {"rows": [{"name": "a", "sqnr_db": None}, {"name": "b", "sqnr_db": float("inf")}]}
-    document["histograms"] = [{"name": "h", "bin_edges": [0, 1], "counts": [1, 2]},  # one edge short
-                              {"name": "z", "bin_edges": [0, 1, 2], "counts": [0, 0]},
-                              {"name": "s", "bin_edges": ["x", 1], "counts": [3]}, "not a dict"]
-    document["latency"] = [{"label": "no samples", "p50_ms": 1.0}, {"samples_ms": [float("nan"), 1.0, 2.0]}]
-    document["check"] = [{"target": "tflm", "passed": False, "errors": 1, "findings": None}]
-    document["calibration"] = {"counts": {"original": 0}, "preview_png": None}
-    document["coverage"] = {"threshold": 1.0, "layers": [{"name": "x", "flagged": True, "production_max": None}],
-                            "per_condition_max": {"original": [1.0, 2.0]}}  # does not line up with the layers
-    page = render_html(document)
+    report = _build(built)
+    rows, latency = report.validation_report.layers.rows, report.latency
+    layers = dataclasses.replace(report.validation_report.layers, worst=(), rows=(
+        dataclasses.replace(rows[0], name="a", sqnr_db=None, local_sqnr_db=None),
+        dataclasses.replace(rows[1], name="b", sqnr_db=math.inf, local_sqnr_db=None)))
+    histograms = (Histogram(name="h", bin_edges=(0.0, 1.0), counts=(1, 2), ranges={}),  # one edge short
+                  Histogram(name="z", bin_edges=(0.0, 1.0, 2.0), counts=(0, 0), ranges={"kl": (math.inf, 1.0)}),
+                  Histogram(name="s", bin_edges=(math.nan, 1.0), counts=(3,), ranges={}))
+    coverage = CoverageSection(threshold=1.0, flagged=1, per_condition_max={"original": (1.0, 2.0)},  # not lined up
+                               layers=(CoverageLayer(name="x", calib_max=1.0, production_max=math.nan, ratio=None,
+                                                     flagged=True),))
+    report = dataclasses.replace(
+        report, latency=(dataclasses.replace(latency[0], label="no samples", samples_ms=()),
+                         dataclasses.replace(latency[1], label="", samples_ms=(math.nan, 1.0, 2.0))),
+        check=(CheckSummary(target=Target.TFLM, passed=False, errors=1, warnings=0, findings=()),),
+        calibration=dataclasses.replace(report.calibration, counts={"original": 0}, preview_png=None),
+        coverage=coverage)
+    report = _replace(_replace(report, "validation_report.layers", layers), "validation_report.histograms", histograms)
+    page = render_html(report)
     assert "not drawn: 2 bin edges for 2 counts" in page
-    assert "non-numeric bin edges" in page
-    assert "Best method</dt><dd><span class=\"muted\">none</span>" in page
+    assert "non-finite bin edges" in page
     assert _Page(page).h2 == HEADINGS
 
 
 def test_findings_are_sorted_errors_first_and_capped(built: Path) -> None:
-    document = _build_document(built)
-    document["passed"] = True
-    findings = [{"rule_id": f"r{i}", "severity": "info", "message": f"info {i}"} for i in range(MAX_FINDINGS + 20)]
-    findings.append({"rule_id": "float.tensor", "severity": "error", "op_type": "CONV_2D", "message": "float!"})
-    document["check"] = [{"target": "tflm", "passed": False, "errors": 1, "warnings": 0, "findings": findings}]
-    page = render_html(document)
+    findings = tuple(Finding(rule_id=f"r{i}", severity=Severity.INFO, message=f"info {i}")
+                     for i in range(MAX_FINDINGS + 20))
+    findings += (Finding(rule_id="float.tensor", severity=Severity.ERROR, op_type="CONV_2D", message="float!"),)
+    check = (CheckSummary(target=Target.TFLM, passed=False, errors=1, warnings=0, findings=findings),)
+    page = render_html(dataclasses.replace(_build(built), passed=True, check=check))
     table = page.split("Findings (errors first)", 1)[1]
     assert table.index("float.tensor") < table.index("info 0")
     assert "info 48" in table and "info 49" not in table  # the error plus 49 infos: MAX_FINDINGS rows
@@ -387,34 +401,26 @@ def test_findings_are_sorted_errors_first_and_capped(built: Path) -> None:
     assert 'class="failed"' in page.split('id="check"', 1)[1]
 
 
-def test_verdict_comes_from_gates_when_the_document_has_none() -> None:
-    gates = [{"name": "a", "passed": True}, {"name": "b", "passed": False, "detail": "too slow"}]
-    assert ">FAIL<" in render_html({"gates": gates})
-    assert ">PASS<" in render_html({"gates": gates[:1]})
-
-
 # ---------------------------------------------------------------- files
 
 
 def test_write_report(built: Path, tmp_path: Path) -> None:
-    document = _build_document(built)
-    json_path, html_path = write_report(document, tmp_path / "out")
+    json_path, html_path = write_report(_build(built), tmp_path / "out")
     assert (json_path.name, html_path.name) == ("report.json", "report.html")
-    assert json.loads(json_path.read_text()) == document
     assert json_path.read_bytes() == (built / "report.json").read_bytes()  # pretty-printed, in the document's order
-    assert html_path.read_text() == render_html(document)
+    assert html_path.read_bytes() == (built / "report.html").read_bytes()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]  # no temp files
 
 
-def test_write_report_makes_strict_json(tmp_path: Path) -> None:
-    document = {"title": "t", "gates": [], "layers": {"rows": [{"name": "a", "sqnr_db": float("inf"),
-                                                                "saturation": np.float32(0.25)}]},
-                "latency": [{"label": "x", "samples_ms": np.array([1.0, 2.0, math.nan])}]}
-    json_path, _ = write_report(document, tmp_path)
+def test_write_report_makes_strict_json(built: Path, tmp_path: Path) -> None:
+    report = _replace(_build(built), "validation_report.layers.rows.0.sqnr_db", math.inf)
+    report = _replace(report, "validation_report.layers.rows.0.saturation", np.float32(0.25))
+    report = _replace(report, "latency.0.samples_ms", np.array([1.0, 2.0, math.nan]))
+    json_path, _ = write_report(report, tmp_path)
     text = json_path.read_text()
     assert "Infinity" not in text and "NaN" not in text
     loaded = json.loads(text)
-    assert loaded["layers"]["rows"][0] == {"name": "a", "sqnr_db": None, "saturation": 0.25}
+    assert loaded["layers"]["rows"][0]["sqnr_db"] is None and loaded["layers"]["rows"][0]["saturation"] == 0.25
     assert loaded["latency"][0]["samples_ms"] == [1.0, 2.0, None]
 
 
@@ -422,8 +428,10 @@ def test_report_needs_no_tensorflow(built: Path, tmp_path: Path) -> None:
     code = (
         "import sys, json; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
         "from pathlib import Path\n"
-        "from edgeq.report.html import write_report\n"
-        f"write_report(json.loads(Path({str(built / 'report.json')!r}).read_text()), Path({str(tmp_path)!r}))\n"
+        "from edgeq.report.page import write_report\n"
+        "from edgeq.results.build import BuildReport\n"
+        f"document = json.loads(Path({str(built / 'report.json')!r}).read_text())\n"
+        f"write_report(BuildReport.from_document(document), Path({str(tmp_path)!r}))\n"
         "assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -473,7 +481,7 @@ def _same_shape(sample: Any, real: Any, path: str = "") -> list[str]:
 
 
 def test_the_documented_sample_has_the_shape_of_a_real_build(built: Path) -> None:
-    sample, real = json.loads(SAMPLE.read_text()), _build_document(built)
+    sample, real = json.loads(SAMPLE.read_text()), _load(built)
     problems = _same_shape(_skeleton(sample), _skeleton(real))
     edges = {len(h["bin_edges"]) for h in sample["histograms"]}, {len(h["bin_edges"]) for h in real["histograms"]}
     if edges[0] != edges[1]:
@@ -533,7 +541,7 @@ def test_chromium_screenshot_shows_the_report(built: Path, tmp_path: Path) -> No
 @needs_chromium
 def test_chromium_dom_has_every_section_and_decoded_image(built: Path, tmp_path: Path) -> None:
     written_report = built / "report.html"
-    images = _expected_images(_load(built))
+    images = _expected_images(_build(built))
     page = written_report.read_text()
     assert "<script" not in page
     # The report runs no script and its CSP forbids one: only this test's copy adds the checker and allows it.

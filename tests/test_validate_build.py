@@ -1,11 +1,12 @@
-"""edgeq validate and edgeq build: per-layer diagnosis, the max-drop gate, recipes, caching, the report."""
+"""edgeq validate and edgeq build: per-layer diagnosis, the max-drop gate, recipes, caching, the report.
+
+The reports are read back into their types (edgeq.results) as the tests check them."""
 
 from __future__ import annotations
 
 import itertools
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from edgeq.cli import main as cli
 from edgeq.intake.load import load_float_model
 from edgeq.preprocess import apply_preprocessing
 from edgeq.quant_recipe import Override, QuantRecipe
+from edgeq.results.build import BuildReport
+from edgeq.results.validation import MethodResult, ValidationReport, ValidationRun
 from edgeq.validate.diagnostics import per_layer, worst
 
 
@@ -57,37 +60,40 @@ def eval_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _best(document: dict[str, Any]) -> dict[str, Any]:
-    validation = document["validation"]
-    return next(m for m in validation["methods"] if m["method"] == validation["best_method"])
+def _best(report: ValidationReport) -> MethodResult:
+    return next(m for m in report.validation.methods if m.method == report.best_method)
 
 
-def _assert_advice_follows_from_the_layers(document: dict[str, Any]) -> None:
+def _validation_run(out: Path) -> ValidationRun:
+    return ValidationRun.from_document(json.loads((out / "report.json").read_text()))
+
+
+def _assert_advice_follows_from_the_layers(report: ValidationReport) -> None:
     """Each triage line is there exactly when its measurement says so, and quotes the measured figures."""
-    rows, advice = document["layers"]["rows"], document["validation"]["advice"]
+    rows, advice = report.layers.rows, report.advice
     assert advice, "a failed gate always comes with advice"
-    clip = max(r["clip_fraction"] for r in rows if r["op"] not in ("SOFTMAX", "LOGISTIC"))
+    clip = max(r.clip_fraction for r in rows if r.op not in ("SOFTMAX", "LOGISTIC"))
     gap = [a for a in advice if a.startswith("coverage gap")]
     assert len(gap) == (clip > 0.01)
     if gap:
         assert gap[0].startswith(f"coverage gap: {clip:.1%} of evaluation activations fall outside")
-    saturated = [r for r in rows if r["saturation"] > 0.01]
+    saturated = [r for r in rows if r.saturation > 0.01]
     saturation = [a for a in advice if a.startswith("high saturation")]
     assert len(saturation) == bool(saturated)
     if saturation:
-        worst = max(r["saturation"] for r in saturated)
+        worst = max(r.saturation for r in saturated)
         assert saturation[0].startswith(f"high saturation in {len(saturated)} layer(s) (worst {worst:.1%} in ")
     if saturation:
-        most = max(saturated, key=lambda r: r["saturation"])
-        assert f"in {most['name']}); " in saturation[0]  # names the layer the quoted figure belongs to
-    local = [r["local_sqnr_db"] for r in rows if r.get("local_sqnr_db") is not None]
+        most = max(saturated, key=lambda r: r.saturation)
+        assert f"in {most.name}); " in saturation[0]  # names the layer the quoted figure belongs to
+    local = [r.local_sqnr_db for r in rows if r.local_sqnr_db is not None]
     if local:
         median = float(np.median(local))
-        bad = [r for r in rows if r.get("local_sqnr_db") is not None and r["local_sqnr_db"] < median - 15]
+        bad = [r for r in rows if r.local_sqnr_db is not None and r.local_sqnr_db < median - 15]
         one = [a for a in advice if a.startswith("one bad layer")]
         assert len(one) == (len(bad) == 1)
         if one:
-            assert one[0].startswith(f"one bad layer: {bad[0]['name']} (local SQNR {bad[0]['local_sqnr_db']:.1f} dB")
+            assert one[0].startswith(f"one bad layer: {bad[0].name} (local SQNR {bad[0].local_sqnr_db:.1f} dB")
     if not gap and not saturation and not any(a.startswith("one bad layer") for a in advice):
         assert advice == [advice[0]] and advice[0].startswith("no single cause measured")
 
@@ -102,41 +108,41 @@ def test_validate_gate_sits_at_the_measured_drop(tiny_zoo: dict[str, Path], eval
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """No gate: the drop is measured. A limit at that drop passes (the limit is inclusive), 0.01 pp less fails."""
     assert _validate(tiny_zoo["cnn"], eval_set, tmp_path / "ungated", None) == 0
-    document = json.loads((tmp_path / "ungated" / "report.json").read_text())
-    validation = document["validation"]
-    assert [m["method"] for m in validation["methods"]] == ["minmax", "auto"]
-    assert set(validation["baseline"]["per_condition"]) == {"original", "noise"}
-    assert document["gates"] == [] and document["passed"] is True and validation["advice"] == []
-    best = _best(document)
-    gate = validation["gate"]  # the picked method measured on the held-out half: what max_drop judges
-    assert gate["method"] == best["method"] and gate["max_drop_pp"] is None and gate["passed"] is None
-    drop = gate["drop_pp"]
+    ungated = _validation_run(tmp_path / "ungated")
+    validation = ungated.report.validation
+    assert [m.method for m in validation.methods] == ["minmax", "auto"]
+    assert set(validation.baseline.per_condition) == {"original", "noise"}
+    assert ungated.gates == () and ungated.passed is True and validation.advice == ()
+    best = _best(ungated.report)
+    gate = validation.gate  # the picked method measured on the held-out half: what max_drop judges
+    assert gate.method == best.method and gate.max_drop_pp is None and gate.passed is None
+    drop = gate.drop_pp
 
     assert _validate(tiny_zoo["cnn"], eval_set, tmp_path / "at", drop) == 0
-    at = json.loads((tmp_path / "at" / "report.json").read_text())
-    assert [(g["name"], g["passed"]) for g in at["gates"]] == [("max_drop", True)]
-    assert at["passed"] is True and at["validation"]["advice"] == []  # no triage for a passing model
-    assert at["validation"]["gate"]["drop_pp"] == drop  # the same measurement: the gate does not change it
+    at = _validation_run(tmp_path / "at")
+    assert [(g.name, g.passed) for g in at.gates] == [("max_drop", True)]
+    assert at.passed is True and at.report.advice == ()  # no triage for a passing model
+    assert at.report.gate.drop_pp == drop  # the same measurement: the gate does not change it
     capsys.readouterr()
 
     assert _validate(tiny_zoo["cnn"], eval_set, tmp_path / "below", drop - 0.01) == 1
     err = capsys.readouterr().err
-    below = json.loads((tmp_path / "below" / "report.json").read_text())
-    assert [(g["name"], g["passed"]) for g in below["gates"]] == [("max_drop", False)]
-    assert below["passed"] is False and below["validation"]["passed"] is False
+    below = _validation_run(tmp_path / "below")
+    assert [(g.name, g.passed) for g in below.gates] == [("max_drop", False)]
+    assert below.passed is False and below.report.passed is False
     assert len(err.strip().splitlines()) == 1 and "gate max_drop failed" in err
-    assert f"{best['method']} drops {drop:+.2f} pp" in err and below["validation"]["advice"][0] in err
-    assert below["validation"]["gate"]["passed"] is False
-    _assert_advice_follows_from_the_layers(below)
-    assert below["layers"]["worst"] and below["histograms"]
+    assert f"{best.method} drops {drop:+.2f} pp" in err and below.report.advice[0] in err
+    assert below.report.gate.passed is False
+    _assert_advice_follows_from_the_layers(below.report)
+    assert below.report.layers.worst and below.report.histograms
     assert "max_drop" in (tmp_path / "below" / "report.html").read_text()
 
 
 @pytest.fixture(scope="module")
 def injected(tiny_zoo: dict[str, Path], eval_set: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[str, dict[str, Any]]:
+             ) -> tuple[str, ValidationReport]:
     """validate (minmax) with one conv forced bad by a percentile-60 range, under a gate it cannot meet:
-    (the bad layer's name, the document)."""
+    (the bad layer's name, the report)."""
     from edgeq.harness.labelled import load_labelled
     from edgeq.validate.protocol import EvalData, validate
     from edgeq_models import ZOO
@@ -149,11 +155,11 @@ def injected(tiny_zoo: dict[str, Path], eval_set: Path, tmp_path_factory: pytest
     # as in test_an_injected_bad_layer_is_ranked_worst: a conv whose range no same-scale op shares
     target = next(r.name for r, after in itertools.pairwise(rows) if r.op == "CONV_2D" and after.op != "MAX_POOL_2D")
     rule = Override(method=Estimator.PERCENTILE, tensors=target, percentile=60.0)
-    outcome = validate(tiny_zoo["cnn"], "digits:train", data, tmp_path_factory.mktemp("injected"), (Estimator.MINMAX,),
-                       max_drop_pp=-100.0, recipe=QuantRecipe(method=Estimator.MINMAX, overrides=(rule,)),
-                       calib_preprocessing=pp)
-    assert not outcome.passed and outcome.advice == outcome.document["validation"]["advice"]
-    return target, outcome.document
+    report = validate(tiny_zoo["cnn"], "digits:train", data, tmp_path_factory.mktemp("injected"), (Estimator.MINMAX,),
+                      max_drop_pp=-100.0, recipe=QuantRecipe(method=Estimator.MINMAX, overrides=(rule,)),
+                      calib_preprocessing=pp)
+    assert not report.passed and report.advice and report.gate.passed is False
+    return target, report
 
 
 def _minmax_model(model: Path, path: Path) -> Path:
@@ -164,31 +170,31 @@ def _minmax_model(model: Path, path: Path) -> Path:
     return path
 
 
-def test_advice_for_an_injected_bad_layer_follows_from_its_measurements(injected: tuple[str, dict[str, Any]]) -> None:
-    target, document = injected
-    validation = document["validation"]
-    (minmax,) = validation["methods"]
-    assert minmax["drop_pp"] == pytest.approx(100 * (validation["baseline"]["top1"] - minmax["top1"]), abs=1e-4)
-    assert validation["passed"] is False and document["layers"]["method"] == "minmax"
-    rows = {r["name"]: r for r in document["layers"]["rows"]}
-    assert document["layers"]["worst"][0] == target  # the diagnosis points at the cause
-    assert rows[target]["clip_fraction"] > 0.05
-    _assert_advice_follows_from_the_layers(document)
+def test_advice_for_an_injected_bad_layer_follows_from_its_measurements(injected: tuple[str, ValidationReport]) -> None:
+    target, report = injected
+    validation = report.validation
+    (minmax,) = validation.methods
+    assert minmax.drop_pp == pytest.approx(100 * (validation.baseline.top1 - minmax.top1), abs=1e-4)
+    assert validation.passed is False and report.layers.method == "minmax"
+    rows = {r.name: r for r in report.layers.rows}
+    assert report.layers.worst[0] == target  # the diagnosis points at the cause
+    assert rows[target].clip_fraction > 0.05
+    _assert_advice_follows_from_the_layers(report)
     # the injected clipping is what the coverage and saturation lines quote
-    assert rows[target]["clip_fraction"] == max(r["clip_fraction"] for r in rows.values())
-    assert any(a.startswith(f"coverage gap: {rows[target]['clip_fraction']:.1%}") for a in validation["advice"])
-    assert rows[target]["saturation"] == max(r["saturation"] for r in rows.values())
+    assert rows[target].clip_fraction == max(r.clip_fraction for r in rows.values())
+    assert any(a.startswith(f"coverage gap: {rows[target].clip_fraction:.1%}") for a in validation.advice)
+    assert rows[target].saturation == max(r.saturation for r in rows.values())
 
 
-def test_saturation_advice_names_the_most_saturated_layer(injected: tuple[str, dict[str, Any]]) -> None:
-    target, document = injected
-    line = next(a for a in document["validation"]["advice"] if a.startswith("high saturation"))
+def test_saturation_advice_names_the_most_saturated_layer(injected: tuple[str, ValidationReport]) -> None:
+    target, report = injected
+    line = next(a for a in report.advice if a.startswith("high saturation"))
     assert f"in {target}); " in line
 
 
-def test_a_single_bad_layer_gets_the_one_bad_layer_triage_step(injected: tuple[str, dict[str, Any]]) -> None:
-    target, document = injected
-    assert any(a.startswith(f"one bad layer: {target} (") for a in document["validation"]["advice"])
+def test_a_single_bad_layer_gets_the_one_bad_layer_triage_step(injected: tuple[str, ValidationReport]) -> None:
+    target, report = injected
+    assert any(a.startswith(f"one bad layer: {target} (") for a in report.advice)
 
 
 RECIPE = """
@@ -219,40 +225,40 @@ def test_build_gates_at_the_measured_drop_and_budget_and_reuses_cached_steps(
     recipe = tmp_path / "recipe.yaml"
     out = tmp_path / "build"
 
-    def build(max_drop: float | None, p90_ms: float = HUGE_BUDGET_MS) -> tuple[int, dict[str, Any]]:
+    def build(max_drop: float | None, p90_ms: float = HUGE_BUDGET_MS) -> tuple[int, BuildReport]:
         # fixed-point numbers: YAML 1.1 reads 1e-06 as a string; drop_pp has 4 decimals, so 6 keep it exact
         limit = "null" if max_drop is None else f"{max_drop:.6f}"
         recipe.write_text(RECIPE.format(model=tiny_zoo["cnn"], max_drop=limit, p90_ms=f"{p90_ms:.6f}"))
         code = cli.main(["build", str(recipe), "-o", str(out)])
-        return code, json.loads((out / "report.json").read_text())
+        return code, BuildReport.from_document(json.loads((out / "report.json").read_text()))
 
-    code, document = build(None)  # no drop gate yet: measure the drop
+    code, report = build(None)  # no drop gate yet: measure the drop
     assert code == 0
     first = capsys.readouterr().out
     assert "tiny-cnn_int8.tflite" in first and "report.html" in first
     assert (out / "tiny-cnn_int8.tflite").is_file() and (out / "tiny-cnn_int8.json").is_file()
-    assert [(g["name"], g["passed"]) for g in document["gates"]] == [("spec:generic", True), ("latency:xnnpack", True)]
-    drop = document["validation"]["gate"]["drop_pp"]  # held-out half: what the max_drop gate judges
+    assert [(g.name, g.passed) for g in report.gates] == [("spec:generic", True), ("latency:xnnpack", True)]
+    drop = report.validation_report.gate.drop_pp  # held-out half: what the max_drop gate judges
 
-    code, document = build(drop)  # the limit is inclusive
-    assert code == 0 and document["passed"] is True
-    assert {g["name"]: g["passed"] for g in document["gates"]} == {"max_drop": True, "spec:generic": True,
-                                                                   "latency:xnnpack": True}
+    code, report = build(drop)  # the limit is inclusive
+    assert code == 0 and report.passed is True
+    assert {g.name: g.passed for g in report.gates} == {"max_drop": True, "spec:generic": True,
+                                                        "latency:xnnpack": True}
     assert {"calibration", "evaluation", "bench"} <= _reused(capsys.readouterr().out)  # measured sets, latency
 
-    code, document = build(drop - 0.01)
-    assert code == 1 and document["passed"] is False
-    assert {g["name"]: g["passed"] for g in document["gates"]} == {"max_drop": False, "spec:generic": True,
-                                                                   "latency:xnnpack": True}
+    code, report = build(drop - 0.01)
+    assert code == 1 and report.passed is False
+    assert {g.name: g.passed for g in report.gates} == {"max_drop": False, "spec:generic": True,
+                                                        "latency:xnnpack": True}
     err = capsys.readouterr().err
     assert "gate(s) failed: max_drop" in err and len(err.strip().splitlines()) == 1
-    assert document["validation"]["advice"]  # triage for the failed drop gate
-    _assert_advice_follows_from_the_layers(document)
+    assert report.validation_report.advice  # triage for the failed drop gate
+    _assert_advice_follows_from_the_layers(report.validation_report)
 
-    code, document = build(drop, p90_ms=TINY_BUDGET_MS)  # only the budget changed: every step is reused
-    assert code == 1 and document["passed"] is False
-    assert {g["name"]: g["passed"] for g in document["gates"]} == {"max_drop": True, "spec:generic": True,
-                                                                   "latency:xnnpack": False}
+    code, report = build(drop, p90_ms=TINY_BUDGET_MS)  # only the budget changed: every step is reused
+    assert code == 1 and report.passed is False
+    assert {g.name: g.passed for g in report.gates} == {"max_drop": True, "spec:generic": True,
+                                                        "latency:xnnpack": False}
     captured = capsys.readouterr()
     assert _reused(captured.out) == {"calibration", "evaluation", "validate", "bench"}
     assert "gate(s) failed: latency:xnnpack" in captured.err and len(captured.err.strip().splitlines()) == 1
@@ -318,6 +324,6 @@ def test_two_concurrent_builds_into_one_folder(tiny_zoo: dict[str, Path], tmp_pa
     results = [(p.wait(timeout=600), p.stderr.read()) for p in runs]  # type: ignore[union-attr]
     assert all(code == 0 for code, _ in results), results
     assert check_model((out / "tiny-cnn_int8.tflite").read_bytes()).passed
-    assert json.loads((out / "report.json").read_text())["passed"] is True
+    assert BuildReport.from_document(json.loads((out / "report.json").read_text())).passed is True
     staged = [p for p in out.rglob(".*") if p.name.startswith(".") and p.name != OUTPUT_MARKER]
     assert not staged  # no staging leftovers (the marker every edgeq-written set carries is no leftover)

@@ -6,6 +6,7 @@ predictions directly; one test runs the real ``edgeq validate`` on the tiny zoo 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,20 +17,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgeq.artifacts import Estimator
 from edgeq.cli import main as cli
 from edgeq.cli.validate import method_rows
 from edgeq.errors import InputError
-from edgeq.report.html import render_html, write_report
+from edgeq.report.page import render_html, write_report
+from edgeq.results.validation import Comparison, Half, SelectionScore, ValidationRun
 from edgeq.validate.stats import PairedCounts, paired_difference_interval, wilson_interval, z_value
 from edgeq.validate.verdicts import (
     Fidelity,
     comparison,
     judge_drop,
+    max_drop_gate,
     measure_drop,
     measure_fidelity,
     rank_by_fidelity,
     split_halves,
 )
+
+REPORT = Path(__file__).parent / "data" / "report" / "validate_report.json"  # a real edgeq validate report.json
 
 # ---------------------------------------------------------------- intervals
 
@@ -174,11 +180,12 @@ def _record(method: str, agreement: float, sqnr: float, mae: float = 0.01) -> Fi
 def test_a_bit_exact_method_ranks_first_also_after_a_json_round_trip() -> None:
     records = [_record("minmax", 1.0, 31.2), _record("kl", 1.0, math.inf, 0.0), _record("mse", 0.99, 45.0)]
     assert rank_by_fidelity(records)[0][0].method == "kl"
-    row = records[1].to_dict()
+    row = records[1].to_score(rank=1).to_document()
     assert row["output_sqnr_db"] is None and row["bit_exact"] is True  # JSON has no Infinity
     text = json.dumps(row, allow_nan=False)
-    restored = [Fidelity.from_dict(r.method, json.loads(json.dumps(r.to_dict()))) for r in records[:1]]
-    restored.append(Fidelity.from_dict("kl", json.loads(text)))
+    restored = [Fidelity.from_score(r.method, SelectionScore.from_document(json.loads(json.dumps(
+        r.to_score(rank=2).to_document())))) for r in records[:1]]
+    restored.append(Fidelity.from_score("kl", SelectionScore.from_document(json.loads(text))))
     assert restored[1].bit_exact and rank_by_fidelity(restored)[0][0].method == "kl"
     # the old `r["output_sqnr_db"] or 0.0` turned exactly this record into the worst SQNR of all
     assert (row["output_sqnr_db"] or 0.0) < records[0].output_sqnr_db
@@ -239,11 +246,12 @@ def test_the_split_depends_on_the_seed_and_records_its_counts() -> None:
     conditions = ["original", "noise", "blur", "overexposed"] * 60
     a, b = split_halves(labels, conditions, 0), split_halves(labels, conditions, 1)
     assert not np.array_equal(a.gate, b.gate)
-    record = a.to_dict(conditions)
-    assert record["seed"] == 0 and record["stratified_by"] == ["condition", "label"]
-    assert record["selection"]["n"] == record["gate"]["n"] == 120
-    assert record["gate"]["per_condition"] == {c: 30 for c in ("original", "noise", "blur", "overexposed")}
-    assert split_halves(labels, None, 0).to_dict(None)["stratified_by"] == ["label"]
+    record = a.to_record(conditions)
+    assert record.seed == 0 and record.stratified_by == ("condition", "label")
+    assert record.selection.n == record.gate.n == 120
+    assert record.gate.per_condition == {c: 30 for c in ("original", "noise", "blur", "overexposed")}
+    assert split_halves(labels, None, 0).to_record(None).stratified_by == ("label",)
+    assert "per_condition" not in split_halves(labels, None, 0).to_record(None).to_document()["gate"]
 
 
 def test_a_strata_assignment_does_not_depend_on_other_strata() -> None:
@@ -281,8 +289,9 @@ def test_the_gate_judges_the_point_estimate_and_says_whether_the_interval_makes_
         verdict = judge_drop("auto", small, limit)
         assert (verdict.passed, verdict.clear) == (passed, clear), limit
         assert verdict.detail.endswith(words) and "auto drops +0.83 pp on 120 held-out samples" in verdict.detail
-        row = verdict.to_dict()
-        assert row["split"] == "gate" and row["drop_ci_pp"] == list(small.drop_ci_pp) and row["n"] == 120
+        row = verdict.to_result()
+        assert row.split is Half.GATE and row.drop_ci_pp == small.drop_ci_pp and row.n == 120
+        assert row.vs_fp32 is Comparison.TIE and row.detail == verdict.detail
     at_the_estimate = judge_drop("auto", small, small.drop_pp)  # inclusive: the number shown is the number judged
     assert at_the_estimate.passed is True and at_the_estimate.clear is False
     ungated = judge_drop("auto", small, None)
@@ -292,30 +301,39 @@ def test_the_gate_judges_the_point_estimate_and_says_whether_the_interval_makes_
 # ---------------------------------------------------------------- rendering
 
 
-def _document(bit_exact: bool) -> dict[str, Any]:
-    auto = {"method": "auto", "top1": 0.875, "top1_ci": [0.827, 0.911], "drop_pp": 0.0, "drop_ci_pp": [-1.5, 1.5],
-            "vs_fp32": "tie", "agreement": 1.0, "output_sqnr_db": None if bit_exact else 31.2,
-            "bit_exact": bit_exact, "output_mae": 0.0, "selection": {"n": 120, "agreement": 1.0, "rank": 1,
-                                                                     "output_sqnr_db": None, "bit_exact": bit_exact}}
-    mse = {"method": "mse", "top1": 0.8833, "top1_ci": [0.836, 0.918], "drop_pp": -0.8333,
-           "drop_ci_pp": [-2.8, 0.96], "vs_fp32": "tie", "agreement": 0.9917, "output_sqnr_db": 29.5,
-           "bit_exact": False, "selection": {"n": 120, "agreement": 0.99, "rank": 2, "output_sqnr_db": 29.5}}
-    gate = judge_drop("auto", _drop(105, 105), 1.0).to_dict()
-    return {"validation": {"baseline": {"top1": 0.875, "top1_ci": [0.827, 0.911], "n": 240},
-                           "methods": [mse, auto], "best_method": "auto", "max_drop_pp": 1.0, "gate": gate,
-                           "split": {"seed": 0, "stratified_by": ["condition", "label"], "selection": {"n": 120},
-                                     "gate": {"n": 120}},
-                           "selection": {"n": 120, "by": ["agreement"], "ranking": [["auto"], ["mse"]],
-                                         "tied_with_best": []}},
-            "gates": [{"name": "max_drop", "passed": gate["passed"], "detail": gate["detail"]}]}
+def _run(bit_exact: bool) -> ValidationRun:
+    """A real validate report with its methods, pick and gate set to known values: mse scores higher, auto is
+    picked (bit-exact or not) and passes its 1 pp gate inside the interval."""
+    real = ValidationRun.from_document(json.loads(REPORT.read_text()))
+    validation = real.report.validation
+    template = validation.methods[0]
+    auto = dataclasses.replace(
+        template, method=Estimator.AUTO, top1=0.875, top1_ci=(0.827, 0.911), drop_pp=0.0, drop_ci_pp=(-1.5, 1.5),
+        vs_fp32=Comparison.TIE, agreement=1.0, output_sqnr_db=None if bit_exact else 31.2, bit_exact=bit_exact,
+        output_mae=0.0, selection=dataclasses.replace(template.selection, n=120, agreement=1.0, rank=1,
+                                                      output_sqnr_db=None if bit_exact else 31.2,
+                                                      bit_exact=bit_exact))
+    mse = dataclasses.replace(
+        template, method=Estimator.MSE, top1=0.8833, top1_ci=(0.836, 0.918), drop_pp=-0.8333, drop_ci_pp=(-2.8, 0.96),
+        vs_fp32=Comparison.TIE, agreement=0.9917, output_sqnr_db=29.5, bit_exact=False,
+        selection=dataclasses.replace(template.selection, n=120, agreement=0.99, rank=2, output_sqnr_db=29.5,
+                                      bit_exact=False))
+    gate = judge_drop("auto", _drop(105, 105), 1.0).to_result()
+    edited = dataclasses.replace(
+        validation, baseline=dataclasses.replace(validation.baseline, top1=0.875, top1_ci=(0.827, 0.911), n=240),
+        methods=(mse, auto), best_method=Estimator.AUTO, max_drop_pp=1.0, gate=gate,
+        selection=dataclasses.replace(validation.selection, n=120, ranking=((Estimator.AUTO,), (Estimator.MSE,)),
+                                      tied_with_best=()))
+    return dataclasses.replace(real, report=dataclasses.replace(real.report, validation=edited),
+                               gates=(max_drop_gate(gate),), passed=True)
 
 
 def test_bit_exact_and_ties_are_shown_in_the_table_the_html_and_the_json(tmp_path: Path) -> None:
-    document = _document(bit_exact=True)
-    rows = {r[0]: r for r in method_rows(document["validation"])}
+    run = _run(bit_exact=True)
+    rows = {r[0]: r for r in method_rows(run.report.validation)}
     assert rows["INT8 auto *"][5] == "∞ (bit-exact)" and rows["INT8 auto *"][3] == "tie"
     assert rows["INT8 mse"][1] == "88.33% [83.6, 91.8]" and rows["INT8 mse"][2] == "-0.83 [-2.80, +0.96]"
-    json_path, html_path = write_report(document, tmp_path)
+    json_path, html_path = write_report(run, tmp_path)
     saved = json.loads(json_path.read_text())["validation"]["methods"][1]
     assert saved["output_sqnr_db"] is None and saved["bit_exact"] is True
     page = html_path.read_text()
@@ -326,13 +344,17 @@ def test_bit_exact_and_ties_are_shown_in_the_table_the_html_and_the_json(tmp_pat
     assert "output SQNR ∞ (bit-exact)" in summary  # the 'Picked by' line
     assert "<dt>Max-drop gate</dt>" in summary and "held-out half, 120 samples" in summary
     assert "not statistically clear" in summary and '<span class="warn">pass' in summary
-    assert "∞ (bit-exact)" not in render_html(_document(bit_exact=False)).split('<section id="validation">', 1)[1]
+    assert "∞ (bit-exact)" not in render_html(_run(bit_exact=False)).split('<section id="validation">', 1)[1]
+    assert ValidationRun.from_document(json.loads(json_path.read_text())) == run  # and reads back as it was
 
 
 def test_the_summary_invents_no_best_method() -> None:
-    document = _document(bit_exact=False)
-    document["validation"]["best_method"] = None
-    summary = render_html(document).split('id="summary"', 1)[1].split("</section>", 1)[0]
+    """A best method that is none of the measured rows (a report edited by hand) gets no row of another."""
+    run = _run(bit_exact=False)
+    run = dataclasses.replace(run, report=dataclasses.replace(run.report, validation=dataclasses.replace(
+        run.report.validation, best_method=Estimator.KL)))
+    summary = render_html(run).split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert "<dt>Best method</dt><dd><b>kl</b></dd>" in summary and "Picked by" not in summary
     assert "INT8 mse" not in summary and "INT8 auto" not in summary.split("Max-drop gate")[0]
 
 
@@ -347,61 +369,62 @@ def eval_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _validate(model: Path, eval_set: Path, out: Path, max_drop: float) -> tuple[int, dict[str, Any]]:
+def _validate(model: Path, eval_set: Path, out: Path, max_drop: float) -> tuple[int, ValidationRun]:
     code = cli.main(["validate", str(model), "--calib", "digits:train", "--eval", str(eval_set),
                      "--preprocess", "mean=127.5,std=127.5", "--methods", "minmax,kl,auto",
                      "--max-drop", repr(max_drop), "-o", str(out)])
-    return code, json.loads((out / "report.json").read_text())
+    return code, ValidationRun.from_document(json.loads((out / "report.json").read_text()))
 
 
 def test_validate_picks_by_fidelity_on_one_half_and_gates_on_the_other(
         tiny_zoo: dict[str, Path], eval_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from edgeq.harness.labelled import load_labelled
 
-    code, document = _validate(tiny_zoo["cnn"], eval_set, tmp_path / "strict", -100.0)
+    code, run = _validate(tiny_zoo["cnn"], eval_set, tmp_path / "strict", -100.0)
     assert code == 1
     err = capsys.readouterr().err
-    validation = document["validation"]
-    gate = validation["gate"]
+    validation = run.report.validation
+    gate = validation.gate
 
     # the split: recorded, reproducible from the set, stratified, and what the gate was measured on
     _, labels, conditions, _ = load_labelled(str(eval_set))
     split = split_halves(labels, conditions, 0)
-    assert validation["split"] == split.to_dict(conditions)
-    assert validation["selection"]["n"] == len(split.selection) and gate["n"] == len(split.gate)
-    assert len(split.selection) + len(split.gate) == validation["baseline"]["n"] == 60
+    assert validation.split == split.to_record(conditions)
+    assert validation.selection.n == len(split.selection) and gate.n == len(split.gate)
+    assert len(split.selection) + len(split.gate) == validation.baseline.n == 60
 
     # the pick: the first of the fidelity ranking of the recorded selection-half measurements
-    records = [Fidelity.from_dict(m["method"], m["selection"]) for m in validation["methods"]]
+    records = [Fidelity.from_score(m.method.value, m.selection) for m in validation.methods]
     groups = rank_by_fidelity(records)
-    assert validation["selection"]["ranking"] == [[r.method for r in g] for g in groups]
-    assert validation["best_method"] == groups[0][0].method == document["layers"]["method"]
-    assert validation["selection"]["tied_with_best"] == [r.method for r in groups[0][1:]]
-    for m in validation["methods"]:
-        assert m["selection"]["n"] == len(split.selection)
-        if m["bit_exact"]:  # encoded explicitly: JSON has no Infinity
-            assert m["output_sqnr_db"] is None and m["agreement"] == 1.0
-        lo, hi = m["top1_ci"]
-        assert lo <= m["top1"] <= hi
-        lo, hi = m["drop_ci_pp"]
-        assert lo <= m["drop_pp"] <= hi and m["vs_fp32"] == comparison(lo, hi)
+    assert [[m.value for m in group] for group in validation.selection.ranking] == [[r.method for r in g]
+                                                                                   for g in groups]
+    assert validation.best_method == groups[0][0].method == run.report.layers.method
+    assert [m.value for m in validation.selection.tied_with_best] == [r.method for r in groups[0][1:]]
+    for m in validation.methods:
+        assert m.selection.n == len(split.selection)
+        if m.bit_exact:  # encoded explicitly: JSON has no Infinity
+            assert m.output_sqnr_db is None and m.agreement == 1.0
+        lo, hi = m.top1_ci
+        assert lo <= m.top1 <= hi
+        lo, hi = m.drop_ci_pp
+        assert lo <= m.drop_pp <= hi and m.vs_fp32 == comparison(lo, hi)
 
     # the gate: held out, paired interval, a clear failure at an impossible limit
-    assert gate["method"] == validation["best_method"]
-    assert gate["drop_pp"] == pytest.approx(100 * (gate["fp32_top1"] - gate["int8_top1"]), abs=1e-4)
-    assert gate["drop_ci_pp"][0] <= gate["drop_pp"] <= gate["drop_ci_pp"][1]
-    assert (gate["passed"], gate["clear"]) == (False, True)
-    assert document["gates"][0]["name"] == "max_drop" and document["gates"][0]["detail"] == gate["detail"]
+    assert gate.method == validation.best_method
+    assert gate.drop_pp == pytest.approx(100 * (gate.fp32_top1 - gate.int8_top1), abs=1e-4)
+    assert gate.drop_ci_pp[0] <= gate.drop_pp <= gate.drop_ci_pp[1]
+    assert (gate.passed, gate.clear) == (False, True)
+    assert run.gates[0].name == "max_drop" and run.gates[0].detail == gate.detail
     assert "gate max_drop failed" in err and "held-out samples" in err and "clearly over the limit" in err
 
     # the limit at the measured held-out drop passes (inclusive), and says whether that is clear
-    code, at = _validate(tiny_zoo["cnn"], eval_set, tmp_path / "at", gate["drop_pp"])
+    code, at = _validate(tiny_zoo["cnn"], eval_set, tmp_path / "at", gate.drop_pp)
     out = capsys.readouterr().out
-    assert code == 0 and at["passed"] is True and at["validation"]["gate"]["drop_pp"] == gate["drop_pp"]
-    clear = at["validation"]["gate"]["clear"]
-    assert clear is (at["validation"]["gate"]["drop_ci_pp"][1] <= gate["drop_pp"])
+    assert code == 0 and at.passed is True and at.report.gate.drop_pp == gate.drop_pp
+    clear = at.report.gate.clear
+    assert clear is (at.report.gate.drop_ci_pp[1] <= gate.drop_pp)
     assert ("clearly within the limit" if clear else "not statistically clear") in out
-    assert "top-1 [95% CI]" in out and f"picked: {validation['best_method']}" in out
+    assert "top-1 [95% CI]" in out and f"picked: {validation.best_method}" in out
     page = (tmp_path / "at" / "report.html").read_text()
     assert "Selection and gate" in page and "held-out half" in page
 

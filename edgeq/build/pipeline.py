@@ -2,7 +2,8 @@
 
 Every step's result is cached under OUT/cache/<step>-<key>, where the key hashes everything the step
 depends on (its configuration and the fingerprints of its inputs), so re-running an unchanged recipe
-reuses them and any change recomputes exactly what it affects.
+reuses them and any change recomputes exactly what it affects. The result is an
+edgeq.results.build.BuildReport, written as report.json and report.html.
 """
 
 from __future__ import annotations
@@ -21,21 +22,37 @@ from edgeq.build.recipe import BuildRecipe, DataSpec
 from edgeq.files import write_bytes_atomic, write_text_atomic
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
+from edgeq.results.build import (
+    ArtifactPaths,
+    BuildReport,
+    CalibrationSetSummary,
+    CheckSummary,
+    CoverageLayer,
+    CoverageSection,
+    LatencyRow,
+    Precision,
+)
+from edgeq.results.gates import Gate, LatencyVerdict
+from edgeq.results.validation import StoredValidation, ValidationSummary
 
 Log = Callable[[str], None]
+MAX_FINDINGS = 50  # per target in report.json: the check's own output has them all
 
 
 @dataclass
 class BuildOutcome:
-    document: dict[str, Any]
+    report: BuildReport
     artifact: Path
     report_html: Path
-    gates: list[dict[str, Any]] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
 
     @property
+    def gates(self) -> tuple[Gate, ...]:
+        return self.report.gates
+
+    @property
     def passed(self) -> bool:
-        return all(g["passed"] for g in self.gates)
+        return self.report.passed
 
 
 def _key(*parts: Any) -> str:
@@ -131,8 +148,8 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     from edgeq.files import copy_atomic
     from edgeq.harness.labelled import load_labelled
     from edgeq.quant_recipe import QuantRecipe
-    from edgeq.report.html import write_report
-    from edgeq.validate.protocol import EvalData, validate
+    from edgeq.report.page import write_report
+    from edgeq.validate.protocol import EvalData, model_path, validate
 
     cache = out / "cache"
     if not use_cache and cache.exists():
@@ -150,19 +167,19 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     validate_dir = cache / f"validate-{_key(model_fp, _fingerprint(calib_dir), _fingerprint(eval_dir), [m.value for m in recipe.methods], recipe.gates.max_drop_pp, _code_version())}"  # noqa: E501
     outcome_file = validate_dir / "validation.json"
     if outcome_file.is_file():
-        saved = json.loads(outcome_file.read_text())
+        saved = StoredValidation.from_document(json.loads(outcome_file.read_text()))
         reused.append("validate")
         log(f"validate: reused {validate_dir.name}")
     else:
         images, labels, conditions, set_pp = load_labelled(str(eval_dir))
         data = EvalData(name=str(eval_dir), images=images, labels=labels, conditions=conditions,
                         preprocessing=preprocessing if preprocessing is not None else set_pp or Preprocessing())
-        outcome = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
-                           recipe=QuantRecipe())
-        saved = {**outcome.document, "best_model": outcome.best_model.name}
-        write_text_atomic(outcome_file, json.dumps(saved, indent=2) + "\n")
-        log(f"validate: {len(recipe.methods)} methods, picked {outcome.best_method.value} by fidelity to FP32")
-    best_model = validate_dir / saved["best_model"]
+        validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
+                             recipe=QuantRecipe())
+        saved = StoredValidation(report=validated, best_model=model_path(validate_dir, validated.best_method).name)
+        write_text_atomic(outcome_file, json.dumps(saved.to_document(), indent=2) + "\n")
+        log(f"validate: {len(recipe.methods)} methods, picked {validated.best_method.value} by fidelity to FP32")
+    best_model = validate_dir / saved.best_model
     artifact = out / f"{recipe.name}_int8.tflite"
     copy_atomic(best_model, artifact)
     copy_atomic(best_model.with_suffix(".json"), artifact.with_suffix(".json"))
@@ -175,36 +192,33 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     if bench_reused:
         reused.append("bench")
     coverage_section = _coverage(float_model, calib_dir, eval_dir, recipe) if recipe.gates.coverage_threshold else None
-    gates = _gates(saved, check_sections, latency, coverage_section, recipe)
-    document = {
-        "title": f"edgeq build: {recipe.name}", **{k: v for k, v in saved.items() if k != "best_model"},
-        "check": check_sections, "latency": latency, "gates": gates, "passed": all(g["passed"] for g in gates),
-        "calibration": _calibration_section(calib_dir),
-        **({"coverage": coverage_section} if coverage_section else {}),
-        "artifact": {"path": str(artifact), "sidecar": str(artifact.with_suffix(".json"))},
-    }
-    document["model"] = {**document.get("model", {}), "name": recipe.name}
-    _, html_path = write_report(document, out)
-    return BuildOutcome(document=document, artifact=artifact, report_html=html_path, gates=gates, reused=reused)
+    gates = _gates(saved.report.validation, check_sections, latency, coverage_section, recipe)
+    named = dataclasses.replace(saved.report.model, name=recipe.name)
+    report = BuildReport(
+        title=f"edgeq build: {recipe.name}", validation_report=dataclasses.replace(saved.report, model=named),
+        check=check_sections, latency=latency, gates=gates, passed=all(g.passed for g in gates),
+        calibration=_calibration_section(calib_dir), coverage=coverage_section,
+        artifact=ArtifactPaths(path=str(artifact), sidecar=str(artifact.with_suffix(".json"))))
+    _, html_path = write_report(report, out)
+    return BuildOutcome(report=report, artifact=artifact, report_html=html_path, reused=reused)
 
 
-def _checks(artifact: Path, recipe: BuildRecipe) -> list[dict[str, Any]]:
-    from edgeq.artifacts import Severity
+def _checks(artifact: Path, recipe: BuildRecipe) -> tuple[CheckSummary, ...]:
+    from edgeq.artifacts import Severity, Target
     from edgeq.spec.check import check_model
 
     data = artifact.read_bytes()
     sections = []
     for target in dict.fromkeys((*recipe.targets, *recipe.gates.spec)):
         report = check_model(data, target=target)
-        findings = [f.to_dict() for f in report.findings]
-        sections.append({"target": target, "passed": report.passed,
-                         "errors": sum(f.severity is Severity.ERROR for f in report.findings),
-                         "warnings": sum(f.severity is Severity.WARNING for f in report.findings),
-                         "findings": findings[:50]})
-    return sections
+        sections.append(CheckSummary(target=Target(target), passed=report.passed,
+                                     errors=sum(f.severity is Severity.ERROR for f in report.findings),
+                                     warnings=sum(f.severity is Severity.WARNING for f in report.findings),
+                                     findings=report.findings[:MAX_FINDINGS]))
+    return tuple(sections)
 
 
-def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) -> tuple[list[dict[str, Any]], bool]:
+def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) -> tuple[tuple[LatencyRow, ...], bool]:
     from edgeq.harness import environment
     from edgeq.harness.backends import availability, open_session, parse_backend
     from edgeq.harness.latency import LatencyConfig, open_timed, run_interleaved
@@ -213,7 +227,7 @@ def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) 
                environment.cpu_model())
     stored = cache / f"bench-{key}.json"
     if stored.is_file():
-        return json.loads(stored.read_text()), True
+        return tuple(LatencyRow.from_document(row) for row in json.loads(stored.read_text())), True
     measurements = []
     for name in recipe.bench.backends:
         backend = parse_backend(name)
@@ -229,66 +243,67 @@ def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) 
     latency = []
     for backend, threads, kind, m in measurements:
         stats = m.stats()
-        latency.append({"label": m.label, "backend": str(backend), "threads": threads, "model": kind,
-                        "p50_ms": stats.p50_ms, "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms,
-                        "samples_ms": list(stats.samples_ms), "slice_runs": stats.slice_runs})
-    write_text_atomic(stored, json.dumps(latency) + "\n")
-    return latency, False
+        latency.append(LatencyRow(label=m.label, backend=str(backend), threads=threads, model=Precision(kind),
+                                  p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, mean_ms=stats.mean_ms,
+                                  samples_ms=stats.samples_ms, slice_runs=stats.slice_runs))
+    write_text_atomic(stored, json.dumps([row.to_document() for row in latency]) + "\n")
+    return tuple(latency), False
 
 
-def _coverage(float_model: FloatModel, calib_dir: Path, eval_dir: Path, recipe: BuildRecipe) -> dict[str, Any]:
+def _coverage(float_model: FloatModel, calib_dir: Path, eval_dir: Path, recipe: BuildRecipe) -> CoverageSection:
     from edgeq.calib.coverage import coverage
     from edgeq.converter.api import _calibration_data
 
     report = coverage(float_model, _calibration_data(float_model, calib_dir, None, None),
                       _calibration_data(float_model, eval_dir, None, None), recipe.gates.coverage_threshold or 1.0)
-    return {"threshold": report.threshold, "flagged": len(report.flagged),
-            "layers": [{"name": layer.name, "calib_max": layer.calib_max, "production_max": layer.production_max,
-                        "ratio": layer.ratio if layer.ratio != float("inf") else None, "flagged": layer.flagged}
-                       for layer in report.layers],
-            "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()}}
+    return CoverageSection(
+        threshold=report.threshold, flagged=len(report.flagged),
+        layers=tuple(CoverageLayer(name=layer.name, calib_max=layer.calib_max, production_max=layer.production_max,
+                                   ratio=layer.ratio if layer.ratio != float("inf") else None, flagged=layer.flagged)
+                     for layer in report.layers),
+        per_condition_max={k: tuple(v) for k, v in report.per_condition_max.items()})
 
 
-def _calibration_section(calib_dir: Path) -> dict[str, Any]:
+def _calibration_section(calib_dir: Path) -> CalibrationSetSummary:
     import base64
 
     document = json.loads((calib_dir / "datagen.json").read_text())
     preview = calib_dir / "preview.png"
-    return {"source": document["source"]["spec"], "samples": document["samples"], "counts": document["counts"],
-            "preview_png": base64.b64encode(preview.read_bytes()).decode() if preview.is_file() else None}
+    return CalibrationSetSummary(
+        source=document["source"]["spec"], samples=document["samples"], counts=document["counts"],
+        preview_png=base64.b64encode(preview.read_bytes()).decode() if preview.is_file() else None)
 
 
-def _gates(saved: dict[str, Any], checks: list[dict[str, Any]], latency: list[dict[str, Any]],
-           coverage: dict[str, Any] | None, recipe: BuildRecipe) -> list[dict[str, Any]]:
+def _gates(validation: ValidationSummary, checks: tuple[CheckSummary, ...], latency: tuple[LatencyRow, ...],
+           coverage: CoverageSection | None, recipe: BuildRecipe) -> tuple[Gate, ...]:
     gates = []
-    validation = saved["validation"]
     if recipe.gates.max_drop_pp is not None:  # judged by validate on the held-out gate half (validation.gate)
         from edgeq.validate.verdicts import max_drop_gate
 
-        gates.append(max_drop_gate(validation["gate"]))
+        gates.append(max_drop_gate(validation.gate))
     for section in checks:
-        if section["target"] in recipe.gates.spec:
-            gates.append({"name": f"spec:{section['target']}", "passed": section["passed"],
-                          "detail": f"{section['errors']} errors, {section['warnings']} warnings"})
+        if section.target in recipe.gates.spec:
+            gates.append(Gate(name=f"spec:{section.target}", passed=section.passed,
+                              detail=f"{section.errors} errors, {section.warnings} warnings"))
     for backend, budget in recipe.latency_budgets().items():
-        gates.append(_latency_gate(backend, budget, [r for r in latency if r["backend"] == backend
-                                                     and r["model"] == "int8"]))
+        gates.append(_latency_gate(backend, budget, [r for r in latency if r.backend == backend
+                                                     and r.model is Precision.INT8]))
     if coverage is not None:
-        gates.append({"name": "coverage", "passed": coverage["flagged"] == 0,
-                      "detail": f"{coverage['flagged']} layer(s) below ratio {coverage['threshold']}"})
-    return gates
+        gates.append(Gate(name="coverage", passed=coverage.flagged == 0,
+                          detail=f"{coverage.flagged} layer(s) below ratio {coverage.threshold}"))
+    return tuple(gates)
 
 
-def _latency_gate(backend: str, budget: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _latency_gate(backend: str, budget: Any, rows: list[LatencyRow]) -> Gate:
     """Every measured thread count must meet the budget; the detail names the worst one's distribution."""
     from edgeq.harness.budget import judge
     from edgeq.harness.latency import summarize
 
     name = f"latency:{backend}"
     if not rows:
-        return {"name": name, "passed": False, "detail": f"{backend} was not measured"}
-    verdicts = [(row, judge(summarize(row["samples_ms"], row.get("slice_runs", 0)), budget)) for row in rows]
+        return Gate(name=name, passed=False, detail=f"{backend} was not measured")
+    verdicts = [(row, judge(summarize(list(row.samples_ms), row.slice_runs), budget)) for row in rows]
     row, worst = max(verdicts, key=lambda pair: (not pair[1].passed, pair[1].value_ms))
-    return {"name": name, "passed": all(v.passed for _, v in verdicts),
-            "detail": f"t{row['threads']}: {worst.reason}",
-            "verdicts": [{"threads": r["threads"], **v.to_dict()} for r, v in verdicts]}
+    return Gate(name=name, passed=all(v.passed for _, v in verdicts), detail=f"t{row.threads}: {worst.reason}",
+                verdicts=tuple(LatencyVerdict.from_document({"threads": r.threads, **v.to_dict()})
+                               for r, v in verdicts))

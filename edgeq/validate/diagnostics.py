@@ -6,7 +6,8 @@ iteration by iteration, float against INT8, for as many iterations as both ran. 
 SQNR in dB (signal power over quantization-error power), rmse in units of the tensor's scale (about
 0.29 is pure uniform rounding noise; much more means clipping or accumulated error from earlier
 layers), saturation (share of int8 values at qmax, or at qmin unless qmin encodes 0) and the share of
-float values more than half a step outside the representable range (clipping).
+float values more than half a step outside the representable range (clipping). Each tensor's figures are a
+:class:`edgeq.results.validation.LayerDiagnostics` (an SQNR that is not finite, as for an exact layer, is None).
 """
 
 from __future__ import annotations
@@ -18,32 +19,12 @@ from typing import Any
 import numpy as np
 
 from edgeq.calib.collect import GraphReplay
+from edgeq.results.validation import LayerDiagnostics
 from edgeq.tflite import model as tfl
 from edgeq.tflite.model import TensorKey
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
 QRANGE = {"INT8": (-128, 127), "UINT8": (0, 255)}
-
-
-@dataclass(frozen=True)
-class LayerDiagnostics:
-    name: str
-    op: str
-    sqnr_db: float  # float tensor vs the INT8 model's tensor: everything accumulated up to here
-    local_sqnr_db: float  # float tensor vs itself quantized with this tensor's range: this layer's own share
-    rmse_over_scale: float
-    saturation: float
-    clip_fraction: float
-    subgraph: int = 0  # 0: the main graph; else a loop body, condition or branch
-
-    def to_dict(self) -> dict[str, object]:
-        row: dict[str, object] = {"name": self.name, "op": self.op, "sqnr_db": _finite(self.sqnr_db),
-                                  "local_sqnr_db": _finite(self.local_sqnr_db),
-                                  "rmse_over_scale": self.rmse_over_scale, "saturation": self.saturation,
-                                  "clip_fraction": self.clip_fraction}
-        if self.subgraph:
-            row["subgraph"] = self.subgraph
-        return row
 
 
 def _finite(value: float) -> float | None:
@@ -124,8 +105,8 @@ def per_layer(float_model: bytes, int8_model: bytes, x: np.ndarray) -> list[Laye
         a = acc[(g, name)]
         if a.count == 0:
             continue
-        rows.append(LayerDiagnostics(name=name, op=op, sqnr_db=_db(a.signal, a.error),
-                                     local_sqnr_db=_db(a.signal, a.local_error),
+        rows.append(LayerDiagnostics(name=name, op=op, sqnr_db=_finite(_db(a.signal, a.error)),
+                                     local_sqnr_db=_finite(_db(a.signal, a.local_error)),
                                      rmse_over_scale=math.sqrt(a.error_in_steps / a.count),
                                      saturation=a.saturated / a.count, clip_fraction=a.clipped / a.count,
                                      subgraph=g))
@@ -161,8 +142,8 @@ def _db(signal: float, noise: float) -> float:
 def worst(rows: list[LayerDiagnostics], k: int = 3) -> list[LayerDiagnostics]:
     """The k layers whose own quantization hurts most: lowest local SQNR. Accumulated SQNR would blame
     every layer downstream of a bad one; the local figure points at the cause."""
-    finite = [r for r in rows if math.isfinite(r.local_sqnr_db)]
-    return sorted(finite, key=lambda r: r.local_sqnr_db)[:k]
+    measured = [r for r in rows if r.local_sqnr_db is not None]
+    return sorted(measured, key=lambda r: r.local_sqnr_db or 0.0)[:k]
 
 
 def output_sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:

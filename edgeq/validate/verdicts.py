@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.artifacts import Estimator
 from edgeq.errors import InputError
+from edgeq.results.gates import Gate
+from edgeq.results.validation import Comparison, HeldOutGate, SelectionScore, SplitHalf, SplitRecord
 from edgeq.validate.diagnostics import output_sqnr_db
 from edgeq.validate.stats import CONFIDENCE, PairedCounts, paired_difference_interval, wilson_interval
 
@@ -50,16 +53,15 @@ class Split:
     gate: np.ndarray
     seed: int
 
-    def to_dict(self, conditions: Sequence[str] | None) -> dict[str, Any]:
-        def side(indices: np.ndarray) -> dict[str, Any]:
-            entry: dict[str, Any] = {"n": len(indices)}
-            if conditions:
-                names = [conditions[i] for i in indices]
-                entry["per_condition"] = {c: names.count(c) for c in dict.fromkeys(conditions)}
-            return entry
+    def to_record(self, conditions: Sequence[str] | None) -> SplitRecord:
+        def side(indices: np.ndarray) -> SplitHalf:
+            if not conditions:
+                return SplitHalf(n=len(indices))
+            names = [conditions[i] for i in indices]
+            return SplitHalf(n=len(indices), per_condition={c: names.count(c) for c in dict.fromkeys(conditions)})
 
-        return {"seed": self.seed, "stratified_by": ["condition", "label"] if conditions else ["label"],
-                "selection": side(self.selection), "gate": side(self.gate)}
+        return SplitRecord(seed=self.seed, stratified_by=("condition", "label") if conditions else ("label",),
+                           selection=side(self.selection), gate=side(self.gate))
 
 
 def _stratum_seed(seed: int, condition: str, label: str) -> int:
@@ -121,21 +123,16 @@ class Fidelity:
         mae = self.output_mae if not math.isnan(self.output_mae) else math.inf
         return (-self.agreement, -sqnr, mae)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: an infinite SQNR is null with ``bit_exact: true`` (JSON has no Infinity)."""
-        return {"n": self.n, "agreement": self.agreement, "output_sqnr_db": finite_or_none(self.output_sqnr_db),
-                "bit_exact": self.bit_exact, "output_mae": finite_or_none(self.output_mae)}
+    def to_score(self, rank: int) -> SelectionScore:
+        """As the report records it: an infinite SQNR is None with ``bit_exact`` (JSON has no Infinity)."""
+        return SelectionScore(n=self.n, agreement=self.agreement, output_sqnr_db=finite_or_none(self.output_sqnr_db),
+                              bit_exact=self.bit_exact, output_mae=finite_or_none(self.output_mae), rank=rank)
 
     @classmethod
-    def from_dict(cls, method: str, row: dict[str, Any]) -> Fidelity:
-        sqnr = row.get("output_sqnr_db")
-        if row.get("bit_exact") is True:
-            sqnr = math.inf
-        elif sqnr is None:
-            sqnr = math.nan
-        mae = row.get("output_mae")
-        return cls(method=method, n=int(row.get("n", 0)), agreement=float(row["agreement"]),
-                   output_sqnr_db=float(sqnr), output_mae=math.nan if mae is None else float(mae))
+    def from_score(cls, method: str, score: SelectionScore) -> Fidelity:
+        sqnr = math.inf if score.bit_exact else math.nan if score.output_sqnr_db is None else score.output_sqnr_db
+        return cls(method=method, n=score.n, agreement=score.agreement, output_sqnr_db=sqnr,
+                   output_mae=math.nan if score.output_mae is None else score.output_mae)
 
 
 def measure_fidelity(method: str, reference: np.ndarray, scores: np.ndarray) -> Fidelity:
@@ -170,22 +167,14 @@ def rank_by_fidelity(records: Sequence[Fidelity]) -> list[list[Fidelity]]:
 # ---------------------------------------------------------------- top-1 with intervals, and the gate
 
 
-def top1_with_interval(correct: np.ndarray, confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """{"top1", "top1_ci": [lo, hi], "n"} for a boolean array of right answers."""
-    correct = np.asarray(correct, dtype=bool)
-    k, n = int(correct.sum()), len(correct)
-    lo, hi = wilson_interval(k, n, confidence)
-    return {"top1": k / n if n else None, "top1_ci": [lo, hi], "n": n}
-
-
-def comparison(lo: float, hi: float, tolerance: float = 1e-12) -> str:
+def comparison(lo: float, hi: float, tolerance: float = 1e-12) -> Comparison:
     """How INT8 compares with FP32 from the interval of the drop (FP32 - INT8): a difference whose interval
     contains 0 is a tie."""
     if lo > tolerance:
-        return "worse"
+        return Comparison.WORSE
     if hi < -tolerance:
-        return "better"
-    return "tie"
+        return Comparison.BETTER
+    return Comparison.TIE
 
 
 @dataclass(frozen=True)
@@ -201,13 +190,8 @@ class DropMeasurement:
     int8_ci: tuple[float, float]
 
     @property
-    def vs_fp32(self) -> str:
+    def vs_fp32(self) -> Comparison:
         return comparison(*self.drop_ci_pp)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "fp32_top1": self.fp32_top1, "fp32_top1_ci": list(self.fp32_ci),
-                "int8_top1": self.int8_top1, "int8_top1_ci": list(self.int8_ci), "drop_pp": self.drop_pp,
-                "drop_ci_pp": list(self.drop_ci_pp), "vs_fp32": self.vs_fp32}
 
 
 def measure_drop(fp32_correct: np.ndarray, int8_correct: np.ndarray,
@@ -246,10 +230,12 @@ class GateVerdict:
         return text + ("fail, clearly over the limit" if self.clear else
                        "fail, the limit lies inside the interval (not statistically clear)")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"split": "gate", "method": self.method, **self.measurement.to_dict(),
-                "max_drop_pp": self.max_drop_pp, "passed": self.passed, "clear": self.clear,
-                "detail": self.detail}
+    def to_result(self) -> HeldOutGate:
+        m = self.measurement
+        return HeldOutGate(method=Estimator(self.method), n=m.n, fp32_top1=m.fp32_top1, fp32_top1_ci=m.fp32_ci,
+                           int8_top1=m.int8_top1, int8_top1_ci=m.int8_ci, drop_pp=m.drop_pp, drop_ci_pp=m.drop_ci_pp,
+                           vs_fp32=m.vs_fp32, max_drop_pp=self.max_drop_pp, passed=self.passed, clear=self.clear,
+                           detail=self.detail)
 
 
 def judge_drop(method: str, measurement: DropMeasurement, max_drop_pp: float | None) -> GateVerdict:
@@ -262,10 +248,12 @@ def judge_drop(method: str, measurement: DropMeasurement, max_drop_pp: float | N
     return GateVerdict(method, measurement, max_drop_pp, passed, clear)
 
 
-def max_drop_gate(gate: dict[str, Any]) -> dict[str, Any]:
-    """The report's ``max_drop`` gate row from a held-out measurement (``validation.gate``)."""
-    return {"name": "max_drop", "passed": gate["passed"], "detail": gate["detail"], "clear": gate["clear"],
-            "n": gate["n"], "drop_pp": gate["drop_pp"], "drop_ci_pp": gate["drop_ci_pp"]}
+def max_drop_gate(gate: HeldOutGate) -> Gate:
+    """The report's ``max_drop`` gate row from a judged held-out measurement (``validation.gate``)."""
+    if gate.passed is None:
+        raise ValueError("the held-out measurement was not judged: no max-drop limit was set")
+    return Gate(name="max_drop", passed=gate.passed, detail=gate.detail, clear=gate.clear, n=gate.n,
+                drop_pp=gate.drop_pp, drop_ci_pp=gate.drop_ci_pp)
 
 
 def finite_or_none(value: float) -> float | None:
