@@ -20,7 +20,8 @@ TFLITE_MODEL_HELP = ".tflite model"
 CALIB_HELP = ("calibration data: a set from 'edgeq datagen', .npy, .npz (one array per input name), an image "
               "folder, or digits:/lfw:<split>")
 LABELLED_SET_HELP = "a labelled set from 'edgeq datagen', or digits:test|val|train, lfw:test|..."
-INPUT_SHAPE_HELP = "static input shape without the batch (default: the model's own, batch 1)"
+INPUT_SHAPE_HELP = ("static input shape without the batch, for dynamic dimensions (default: the model's own, batch "
+                    "1); for .onnx in the ONNX layout, e.g. 3x224x224")
 PREPROCESS_FORMS = ("inline 'mean=127.5,std=127.5' (also size=HxW, order=bgr), none (raw 0-255 values), "
                     "or a JSON file")
 BACKENDS = "ref, cpu, xnnpack, edgetpu[:DEVICE], tflm"

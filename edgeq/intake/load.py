@@ -120,8 +120,12 @@ def load_float_model(source: str | Path, input_shape: tuple[int, ...] | None = N
         flatbuffer = keras_to_float_tflite(_load_keras(path), batch_size, input_shape)
     elif path.suffix.lower() == ".tflite":
         flatbuffer, decomposed = _runnable_tflite(path)
+    elif path.suffix.lower() == ".onnx":
+        from edgeq.intake.onnx import onnx_to_float_tflite
+
+        flatbuffer = onnx_to_float_tflite(path, input_shape, batch_size)  # the shape is in the ONNX layout
     else:
-        raise InputError(f"{path} is not a model edgeq reads (.keras, .h5, .tflite or a SavedModel folder)")
+        raise InputError(f"{path} is not a model edgeq reads (.keras, .h5, .tflite, .onnx or a SavedModel folder)")
     source_bytes = path.stat().st_size if path.suffix.lower() == ".tflite" else len(flatbuffer)
     parsed = tfl.parse(flatbuffer, str(path))
     _require_float_inputs(parsed, str(path))

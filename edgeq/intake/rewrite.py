@@ -7,6 +7,8 @@ A table of small, exact rewrites applied to the float flatbuffer before ranges a
 - ``DENSIFY(sparse constant)`` -> a dense constant (and sparse constants read directly by an op are
   densified in place): the quantizer keeps DENSIFY and its sparse float16 input, so the "int8" model
   fails to prepare in LiteRT. Decoded by edgeq.intake.sparsity, checked against LiteRT's kernel.
+- converter-hint metadata (``keep_stablehlo_constant``, written by litert-torch) is dropped: it makes
+  TensorFlow's quantizer keep the weights in float.
 - ``DEQUANTIZE(float16 constant)`` -> a float32 constant: exporters store weights as float16 behind
   DEQUANTIZE ops, which the quantizer rejects until they are folded. Runs after densify, so sparse
   float16 weights (DENSIFY -> DEQUANTIZE) are folded too.
@@ -189,8 +191,28 @@ def fold_float16_dequantize(model: Any) -> int:
     return folded
 
 
+#: Metadata entries that are instructions to TensorFlow's converter, not facts about the model. litert-torch
+#: writes ``keep_stablehlo_constant``; with it, TF's quantizer keeps every weight in float behind a DEQUANTIZE
+#: (measured: "cannot quantize CONV_2D, FULLY_CONNECTED", and full-integer once the entry is gone).
+QUANTIZER_HINTS = frozenset({"keep_stablehlo_constant"})
+
+
+def drop_quantizer_hints(model: Any) -> int:
+    """Remove converter-hint metadata entries (they change nothing the model computes)."""
+    entries = list(model.metadata or [])
+    kept = [e for e in entries if _text(e.name) not in QUANTIZER_HINTS]
+    if len(kept) != len(entries):
+        model.metadata = kept
+    return len(entries) - len(kept)
+
+
+def _text(name: Any) -> str:
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
 #: The rewrites, in the order they run. Each returns how many places it changed.
 REWRITES: tuple[tuple[str, Callable[[Any], int]], ...] = (
+    ("drop_quantizer_hints", drop_quantizer_hints),
     ("densify_sparse_weights", densify_sparse_weights),
     ("fold_float16_dequantize", fold_float16_dequantize),
     ("neg_to_mul", neg_to_mul),
