@@ -24,7 +24,8 @@ INPUT_SHAPE_HELP = ("static input shape without the batch, for dynamic dimension
                     "1); for .onnx in the ONNX layout, e.g. 3x224x224")
 PREPROCESS_FORMS = ("inline 'mean=127.5,std=127.5' (also size=HxW, order=bgr), none (raw 0-255 values), "
                     "or a JSON file")
-BACKENDS = "ref, cpu, xnnpack, edgetpu[:DEVICE], tflm"
+# Examples only: the registry (edgeq.harness.backends.BACKENDS) is the list, and an unknown name prints it.
+BACKENDS = "e.g. ref, cpu, xnnpack, edgetpu[:DEVICE], tflm"
 CACHE_DIR_HELP = "zoo cache folder (default: $EDGEQ_CACHE_DIR or ~/.cache/edgeq)"
 JSON_STDOUT = "('-': stdout)"
 
@@ -100,10 +101,10 @@ def add_runtime_options(parser: argparse.ArgumentParser, *, several: bool = Fals
     """``--backend`` and ``--threads``: one of each, or (``several``) comma-separated lists to compare."""
     if several:
         parser.add_argument("--backend", default="xnnpack",
-                            help=f"comma-separated: {BACKENDS}, android:SERIAL (xnnpack)")
+                            help=f"comma-separated ({BACKENDS}, android:SERIAL; default xnnpack)")
         parser.add_argument("--threads", type=THREAD_COUNTS, default=[1], help="comma-separated thread counts (1)")
     else:
-        parser.add_argument("--backend", default="xnnpack", help=f"{BACKENDS} (xnnpack)")
+        parser.add_argument("--backend", default="xnnpack", help=f"{BACKENDS} (default xnnpack)")
         parser.add_argument("--threads", type=THREADS, default=1, help="interpreter threads (1)")
 
 
