@@ -7,21 +7,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeq.cli import options
 from edgeq.cli.output import print_table
 from edgeq.cli.validate import METHOD_HEADERS, method_rows, selection_lines
 from edgeq.errors import GateFailed
 
 
 def register(verbs: Any) -> None:
-    build = verbs.add_parser(
-        "build", help="run a build recipe end to end and gate it (the CI entry point)",
+    build = options.verb_parser(
+        verbs, "build", help="run a build recipe end to end and gate it (the CI entry point)",
         description="Generates the calibration and evaluation sets, converts with every method, validates, "
                     "checks each target, benchmarks, writes the best INT8 artifact, its sidecar and "
-                    "report.html to DIR, and exits 1 naming each failed gate. Unchanged steps are reused.")
+                    "report.html to DIR, and exits 1 naming each failed gate. Unchanged steps are reused.",
+        handler=run_build_command)
     build.add_argument("recipe", help="build recipe (YAML)")
-    build.add_argument("-o", "--output", required=True, metavar="DIR")
+    options.add_output_option(build, "folder for the INT8 artifact, its sidecar and report.html", metavar="DIR")
     build.add_argument("--no-cache", action="store_true", help="recompute every step")
-    build.set_defaults(handler=run_build_command)
 
 
 def run_build_command(args: argparse.Namespace) -> int:
@@ -37,19 +38,19 @@ def run_build_command(args: argparse.Namespace) -> int:
         print(f"[{time.perf_counter() - started:6.1f} s] {line}", flush=True)
 
     outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache)
-    validation = outcome.document["validation"]
+    validation = outcome.report.validation_report.validation
     print()
     print_table(METHOD_HEADERS, method_rows(validation))
     for line in selection_lines(validation):
         print(line)
     print()
-    print_table(["gate", "result", "detail"], [[g["name"], "pass" if g["passed"] else "FAIL", g["detail"]]
+    print_table(["gate", "result", "detail"], [[g.name, "pass" if g.passed else "FAIL", g.detail]
                                                for g in outcome.gates])
     if outcome.reused:
         print(f"\nreused cached steps: {', '.join(outcome.reused)}")
     print(f"artifact: {outcome.artifact} (+ {outcome.artifact.with_suffix('.json').name})")
     print(f"report:   {outcome.report_html}")
-    failed = [g for g in outcome.gates if not g["passed"]]
+    failed = [g for g in outcome.gates if not g.passed]
     if failed:
-        raise GateFailed("gate(s) failed: " + "; ".join(f"{g['name']} ({g['detail']})" for g in failed))
+        raise GateFailed("gate(s) failed: " + "; ".join(f"{g.name} ({g.detail})" for g in failed))
     return 0

@@ -7,24 +7,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeq.calib.estimators import METHODS
+from edgeq.artifacts import Estimator
+from edgeq.cli import options
 from edgeq.cli.argtypes import integer, number
 from edgeq.cli.output import print_table
 from edgeq.errors import GateFailed, UsageError
+from edgeq.results.validation import Baseline, MethodResult, ValidationReport, ValidationSummary
 
 
 def register(verbs: Any) -> None:
-    val = verbs.add_parser(
-        "validate", help="FP32 baseline vs INT8 per method, per condition and per layer, with a max-drop gate",
+    val = options.verb_parser(
+        verbs, "validate", help="FP32 baseline vs INT8 per method, per condition and per layer, with a max-drop gate",
         description="Calibrates once, converts with every method, measures accuracy drop, agreement and output "
                     "SQNR against FP32 (per condition when the evaluation set has them), diagnoses the best "
                     "method layer by layer, writes report.json and report.html. Exit 1 when no method meets "
-                    "--max-drop, with triage advice.")
-    val.add_argument("model", help="float model (.keras/.h5, SavedModel, float .tflite)")
-    val.add_argument("--calib", required=True, metavar="SET", help="calibration data (a datagen set, .npy, ...)")
-    val.add_argument("--eval", required=True, dest="eval_set", metavar="SET",
-                     help="labelled evaluation set (a datagen set or digits:test / lfw:test)")
-    val.add_argument("--methods", default=",".join(m.value for m in METHODS), help="estimators to compare")
+                    "--max-drop, with triage advice.", handler=run_validate)
+    options.add_model_argument(val)
+    options.add_calib_option(val)
+    options.add_labelled_set_option(val, "--eval", dest="eval_set")
+    val.add_argument("--methods", default=",".join(m.value for m in Estimator), help="estimators to compare")
     val.add_argument("--max-drop", type=number(-100.0, 100.0), metavar="PP",
                      help="gate: the picked method's top-1 drop in points, measured on the held-out gate half of "
                           "--eval (fails when the point estimate exceeds PP; the report says whether the 95%% "
@@ -32,10 +33,9 @@ def register(verbs: Any) -> None:
     val.add_argument("--split-seed", type=integer(0, 2**63 - 1), default=0, metavar="N",
                      help="seed of the stratified split of --eval into a selection half (picks the method by "
                           "fidelity to FP32) and a gate half (measures the drop); default 0")
-    val.add_argument("--preprocess", metavar="SPEC", help="mean=...,std=... or none (raw 0-255 values); default: "
-                     "the model's own TFLite Metadata, else each set's datagen.json; none known is an error")
-    val.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for models and the report")
-    val.set_defaults(handler=run_validate)
+    options.add_preprocess_option(val, default="the model's own TFLite Metadata, else each set's datagen.json; "
+                                               "none known is an error")
+    options.add_output_option(val, "folder for models and the report", metavar="DIR")
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -43,7 +43,8 @@ def run_validate(args: argparse.Namespace) -> int:
     from edgeq.calib.data import parse_preprocessing
     from edgeq.harness.labelled import load_labelled
     from edgeq.preprocess import model_file_preprocessing, resolve
-    from edgeq.report.html import write_report
+    from edgeq.report.page import write_report
+    from edgeq.results.validation import PreprocessingChoice, ValidationRun
     from edgeq.validate.protocol import EvalData, validate
     from edgeq.validate.verdicts import max_drop_gate
 
@@ -66,56 +67,52 @@ def run_validate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     created = not out.exists()
     try:
-        outcome = validate(args.model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp,
-                           split_seed=args.split_seed)
+        report = validate(args.model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp,
+                          split_seed=args.split_seed)
     except BaseException:
         if created and out.exists():  # leave no half-filled output folder behind
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
         raise
-    gates = [] if args.max_drop is None else [max_drop_gate(outcome.document["validation"]["gate"])]
-    document = {"title": f"edgeq validate: {Path(args.model).name}", **outcome.document, "gates": gates,
-                "passed": outcome.passed, "preprocessing": resolved.to_dict()}
-    json_path, html_path = write_report(document, out)
-    print_summary(document)
+    gates = () if args.max_drop is None else (max_drop_gate(report.gate),)
+    run = ValidationRun(title=f"edgeq validate: {Path(args.model).name}", report=report, gates=gates,
+                        passed=report.passed, preprocessing=PreprocessingChoice.from_document(resolved.to_dict()))
+    json_path, html_path = write_report(run, out)
+    print_summary(report)
     print(f"\nreport: {html_path} ({json_path.name})")
-    if not outcome.passed:
-        raise GateFailed(f"gate max_drop failed: {gates[0]['detail']}; {outcome.advice[0]}")
+    if not report.passed:
+        raise GateFailed(f"gate max_drop failed: {gates[0].detail}; {report.advice[0]}")
     return 0
 
 
-def sqnr_text(row: dict[str, Any]) -> str:
+def sqnr_text(row: MethodResult) -> str:
     """Output SQNR for a table: '∞ (bit-exact)' when the INT8 outputs equal FP32's, '-' when not measured."""
-    if row.get("bit_exact") is True:
+    if row.bit_exact:
         return "∞ (bit-exact)"
-    return "-" if row.get("output_sqnr_db") is None else f"{row['output_sqnr_db']:.1f}"
+    return "-" if row.output_sqnr_db is None else f"{row.output_sqnr_db:.1f}"
 
 
-def top1_text(row: dict[str, Any]) -> str:
+def top1_text(row: MethodResult | Baseline) -> str:
     """'89.17% [84.6, 92.5]': top-1 with its 95% Wilson interval in percent."""
-    ci = row.get("top1_ci")
-    text = f"{row['top1']:.2%}"
-    return text if not ci else f"{text} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    lo, hi = row.top1_ci
+    return f"{row.top1:.2%} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def drop_text(row: dict[str, Any]) -> str:
+def drop_text(row: MethodResult) -> str:
     """'+0.83 [-1.05, +2.71]': the drop in points with its 95% paired interval."""
-    ci = row.get("drop_ci_pp")
-    text = f"{row['drop_pp']:+.2f}"
-    return text if not ci else f"{text} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    lo, hi = row.drop_ci_pp
+    return f"{row.drop_pp:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def method_rows(validation: dict[str, Any]) -> list[list[str]]:
+def method_rows(validation: ValidationSummary) -> list[list[str]]:
     """FP32 and one row per method: top-1 [CI], drop [CI], vs FP32 (tie inside the interval), agreement,
     output SQNR, fidelity rank (selection half); the picked method is starred."""
-    baseline = validation["baseline"]
-    rows = [["FP32", top1_text(baseline), "-", "-", "-", "-", "-"]]
-    for r in validation["methods"]:
-        mark = " *" if r["method"] == validation["best_method"] else ""
-        rank = (r.get("selection") or {}).get("rank")
-        rows.append([f"INT8 {r['method']}{mark}", top1_text(r), drop_text(r), r.get("vs_fp32", "-"),
-                     f"{r['agreement']:.2%}", sqnr_text(r), "-" if rank is None else str(rank)])
+    rows = [["FP32", top1_text(validation.baseline), "-", "-", "-", "-", "-"]]
+    for r in validation.methods:
+        mark = " *" if r.method == validation.best_method else ""
+        rows.append([f"INT8 {r.method.value}{mark}", top1_text(r), drop_text(r), r.vs_fp32.value,
+                     f"{r.agreement:.2%}", sqnr_text(r), str(r.selection.rank)])
     return rows
 
 
@@ -123,29 +120,23 @@ METHOD_HEADERS = ["model", "top-1 [95% CI]", "drop pp [95% CI]", "vs FP32", "agr
                   "fidelity rank"]
 
 
-def selection_lines(validation: dict[str, Any]) -> list[str]:
+def selection_lines(validation: ValidationSummary) -> list[str]:
     """Why this method, and what the held-out half says about its drop."""
-    selection, gate = validation.get("selection") or {}, validation.get("gate") or {}
-    lines = []
-    if selection:
-        line = (f"picked: {validation['best_method']}, the most faithful to FP32 on the selection half "
-                f"({selection['n']} samples; by agreement, then output SQNR, then output error)")
-        if selection.get("tied_with_best"):
-            line += f"; tied exactly with {', '.join(selection['tied_with_best'])}"
-        lines.append(line)
-    if gate:
-        lines.append(f"{'gate' if gate.get('max_drop_pp') is not None else 'held-out half'}: {gate['detail']}")
-    return lines
+    selection, gate = validation.selection, validation.gate
+    line = (f"picked: {validation.best_method.value}, the most faithful to FP32 on the selection half "
+            f"({selection.n} samples; by agreement, then output SQNR, then output error)")
+    if selection.tied_with_best:
+        line += f"; tied exactly with {', '.join(m.value for m in selection.tied_with_best)}"
+    return [line, f"{'gate' if gate.max_drop_pp is not None else 'held-out half'}: {gate.detail}"]
 
 
-def print_summary(document: dict[str, Any]) -> None:
-    validation = document["validation"]
+def print_summary(report: ValidationReport) -> None:
+    validation = report.validation
     print_table(METHOD_HEADERS, method_rows(validation))
     print("top-1 intervals: Wilson 95%; drop intervals: paired (Newcombe) 95%; 'tie': the interval contains 0")
     for line in selection_lines(validation):
         print(line)
-    worst = document["layers"]["worst"]
-    if worst:
-        print(f"worst layers ({document['layers']['method']}): " + ", ".join(w[-48:] for w in worst))
-    for line in validation["advice"]:
+    if report.layers.worst:
+        print(f"worst layers ({report.layers.method.value}): " + ", ".join(w[-48:] for w in report.layers.worst))
+    for line in validation.advice:
         print(f"advice: {line}")
