@@ -149,7 +149,7 @@ def test_per_layer_diagnostics_reach_the_body(while_model: Path, while_int8: tup
     body = [r for r in rows if r.subgraph == 2]
     assert {r.op for r in body} >= {"FULLY_CONNECTED", "SQRT", "TANH"}
     assert all(r.local_sqnr_db > 30 and 10 < r.sqnr_db < r.local_sqnr_db for r in body)  # every iteration compared
-    assert body[0].to_dict()["subgraph"] == 2 and "subgraph" not in rows[0].to_dict()
+    assert body[0].to_document()["subgraph"] == 2 and "subgraph" not in rows[0].to_document()
 
 
 def test_a_loop_that_never_runs_is_refused_naming_its_subgraph(tmp_path: Path) -> None:

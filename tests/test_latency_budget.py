@@ -158,6 +158,7 @@ def test_bad_budget_mappings_are_refused(document: dict[str, object], fragment: 
 def test_build_recipe_latency_gates(tmp_path: Path) -> None:
     from edgeq.build.pipeline import _latency_gate
     from edgeq.build.recipe import load_build_recipe
+    from edgeq.results.build import LatencyRow, Precision
 
     base = ("name: x\nmodel: m.keras\ncalibration: {source: digits:train}\nevaluation: {source: digits:test}\n"
             "bench: {runs: 200, backends: [ref, cpu]}\n")
@@ -167,12 +168,13 @@ def test_build_recipe_latency_gates(tmp_path: Path) -> None:
     assert budgets["ref"] == LatencyBudget(max_ms=STALL_BUDGET_MS, percentile=90, min_samples=200)
     assert budgets["cpu"] == LatencyBudget(max_ms=1.0, percentile=99, min_samples=200)
     stats = recorded(BUSY, "ref").latency
-    row = {"backend": "ref", "threads": 1, "model": "int8", "samples_ms": list(stats.samples_ms),
-           "slice_runs": stats.slice_runs}
+    row = LatencyRow(label="int8 ref t1", backend="ref", threads=1, model=Precision.INT8, p50_ms=stats.p50_ms,
+                     p90_ms=stats.p90_ms, mean_ms=stats.mean_ms, samples_ms=tuple(stats.samples_ms),
+                     slice_runs=stats.slice_runs)
     gate = _latency_gate("ref", budgets["ref"], [row])
-    assert not gate["passed"] and gate["detail"].startswith("t1: p90 ") and "n=200" in gate["detail"]
-    assert gate["verdicts"][0]["n"] == 200 and gate["verdicts"][0]["stability"]["slices"] == 20
-    assert not _latency_gate("cpu", budgets["cpu"], [])["passed"]
+    assert not gate.passed and gate.detail.startswith("t1: p90 ") and "n=200" in gate.detail
+    assert gate.verdicts[0].n == 200 and gate.verdicts[0].stability.slices == 20
+    assert not _latency_gate("cpu", budgets["cpu"], []).passed
     recipe_file.write_text(base + "gates: {max_p90_ms: {ref: 5.0}, latency: {ref: {max_ms: 1}}}\n")
     with pytest.raises(InputError, match="both set a budget for ref"):
         load_build_recipe(recipe_file)
