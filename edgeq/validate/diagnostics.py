@@ -23,6 +23,7 @@ from edgeq.results.validation import LayerDiagnostics
 from edgeq.tflite import model as tfl
 from edgeq.tflite.model import TensorKey
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
+from edgeq.validate.stats import sqnr_db
 
 QRANGE = {"INT8": (-128, 127), "UINT8": (0, 255)}
 
@@ -148,6 +149,4 @@ def worst(rows: list[LayerDiagnostics], k: int = 3) -> list[LayerDiagnostics]:
 
 def output_sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
     err = reference.astype(np.float64) - approx.astype(np.float64)
-    noise = float(np.sum(err * err))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+    return sqnr_db(float(np.sum(reference.astype(np.float64) ** 2)), float(np.sum(err * err)))

@@ -34,6 +34,7 @@ import numpy as np
 
 from edgeq.configfile import bounded_repr
 from edgeq.errors import InputError
+from edgeq.validate.stats import sqnr_db
 
 Indices = np.ndarray | Sequence[int] | None  # None: every sample; else a boolean mask or integer indices
 
@@ -159,14 +160,6 @@ def _vector_rows(a: np.ndarray, what: str, axis: str = "C") -> np.ndarray:
 # Output fidelity (every output)
 
 
-def _db(signal: float, noise: float) -> float:
-    """10·log10(signal / noise): +inf when the noise is 0, -inf when only the signal is 0 (as
-    edgeq.validate.diagnostics.output_sqnr_db)."""
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
 @dataclass(frozen=True, kw_only=True)
 class OutputFidelity(Metrics):
     """One output's fidelity to FP32 over ``n`` samples. Every figure is None when n is 0.
@@ -197,12 +190,12 @@ class FidelitySamples(PerSample):
     @property
     def sqnr_db(self) -> np.ndarray:
         """Each sample's own SQNR (±inf as in :func:`_db`)."""
-        return np.array([_db(s, e) for s, e in zip(self.signal, self.noise, strict=True)], dtype=np.float64)
+        return np.array([sqnr_db(s, e) for s, e in zip(self.signal, self.noise, strict=True)], dtype=np.float64)
 
     def _summarize(self) -> OutputFidelity:
         n = len(self.signal)
         noise = float(np.sum(self.noise))
-        return OutputFidelity(n=n, samples=self, sqnr_db=_db(float(np.sum(self.signal)), noise) if n else None,
+        return OutputFidelity(n=n, samples=self, sqnr_db=sqnr_db(float(np.sum(self.signal)), noise) if n else None,
                               cosine=_mean(self.cosine), max_abs_error=float(np.max(self.max_abs)) if n else None,
                               mean_abs_error=float(np.sum(self.abs_sum)) / (n * self.size) if n else None,
                               exact=n > 0 and noise == 0)
