@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq.build.recipe import BuildRecipe, DataSpec
+from edgeq.build.recipe import BuildRecipe, DataSpec, plain_kind, resolve_source, set_is_labelled
+from edgeq.errors import InputError
 from edgeq.files import write_bytes_atomic, write_text_atomic
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
@@ -27,6 +28,7 @@ from edgeq.results.build import (
     BuildReport,
     CalibrationSetSummary,
     CheckSummary,
+    ConversionSettings,
     CoverageLayer,
     CoverageSection,
     LatencyRow,
@@ -60,10 +62,16 @@ def _key(*parts: Any) -> str:
 
 
 def _fingerprint(path: Path) -> str:
-    if path.is_dir():
-        marker = path / "datagen.json" if (path / "datagen.json").is_file() else path / "saved_model.pb"
-        return hashlib.sha256(marker.read_bytes()).hexdigest()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of a file; of a datagen set's datagen.json (which fingerprints its samples); of every file of any
+    other folder (an image folder, a SavedModel with its variables) by relative path and content."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    if (path / "datagen.json").is_file():
+        return hashlib.sha256((path / "datagen.json").read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _resolve_model(recipe: BuildRecipe, log: Log) -> Path:
@@ -79,14 +87,19 @@ def _resolve_model(recipe: BuildRecipe, log: Log) -> Path:
 
 
 def _source(spec: DataSpec, recipe: BuildRecipe) -> str:
-    local = Path(recipe.base_dir) / spec.source
-    return str(local) if local.exists() else spec.source
+    path = resolve_source(spec.source, recipe.base_dir)
+    return spec.source if path is None else str(path)
 
 
 def _dataset(spec: DataSpec, recipe: BuildRecipe, cache: Path, label: str, channels: int, log: Log,
              reused: list[str], preprocessing: Any) -> Path:
+    """The set datagen generates from ``spec`` (cached), or the data it names when it is used as is."""
     from datagen.generate import DatagenConfig, generate, parse_conditions
 
+    if not spec.generated:
+        log(f"{label} set: {spec.source} used as is")
+        return Path(_source(spec, recipe))
+    assert spec.conditions is not None and spec.n is not None  # load_build_recipe fills a generated set's defaults
     config = DatagenConfig(source=_source(spec, recipe), conditions=parse_conditions(spec.conditions), n=spec.n,
                            severity=spec.severity, seed=spec.seed, channels=channels, preprocessing=preprocessing)
     folder = cache / f"{label}-{_key(dataclasses.asdict(config), _code_version())}"
@@ -130,24 +143,49 @@ def _input_channels(float_model: FloatModel) -> int:
 
 
 def _preprocessing(recipe: BuildRecipe, float_model: FloatModel, log: Log) -> Any:
-    """The recipe's ``preprocess``, else the float model's own metadata; neither is refused before any work
-    (the generated sets are uint8 images, and guessing their normalization would be a silent wrong result)."""
+    """The recipe's ``preprocess``, else the float model's own metadata, else what a datagen set used as is
+    records; none is refused before any work (the evaluation set is uint8 images, and guessing their
+    normalization would be a silent wrong result)."""
+    from datagen.calibset import load_set
     from edgeq.calib.data import parse_preprocessing
     from edgeq.preprocess import own_preprocessing, resolve
 
+    plain_sets = [path for spec in (recipe.calibration, recipe.evaluation) if not spec.generated
+                  and plain_kind(path := resolve_source(spec.source, recipe.base_dir)) == "set"]
+    recorded = next((spec for path in plain_sets if (spec := load_set(path).preprocessing) is not None), None)
     resolved = resolve(parse_preprocessing(recipe.preprocess), model=own_preprocessing(float_model.flatbuffer),
-                       model_name=recipe.model, data_name="the recipe's calibration and evaluation sets")
+                       data_set=recorded, model_name=recipe.model,
+                       data_name="the recipe's calibration and evaluation sets")
     log(resolved.line())
     for warning in resolved.warnings:
         log(f"warning: {warning}")
     return resolved.spec
 
 
+def _check_overrides(float_model: FloatModel, recipe: BuildRecipe) -> None:
+    """Refuse an override rule that would choose no range (it matches no activation tensor, or only tensors an
+    earlier rule takes) before any data is generated or calibrated: choose_ranges refuses it too, but only
+    after calibration."""
+    from edgeq.tflite import model as tfl
+
+    overrides = recipe.quant_recipe.overrides
+    if not overrides:
+        return
+    parsed = tfl.parse(float_model.flatbuffer)
+    producers = tfl.producers(parsed)
+    used = {next((k for k, rule in enumerate(overrides) if rule.matches(a.name, producers.get(a.key, "?"))), None)
+            for a in tfl.float_activations(parsed)}
+    unused = [k for k in range(len(overrides)) if k not in used]
+    if unused:
+        rule = overrides[unused[0]]
+        raise InputError(f"{recipe.path}: quantization.overrides #{unused[0] + 1} ({rule.describe()}) matches no "
+                         f"activation tensor of {recipe.model}")
+
+
 def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) -> BuildOutcome:
     from edgeq.artifacts import Preprocessing
     from edgeq.files import copy_atomic
     from edgeq.harness.labelled import load_labelled
-    from edgeq.quant_recipe import QuantRecipe
     from edgeq.report.page import write_report
     from edgeq.validate.protocol import EvalData, model_path, validate
 
@@ -158,13 +196,24 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     reused: list[str] = []
     model = _resolve_model(recipe, log)
     model_fp = _fingerprint(model)
-    float_model = load_float_model(model)  # once: loading a Keras model converts it
+    float_model = load_float_model(model, recipe.input_shape)  # once: loading a Keras model converts it
+    _check_overrides(float_model, recipe)
     channels = _input_channels(float_model)
     preprocessing = _preprocessing(recipe, float_model, log)
     calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", channels, log, reused, preprocessing)
     eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", channels, log, reused, preprocessing)
+    if not set_is_labelled(eval_dir):  # a set used as is was checked at load time; a generated one only now
+        raise InputError(f"{recipe.path}: evaluation: the set generated from {recipe.evaluation.source} has no "
+                         "labels, and unlabelled evaluation data is not supported yet")
+    quant_recipe = recipe.quant_recipe
+    # a generated set records the preprocessing it was made with; data used as is gets the resolved one
+    calib_preprocessing, eval_preprocessing = (None if spec.generated else preprocessing
+                                               for spec in (recipe.calibration, recipe.evaluation))
 
-    validate_dir = cache / f"validate-{_key(model_fp, _fingerprint(calib_dir), _fingerprint(eval_dir), [m.value for m in recipe.methods], recipe.gates.max_drop_pp, _code_version())}"  # noqa: E501
+    validate_key = _key(model_fp, recipe.input_shape, _fingerprint(calib_dir), _fingerprint(eval_dir),
+                        [m.value for m in recipe.methods], recipe.gates.max_drop_pp, quant_recipe.to_dict(),
+                        preprocessing.to_dict() if preprocessing else None, _code_version())
+    validate_dir = cache / f"validate-{validate_key}"
     outcome_file = validate_dir / "validation.json"
     if outcome_file.is_file():
         saved = StoredValidation.from_document(json.loads(outcome_file.read_text()))
@@ -175,7 +224,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         data = EvalData(name=str(eval_dir), images=images, labels=labels, conditions=conditions,
                         preprocessing=preprocessing if preprocessing is not None else set_pp or Preprocessing())
         validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
-                             recipe=QuantRecipe())
+                             recipe=quant_recipe, calib_preprocessing=calib_preprocessing)
         saved = StoredValidation(report=validated, best_model=model_path(validate_dir, validated.best_method).name)
         write_text_atomic(outcome_file, json.dumps(saved.to_document(), indent=2) + "\n")
         log(f"validate: {len(recipe.methods)} methods, picked {validated.best_method.value} by fidelity to FP32")
@@ -191,13 +240,17 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     latency, bench_reused = _bench(artifact, float_copy, recipe, cache)
     if bench_reused:
         reused.append("bench")
-    coverage_section = _coverage(float_model, calib_dir, eval_dir, recipe) if recipe.gates.coverage_threshold else None
+    coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
+                                  recipe.gates.coverage_threshold) if recipe.gates.coverage_threshold else None)
     gates = _gates(saved.report.validation, check_sections, latency, coverage_section, recipe)
     named = dataclasses.replace(saved.report.model, name=recipe.name)
     report = BuildReport(
         title=f"edgeq build: {recipe.name}", validation_report=dataclasses.replace(saved.report, model=named),
         check=check_sections, latency=latency, gates=gates, passed=all(g.passed for g in gates),
-        calibration=_calibration_section(calib_dir), coverage=coverage_section,
+        calibration=_calibration_section(calib_dir, saved.report.calibration_samples.samples),
+        conversion=None if recipe.input_shape is None and recipe.quantization is None else ConversionSettings(
+            input_shape=recipe.input_shape, quantization=quant_recipe.with_updates(method=saved.report.best_method)),
+        coverage=coverage_section,
         artifact=ArtifactPaths(path=str(artifact), sidecar=str(artifact.with_suffix(".json"))))
     _, html_path = write_report(report, out)
     return BuildOutcome(report=report, artifact=artifact, report_html=html_path, reused=reused)
@@ -250,12 +303,14 @@ def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) 
     return tuple(latency), False
 
 
-def _coverage(float_model: FloatModel, calib_dir: Path, eval_dir: Path, recipe: BuildRecipe) -> CoverageSection:
+def _coverage(float_model: FloatModel, calibration: tuple[Path, Any], evaluation: tuple[Path, Any],
+              threshold: float) -> CoverageSection:
+    """Coverage of the evaluation set by the calibration set, each (data, preprocessing or None: its own)."""
     from edgeq.calib.coverage import coverage
     from edgeq.converter.api import _calibration_data
 
-    report = coverage(float_model, _calibration_data(float_model, calib_dir, None, None),
-                      _calibration_data(float_model, eval_dir, None, None), recipe.gates.coverage_threshold or 1.0)
+    report = coverage(float_model, _calibration_data(float_model, *calibration, None),
+                      _calibration_data(float_model, *evaluation, None), threshold)
     return CoverageSection(
         threshold=report.threshold, flagged=len(report.flagged),
         layers=tuple(CoverageLayer(name=layer.name, calib_max=layer.calib_max, production_max=layer.production_max,
@@ -264,9 +319,12 @@ def _coverage(float_model: FloatModel, calib_dir: Path, eval_dir: Path, recipe: 
         per_condition_max={k: tuple(v) for k, v in report.per_condition_max.items()})
 
 
-def _calibration_section(calib_dir: Path) -> CalibrationSetSummary:
+def _calibration_section(calib_dir: Path, samples: int) -> CalibrationSetSummary:
+    """From a datagen set's datagen.json; for other data used as is, its path and the samples calibration ran."""
     import base64
 
+    if not (calib_dir / "datagen.json").is_file():
+        return CalibrationSetSummary(source=str(calib_dir), samples=samples, counts={}, preview_png=None)
     document = json.loads((calib_dir / "datagen.json").read_text())
     preview = calib_dir / "preview.png"
     return CalibrationSetSummary(

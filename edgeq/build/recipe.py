@@ -1,13 +1,16 @@
-"""The build recipe (YAML): what to quantize, with which data, for which targets, under which gates.
+"""The build recipe (YAML): what to quantize, with which data and conversion settings, for which targets,
+under which gates.
 
 Unknown keys and bad values are one-line errors: a typo in a CI recipe must not silently drop a gate.
+The conversion settings (``quantization``) are a convert recipe, read by the same code as
+``edgeq convert --recipe`` (edgeq.quant_recipe.recipe_from_dict).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from edgeq.calib.estimators import METHODS
 from edgeq.configfile import bounded_repr, load_config
 from edgeq.errors import InputError, UsageError
 from edgeq.harness.budget import LatencyBudget
+from edgeq.quant_recipe import QuantRecipe, recipe_from_dict
 from edgeq.spec.rules import PROFILES
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -24,11 +28,22 @@ MAX_SAMPLES = 100_000  # per generated set: far beyond any calibration need, far
 
 @dataclass(frozen=True)
 class DataSpec:
+    """Calibration or evaluation data. With ``conditions`` (given, or for bundled data by default), datagen
+    generates a set from ``source``; without, a set folder from ``edgeq datagen``, a ``.npy``/``.npz`` or an
+    image folder is used as it is (load_build_recipe decides, and fills the generation defaults)."""
+
     source: str
-    conditions: str = "original"
-    n: int = 256
-    severity: int = 3
-    seed: int = 0
+    conditions: str | None = None  # None: ``source`` is used as is, no generation
+    n: int | None = None
+    severity: int | None = None
+    seed: int | None = None
+
+    @property
+    def generated(self) -> bool:
+        return self.conditions is not None
+
+
+GENERATION_DEFAULTS = {"conditions": "original", "n": 256, "severity": 3, "seed": 0}
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,15 @@ class BuildRecipe:
     targets: tuple[str, ...] = ("generic", "xnnpack")
     bench: BenchSpec = field(default_factory=BenchSpec)
     gates: Gates = field(default_factory=Gates)
+    input_shape: tuple[int, ...] | None = None  # static input shape without the batch, as --input-shape
+    quantization: QuantRecipe | None = None  # a convert recipe (method aside); None: not given, the defaults
     base_dir: str = "."  # relative paths in the recipe resolve against the recipe's folder
+    path: str = "recipe"  # the recipe file, for messages
+
+    @property
+    def quant_recipe(self) -> QuantRecipe:
+        """The settings every method converts with (validate sets each method in turn)."""
+        return self.quantization or QuantRecipe()
 
     def latency_budgets(self) -> dict[str, LatencyBudget]:
         """backend -> budget; min_samples defaults to the bench's run count, so a short run cannot pass."""
@@ -102,6 +125,10 @@ def _section(cls: type, value: Any, where: str) -> Any:
     unknown = sorted(str(k) for k in set(value) - allowed)
     if unknown:
         raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    missing = [f.name for f in fields(cls) if f.name not in value and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise InputError(f"{where}: missing '{missing[0]}'")
     kinds = FIELD_KINDS.get(cls, {})
     converted = {}
     for f in fields(cls):
@@ -149,7 +176,7 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
     document = load_config(path, "recipe")
     if not isinstance(document, dict):
         raise InputError(f"{path} must hold a mapping")
-    top = {f.name for f in fields(BuildRecipe)} - {"base_dir"}
+    top = {f.name for f in fields(BuildRecipe)} - {"base_dir", "path"}
     unknown = sorted(str(k) for k in set(document) - top)
     if unknown:
         raise InputError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(top))})")
@@ -197,15 +224,116 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
     both = sorted(set(gates.max_p90_ms or {}) & set(gates.latency or {}))
     if both:
         raise InputError(f"{path}: gates.max_p90_ms and gates.latency both set a budget for {', '.join(both)}")
+    base_dir = path.parent.resolve()
     recipe = BuildRecipe(
         name=_check_name(document["name"], str(path)), model=document["model"],
-        calibration=_section(DataSpec, document["calibration"], f"{path}: calibration"),
-        evaluation=_section(DataSpec, document["evaluation"], f"{path}: evaluation"),
+        calibration=_data_spec(document["calibration"], f"{path}: calibration", base_dir),
+        evaluation=_data_spec(document["evaluation"], f"{path}: evaluation", base_dir),
         preprocess=document.get("preprocess"), methods=methods, targets=targets,
         bench=_section(BenchSpec, document.get("bench", {}), f"{path}: bench"), gates=gates,
-        base_dir=str(path.parent.resolve()))
+        input_shape=_input_shape(document["input_shape"], f"{path}: input_shape") if "input_shape" in document
+        else None,
+        quantization=_quantization(document["quantization"], f"{path}: quantization") if "quantization" in document
+        else None,
+        base_dir=str(base_dir), path=str(path))
     _check_values(recipe, path)
+    _check_labelled(recipe.evaluation, f"{path}: evaluation", base_dir)
     return recipe
+
+
+def resolve_source(source: str, base_dir: str | Path) -> Path | None:
+    """The file or folder a data source names (relative to the recipe's folder, else to the working
+    directory), or None for bundled data (digits:train, lfw, photos, ...)."""
+    from datagen.sources import source_path
+
+    if source_path(source) is None:
+        return None
+    local = Path(base_dir) / source
+    return local if local.exists() else Path(source)
+
+
+def plain_kind(path: Path | None) -> str | None:
+    """What a source that can be used as is holds: a datagen set, arrays or images; None for anything else."""
+    if path is None:
+        return None
+    if path.is_dir():
+        from datagen.calibset import is_set
+
+        return "set" if is_set(path) else "images"
+    return "arrays" if path.is_file() and path.suffix.lower() in (".npy", ".npz") else None
+
+
+def _data_spec(value: Any, where: str, base_dir: Path) -> DataSpec:
+    """A source with ``conditions`` (or bundled data) is generated from, with the generation defaults filled;
+    a datagen set, .npy/.npz or image folder without ``conditions`` is used as is."""
+    from datagen.sources import ARRAY_SUFFIXES, BUNDLED
+
+    spec = _section(DataSpec, value, where)
+    path = resolve_source(spec.source, base_dir)
+    kind = plain_kind(path)
+    given = [key for key in GENERATION_DEFAULTS if key in value]
+    if kind == "set" and given:
+        raise InputError(f"{where}: {spec.source} is a set from edgeq datagen and is used as is; {', '.join(given)} "
+                         "only apply to generating a set")
+    if kind is not None and "conditions" not in value:
+        if given:
+            raise InputError(f"{where}: {', '.join(given)} only apply to generating a set: add conditions (e.g. "
+                             f"original) to generate one from {spec.source}, or leave them out to use it as is")
+        return spec
+    if path is not None and not path.exists():
+        raise InputError(f"{where}.source: no such file or folder {spec.source!r} (paths are relative to the "
+                         f"recipe's folder; bundled data: {', '.join(BUNDLED)})")
+    if path is not None and path.is_file() and path.suffix.lower() not in ARRAY_SUFFIXES:
+        raise InputError(f"{where}.source: {spec.source} is neither a folder nor a .npy/.npz")
+    return replace(spec, **{key: getattr(spec, key) if key in value else default
+                            for key, default in GENERATION_DEFAULTS.items()})
+
+
+def _check_labelled(spec: DataSpec, where: str, base_dir: Path) -> None:
+    """validate() compares top-1 against labels: evaluation data used as is must carry them (a generated set
+    has them when its source does; datagen's set says so, and the build checks it before validating)."""
+    if spec.generated:
+        return
+    path = resolve_source(spec.source, base_dir)
+    if plain_kind(path) == "set" and set_is_labelled(path):
+        return
+    raise InputError(f"{where}: {spec.source} has no labels, and unlabelled evaluation data is not supported yet; "
+                     "give a labelled set from edgeq datagen, or add conditions to generate one from a source with "
+                     "labels (an image folder with a subfolder per class, a .npz with a 'labels' array)")
+
+
+def set_is_labelled(path: Path | None) -> bool:
+    """Whether a set folder from edgeq datagen holds labels (its datagen.json says)."""
+    from edgeq.configfile import load_config
+
+    document = load_config(path / "datagen.json", "datagen set file") if path is not None else None
+    return isinstance(document, dict) and document.get("labels") is True
+
+
+def _input_shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(_kind_ok(v, _INT) and v > 0 for v in value):
+        raise InputError(f"{where} must be a list of positive integers without the batch, such as [224, 224, 3], "
+                         f"got {bounded_repr(value)}")
+    return tuple(value)
+
+
+def _quantization(value: Any, where: str) -> QuantRecipe:
+    """A convert recipe (``edgeq convert --recipe``'s schema), read by the same code; ``method`` is refused,
+    since the build converts with every method in ``methods``."""
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be a mapping of convert recipe settings (io, per_tensor, overrides, ...), "
+                         f"got {bounded_repr(value)}")
+    if "method" in value:
+        raise InputError(f"{where}.method: the build converts with every method in 'methods' and picks the most "
+                         "faithful; list the methods there")
+    try:
+        return recipe_from_dict(value, where)
+    except InputError as exc:
+        message = str(exc)
+        if message.startswith(where):
+            raise
+        raise InputError(f"{where}.{message.removeprefix('QuantRecipe.')}" if message.startswith("QuantRecipe.")
+                         else f"{where}: {message}") from None
 
 
 def _check_values(recipe: BuildRecipe, path: Path) -> None:
@@ -213,9 +341,10 @@ def _check_values(recipe: BuildRecipe, path: Path) -> None:
     from edgeq.harness.backends import parse_backend
 
     for spec, where in ((recipe.calibration, "calibration"), (recipe.evaluation, "evaluation")):
-        _check_range(spec.n, 1, MAX_SAMPLES, f"{path}: {where}.n")
-        _check_range(spec.severity, 1, 5, f"{path}: {where}.severity")
-        _check_range(spec.seed, 0, 2**32 - 1, f"{path}: {where}.seed")
+        if spec.generated:
+            _check_range(spec.n, 1, MAX_SAMPLES, f"{path}: {where}.n")
+            _check_range(spec.severity, 1, 5, f"{path}: {where}.severity")
+            _check_range(spec.seed, 0, 2**32 - 1, f"{path}: {where}.seed")
     bench = recipe.bench
     _check_range(bench.runs, 1, 1_000_000, f"{path}: bench.runs")
     _check_range(bench.min_seconds, 0, 3600, f"{path}: bench.min_seconds")

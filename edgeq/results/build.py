@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field
 
 from edgeq.artifacts import Finding, Target
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Number
 from edgeq.results.gates import Gate
 from edgeq.results.validation import ValidationReport
@@ -45,12 +46,21 @@ class LatencyRow(Document):
 
 @dataclass(frozen=True, kw_only=True)
 class CalibrationSetSummary(Document):
-    """The generated calibration set, from its datagen.json."""
+    """The calibration set: from its datagen.json, or for data used as is (.npy, .npz, an image folder) its path
+    and sample count."""
 
     source: str
     samples: int
     counts: dict[str, int]  # samples per condition
     preview_png: str | None  # base64, as datagen wrote it
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversionSettings(Document):
+    """What the build recipe set for every conversion (its ``input_shape`` and ``quantization``)."""
+
+    input_shape: tuple[int, ...] | None = field(default=None, metadata=OMIT_NONE)  # None: the model's own
+    quantization: QuantRecipe  # the artifact's convert recipe (as its sidecar's ``recipe``: the picked method)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,5 +102,7 @@ class BuildReport(Document):
     gates: tuple[Gate, ...]
     passed: bool
     calibration: CalibrationSetSummary
+    # the recipe's conversion settings, when it gives input_shape or quantization
+    conversion: ConversionSettings | None = field(default=None, metadata=OMIT_NONE)
     coverage: CoverageSection | None = field(default=None, metadata=OMIT_NONE)
     artifact: ArtifactPaths
