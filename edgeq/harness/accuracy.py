@@ -1,9 +1,10 @@
-"""Accuracy of a classifier on a backend: quantize inputs and dequantize outputs with the model's own
-parameters, so the same code measures float, int8 and uint8 models on any backend."""
+"""Running a model over evaluation data on a backend: quantize inputs and dequantize outputs with the model's own
+parameters, so the same code measures float, int8 and uint8 models on any backend; and top-1/top-5 of a
+classifier's scores."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,22 +45,42 @@ def output_index(session: Session, output: str | int | None) -> int:
     return matches[0]
 
 
-def predict(session: Session, x: np.ndarray, output: int = 0,
-            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Dequantized scores of ``output`` for float model inputs ``x`` (N, ...), one sample at a time."""
+def _invocations(session: Session, x: np.ndarray,
+                 progress: Callable[[int, int], None] | None = None) -> Iterator[list[np.ndarray]]:
+    """Each sample of the float model inputs ``x`` (N, ...) run alone: every output, dequantized (float32)."""
     if len(session.inputs) != 1:
         raise UsageError("accuracy evaluation supports single-input models")
     info = session.inputs[0]
     if tuple(x.shape[1:]) != tuple(info.shape[1:]):
         raise InputError(f"data samples are shaped {tuple(x.shape[1:])}, the model expects {tuple(info.shape[1:])}")
-    scores = []
     for i, sample in enumerate(x):
         session.set_inputs([quantize(sample[None], info)])
         session.invoke()
-        scores.append(dequantize(session.get_outputs()[output], session.outputs[output]).reshape(-1))
+        yield [dequantize(y, o) for y, o in zip(session.get_outputs(), session.outputs, strict=True)]
         if progress is not None and (i + 1) % 50 == 0:
             progress(i + 1, len(x))
-    return np.stack(scores)
+
+
+def predict(session: Session, x: np.ndarray, output: int = 0,
+            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Dequantized scores of ``output`` for float model inputs ``x`` (N, ...), one sample at a time, each
+    flattened: (N, values)."""
+    return np.stack([outputs[output].reshape(-1) for outputs in _invocations(session, x, progress)])
+
+
+def predict_outputs(session: Session, x: np.ndarray,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Every output of the model for float model inputs ``x`` (N, ...), one sample at a time: output name ->
+    the dequantized values [N, ...], in the model's output order. Each invocation's batch dimension is
+    removed (a [1, 896, 16] output over N samples is [N, 896, 16]); an output without one is stacked as it is."""
+    names = [o.name for o in session.outputs]
+    if len(set(names)) != len(names):
+        names = [f"{name}#{i}" for i, name in enumerate(names)]  # names must tell the outputs apart
+    collected: list[list[np.ndarray]] = [[] for _ in names]
+    for outputs in _invocations(session, x, progress):
+        for values, y in zip(collected, outputs, strict=True):
+            values.append(y[0] if y.ndim and y.shape[0] == 1 else y)
+    return {name: np.stack(values) for name, values in zip(names, collected, strict=True)}
 
 
 def top1(scores: np.ndarray, labels: np.ndarray) -> float:
