@@ -25,9 +25,12 @@ from edgeq.report.page import render_html, write_report
 from edgeq.results.validation import Comparison, Half, SelectionScore, ValidationRun
 from edgeq.validate.stats import PairedCounts, paired_difference_interval, wilson_interval, z_value
 from edgeq.validate.verdicts import (
+    FIDELITY_ORDER,
     Fidelity,
     comparison,
+    fidelity_order,
     judge_drop,
+    judge_limit,
     max_drop_gate,
     measure_drop,
     measure_fidelity,
@@ -214,6 +217,45 @@ def test_ranking_keys_in_order_and_exact_ties_grouped() -> None:
     assert groups == [["mse", "kl"]]
 
 
+def _task_record(method: str, metric: str | None, value: float | None, sqnr: float = 30.0,
+                 mae: float = 0.01) -> Fidelity:
+    return Fidelity(method=method, n=60, agreement=None, output_sqnr_db=sqnr, output_mae=mae, metric=metric,
+                    value=value)
+
+
+def test_the_ranking_follows_the_ranked_outputs_task() -> None:
+    """The task's primary metric first (in its own direction), then SQNR, then error; unmeasured ranks last."""
+    recall = [_task_record("minmax", "recall", 0.90, 40.0), _task_record("mse", "recall", 0.95, 20.0),
+              _task_record("kl", "recall", None, 50.0), _task_record("auto", "recall", 0.95, 20.0)]
+    assert [[r.method for r in g] for g in rank_by_fidelity(recall)] == [["auto", "mse"], ["minmax"], ["kl"]]
+    errors = [_task_record("minmax", "mean_error_norm", 0.02), _task_record("kl", "mean_error_norm", 0.01)]
+    assert rank_by_fidelity(errors)[0][0].method == "kl"  # landmark error: lower first
+    generic = [_task_record("minmax", None, None, 30.0), _task_record("kl", None, None, 31.0),
+               _task_record("mse", None, None, 31.0, 0.001)]
+    assert [[r.method for r in g] for g in rank_by_fidelity(generic)] == [["mse"], ["kl"], ["minmax"]]
+    score = recall[1].to_score(rank=1)
+    assert score.agreement is None and (score.metric, score.value) == ("recall", 0.95)
+    assert "agreement" not in score.to_document()
+    assert Fidelity.from_score("mse", SelectionScore.from_document(score.to_document())).sort_key() == \
+        recall[1].sort_key()
+    assert fidelity_order("classification") == FIDELITY_ORDER
+    assert fidelity_order("detection", "boxes")[0] == "detection recall of 'boxes' (higher first)"
+    assert fidelity_order("landmarks")[0] == "landmarks mean_error_norm (lower first)"
+    assert len(fidelity_order("generic", "y")) == 2
+
+
+def test_a_limit_is_inclusive_and_fails_when_nothing_was_measured() -> None:
+    at = judge_limit("min_mask_iou:m", "mask IoU of 'm'", "auto", 12, 0.8, 0.8, higher_is_better=True)
+    assert at.passed and at.detail == "auto: mask IoU of 'm' 0.8 on 12 held-out samples, limit at least 0.8: pass"
+    assert not judge_limit("x", "error", "kl", 12, 0.0101, 0.01, higher_is_better=False).passed
+    nothing = judge_limit("min_detection_recall:b", "recall", "auto", 5, None, 0.5, higher_is_better=True)
+    assert not nothing.passed and nothing.detail.endswith("fail, nothing to measure it on")
+    exact = judge_limit("min_output_sqnr:y", "SQNR", "auto", 5, math.inf, 90.0, higher_is_better=True, exact=True)
+    gate = exact.to_gate()
+    assert gate.passed and gate.value is None and gate.limit == 90.0 and "∞ (bit-exact)" in gate.detail
+    assert judge_limit("s", "SQNR", "auto", 5, -math.inf, 0.0, higher_is_better=True).passed is False
+
+
 # ---------------------------------------------------------------- the split
 
 
@@ -259,6 +301,18 @@ def test_a_strata_assignment_does_not_depend_on_other_strata() -> None:
     full = split_halves(labels, None, 5)
     only_zeros = split_halves(labels[:9], None, 5)
     assert [i for i in full.gate if i < 9] == list(only_zeros.gate)
+
+
+def test_an_unlabelled_split_is_stratified_by_condition_alone() -> None:
+    conditions = ["original", "noise"] * 10
+    split = split_halves(None, conditions, 0)
+    assert len(split.selection) == len(split.gate) == 10
+    record = split.to_record(conditions, labelled=False)
+    assert record.stratified_by == ("condition",) and record.gate.per_condition == {"original": 5, "noise": 5}
+    assert np.array_equal(split.gate, split_halves(np.zeros(20, dtype=int), conditions, 0).gate)
+    plain = split_halves(None, None, 0, n=7)
+    assert sorted([*plain.selection, *plain.gate]) == list(range(7))
+    assert plain.to_record(None, labelled=False).stratified_by == ()
 
 
 def test_the_split_needs_two_samples() -> None:

@@ -41,10 +41,13 @@ class LatencyVerdict(Document):
 
 @dataclass(frozen=True, kw_only=True)
 class Gate(Document):
-    """One gate: ``max_drop``, ``spec:TARGET``, ``latency:BACKEND`` or ``coverage``.
+    """One gate: ``max_drop``, ``spec:TARGET``, ``latency:BACKEND``, ``coverage``, or a fidelity limit of
+    ``validate`` (``min_output_sqnr:OUTPUT``, ``min_agreement:OUTPUT``, ``min_detection_recall:OUTPUT``,
+    ``min_mask_iou:OUTPUT``, ``max_landmark_error:OUTPUT``).
 
-    The max-drop gate also carries its held-out measurement (``clear`` to ``drop_ci_pp``), a latency gate
-    one verdict per measured thread count; other gates leave those keys out.
+    The max-drop gate also carries its held-out measurement (``clear`` to ``drop_ci_pp``), a fidelity limit
+    its held-out ``n``, measured ``value`` and ``limit``, a latency gate one verdict per measured thread count;
+    other gates leave those keys out.
     """
 
     name: str
@@ -55,5 +58,8 @@ class Gate(Document):
     n: int | None = field(default=None, metadata=OMIT_NONE)
     drop_pp: float | None = field(default=None, metadata=OMIT_NONE)
     drop_ci_pp: Interval | None = field(default=None, metadata=OMIT_NONE)
+    # a fidelity limit: the measured value (None: not finite or not measurable; the detail says which)
+    value: float | None = field(default=None, metadata=OMIT_NONE)
+    limit: Number | None = field(default=None, metadata=OMIT_NONE)
     # latency: one verdict per thread count; None when nothing was measured
     verdicts: tuple[LatencyVerdict, ...] | None = field(default=None, metadata=OMIT_NONE)

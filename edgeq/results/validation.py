@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgeq.artifacts import Estimator, OutlierSample, Preprocessing
 from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Interval, Number
@@ -54,10 +55,16 @@ class Baseline(Document):
 
 @dataclass(frozen=True, kw_only=True)
 class SelectionScore(Document):
-    """A method's fidelity to FP32 on the selection half, and its place in the ranking that picked the best."""
+    """A method's fidelity to FP32 on the selection half, and its place in the ranking that picked the best.
+
+    The ranked output's task gives the first key: ``agreement`` for classification, else ``metric`` and its
+    ``value`` (detection ``recall``, segmentation ``mean_iou``, landmarks ``mean_error_norm``); a generic output
+    has neither and is ranked by SQNR, then error."""
 
     n: int
-    agreement: float
+    agreement: float | None = field(default=None, metadata=OMIT_NONE)  # classification: share with FP32's class
+    metric: str | None = field(default=None, metadata=OMIT_NONE)  # another task's ranking metric
+    value: float | None = field(default=None, metadata=OMIT_NONE)  # its value; None: nothing to measure it on
     output_sqnr_db: float | None  # None: bit-exact (then bit_exact) or not measured
     bit_exact: bool
     output_mae: float | None
@@ -66,20 +73,23 @@ class SelectionScore(Document):
 
 @dataclass(frozen=True, kw_only=True)
 class MethodResult(Document):
-    """One calibration method's INT8 model against FP32 on the whole evaluation set."""
+    """One calibration method's INT8 model against FP32 on the whole evaluation set.
+
+    Top-1, top-5 and the drop need labels and a classification output; without them they are left out. The
+    output SQNR and error are the ranked output's (the classifier's scores, else the first declared output)."""
 
     method: Estimator
-    top1: float
-    top1_ci: Interval  # Wilson 95 %
-    top5: float
-    drop_pp: float  # FP32 top-1 minus INT8 top-1, in points
-    drop_ci_pp: Interval  # paired (Newcombe) 95 %
-    vs_fp32: Comparison
-    agreement: float
+    top1: float | None = field(default=None, metadata=OMIT_NONE)
+    top1_ci: Interval | None = field(default=None, metadata=OMIT_NONE)  # Wilson 95 %
+    top5: float | None = field(default=None, metadata=OMIT_NONE)
+    drop_pp: float | None = field(default=None, metadata=OMIT_NONE)  # FP32 top-1 minus INT8 top-1, in points
+    drop_ci_pp: Interval | None = field(default=None, metadata=OMIT_NONE)  # paired (Newcombe) 95 %
+    vs_fp32: Comparison | None = field(default=None, metadata=OMIT_NONE)
+    agreement: float | None = field(default=None, metadata=OMIT_NONE)  # classification outputs only
     output_sqnr_db: float | None  # None: bit-exact (then bit_exact) or not finite
     bit_exact: bool
     output_mae: float | None
-    per_condition: dict[str, ConditionAccuracy]
+    per_condition: dict[str, ConditionAccuracy]  # top-1 per condition; empty without labels
     size_ratio: float  # FP32 bytes / INT8 bytes
     selection: SelectionScore
 
@@ -133,20 +143,148 @@ class HeldOutGate(Document):
 
 @dataclass(frozen=True, kw_only=True)
 class ValidationSummary(Document):
-    """report.json's ``validation``: the methods side by side, the pick, the gate and the triage advice."""
+    """report.json's ``validation``: the methods side by side, the pick, the gate and the triage advice.
+
+    ``baseline`` and ``gate`` (the held-out top-1 drop) need labels and a classification output."""
 
     eval_set: str
     calibration: str
     confidence: float
-    baseline: Baseline
+    baseline: Baseline | None = field(default=None, metadata=OMIT_NONE)  # None: no labels or no classifier
     methods: tuple[MethodResult, ...]
     best_method: Estimator
     split: SplitRecord
     selection: SelectionRecord
-    gate: HeldOutGate
+    gate: HeldOutGate | None = field(default=None, metadata=OMIT_NONE)  # None: no top-1 to measure
     max_drop_pp: Number | None
-    passed: bool
+    passed: bool  # the max-drop gate and every fidelity gate (report.json's outputs.gates) passed
     advice: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidelityFigures(Document):
+    """One output's fidelity to FP32 on ``n`` samples (edgeq.validate.tasks.OutputFidelity; docs/tasks.md)."""
+
+    n: int
+    sqnr_db: float | None  # None: not finite (exact: the outputs are identical) or no samples
+    cosine: float | None  # mean over samples of each sample's cosine similarity
+    max_abs_error: float | None  # in output units
+    mean_abs_error: float | None
+    exact: bool  # every INT8 value equals FP32's
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassificationFigures(Document):
+    """``classification``: INT8's class against FP32's (and against labels when the set has them)."""
+
+    n: int
+    k: int  # the k of top-k: min(top_k, classes)
+    agreement: float | None  # share of samples with FP32's top class
+    top_k_containment: float | None  # share where FP32's top class is among INT8's k highest
+    fp32_accuracy: float | None = field(default=None, metadata=OMIT_NONE)  # top-1 against the labels
+    int8_accuracy: float | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectionFigures(Document):
+    """``detection``: FP32's detections recovered by INT8, counts pooled over the samples."""
+
+    n: int
+    fp32_detections: int
+    int8_detections: int
+    matched: int
+    recall: float | None  # matched / FP32 detections; None without FP32 detections
+    precision: float | None  # matched / INT8 detections
+    mean_iou: float | None  # over matched pairs
+    score_mae: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LandmarkFigures(Document):
+    """``landmarks``: INT8's points against FP32's, in pixels and normalized by the landmarks' box."""
+
+    n: int
+    points: int
+    mean_error_px: float | None
+    p95_error_px: float | None
+    max_error_px: float | None
+    mean_error_norm: float | None
+    p95_error_norm: float | None
+    unscaled_samples: int  # samples whose FP32 points span no box (left out of the normalized figures)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentationFigures(Document):
+    """``segmentation``: INT8's mask against FP32's."""
+
+    n: int
+    classes: int
+    mean_iou: float | None  # mean over samples of each sample's IoU
+    class_iou: tuple[float | None, ...]  # per class, pooled intersection over pooled union
+    mean_class_iou: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputFigures(Document):
+    """An output's fidelity on some samples and, when its task is not ``generic``, the task's figures."""
+
+    fidelity: FidelityFigures
+    classification: ClassificationFigures | None = field(default=None, metadata=OMIT_NONE)
+    detection: DetectionFigures | None = field(default=None, metadata=OMIT_NONE)
+    landmarks: LandmarkFigures | None = field(default=None, metadata=OMIT_NONE)
+    segmentation: SegmentationFigures | None = field(default=None, metadata=OMIT_NONE)
+
+    @property
+    def task_figures(self) -> ClassificationFigures | DetectionFigures | LandmarkFigures | SegmentationFigures | None:
+        return self.classification or self.detection or self.landmarks or self.segmentation
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputResult(Document):
+    """One model output of one method's INT8 model against FP32: on the whole set (the figures, as in
+    :class:`OutputFigures`) and per condition."""
+
+    output: str
+    fidelity: FidelityFigures
+    classification: ClassificationFigures | None = field(default=None, metadata=OMIT_NONE)
+    detection: DetectionFigures | None = field(default=None, metadata=OMIT_NONE)
+    landmarks: LandmarkFigures | None = field(default=None, metadata=OMIT_NONE)
+    segmentation: SegmentationFigures | None = field(default=None, metadata=OMIT_NONE)
+    per_condition: dict[str, OutputFigures] = field(default_factory=dict, metadata=OMIT_EMPTY)
+
+    @property
+    def figures(self) -> OutputFigures:
+        """The whole set's figures."""
+        return OutputFigures(fidelity=self.fidelity, classification=self.classification, detection=self.detection,
+                             landmarks=self.landmarks, segmentation=self.segmentation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodOutputs(Document):
+    method: Estimator
+    outputs: tuple[OutputResult, ...]  # in the model's output order
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputDeclaration(Document):
+    """A model output and the task it is judged by (edgeq.validate.tasks.OutputTask)."""
+
+    name: str
+    shape: tuple[int, ...]  # per invocation, as the model declares it
+    task: str
+    declared: bool  # False: the default (classification for a lone class-score output with labels, else generic)
+    config: dict[str, Any] = field(default_factory=dict, metadata=OMIT_EMPTY)  # the keys that differ from defaults
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputsReport(Document):
+    """report.json's ``outputs``: every model output's fidelity to FP32 and its task's figures, per method, and
+    the fidelity gates judged on the held-out gate half (edgeq.validate.outputs)."""
+
+    model_outputs: tuple[OutputDeclaration, ...]
+    ranked_by: str  # the output whose task's metric, SQNR and error rank the methods
+    methods: tuple[MethodOutputs, ...]
+    gates: tuple[Gate, ...] = field(default=(), metadata=OMIT_EMPTY)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +368,7 @@ class ValidationReport(Document):
     """What ``edgeq.validate.protocol.validate`` returns."""
 
     validation: ValidationSummary
+    outputs: OutputsReport | None = field(default=None, metadata=OMIT_NONE)  # None: a report from before outputs
     layers: LayerReport
     histograms: tuple[Histogram, ...]
     model: ModelSummary
@@ -240,11 +379,16 @@ class ValidationReport(Document):
         return self.validation.best_method
 
     @property
+    def output_gates(self) -> tuple[Gate, ...]:
+        """The fidelity gates validate judged (each a ``Gate`` row; the max-drop gate is ``gate``)."""
+        return self.outputs.gates if self.outputs is not None else ()
+
+    @property
     def passed(self) -> bool:
         return self.validation.passed
 
     @property
-    def gate(self) -> HeldOutGate:
+    def gate(self) -> HeldOutGate | None:
         return self.validation.gate
 
     @property

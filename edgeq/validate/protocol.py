@@ -1,13 +1,13 @@
-"""The validation protocol: FP32 baseline, every calibration method side by side (top-1 with Wilson
-intervals, the drop with a paired interval), per condition and per layer, the most faithful method picked on
-a selection half of the evaluation set, a max-drop gate measured on the held-out gate half, and triage
-advice drawn from what was measured (the rules: edgeq.validate.verdicts). The result is an
-edgeq.results.validation.ValidationReport."""
+"""The validation protocol: FP32 against every calibration method's INT8 model on the same samples, output
+by output (fidelity and the task's figures, per condition: edgeq.validate.outputs), with top-1 (Wilson
+intervals, the drop with a paired interval) when the set has labels and the model a classification output;
+per layer; the most faithful method picked on a selection half of the evaluation set; the max-drop gate and
+the fidelity limits measured on the held-out gate half; and triage advice drawn from what was measured (the
+rules: edgeq.validate.verdicts). The result is an edgeq.results.validation.ValidationReport."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,12 @@ from edgeq.artifacts import Estimator, Preprocessing
 from edgeq.calib.estimators import METHODS, estimate
 from edgeq.calib.outliers import samples_document
 from edgeq.converter.api import ModelSource, calibrate, convert
-from edgeq.harness.accuracy import evaluate, predict
+from edgeq.errors import InputError, UsageError
+from edgeq.harness.accuracy import evaluate, predict_outputs
 from edgeq.harness.backends import open_session, parse_backend
-from edgeq.preprocess import apply_preprocessing
+from edgeq.harness.evaldata import EvalSet
+from edgeq.intake.float_model import FloatModel
+from edgeq.intake.load import load_float_model
 from edgeq.quant_recipe import QuantRecipe
 from edgeq.results.validation import (
     Baseline,
@@ -28,17 +31,34 @@ from edgeq.results.validation import (
     Histogram,
     LayerDiagnostics,
     LayerReport,
+    MethodOutputs,
     MethodResult,
     ModelSummary,
+    OutputsReport,
     SelectionRecord,
     ValidationReport,
     ValidationSummary,
 )
 from edgeq.validate.diagnostics import per_layer, worst
+from edgeq.validate.outputs import (
+    FidelityGates,
+    OutputInfo,
+    OutputMeasurement,
+    OutputPlan,
+    check_gates,
+    check_plan,
+    judge_gates,
+    measure_outputs,
+    output_results,
+    plan_outputs,
+    ranked_fidelity,
+)
 from edgeq.validate.stats import CONFIDENCE, wilson_interval
+from edgeq.validate.tasks import OutputTask
 from edgeq.validate.verdicts import (
-    FIDELITY_ORDER,
     SPLIT_SEED,
+    Fidelity,
+    fidelity_order,
     finite_or_none,
     judge_drop,
     measure_drop,
@@ -51,13 +71,7 @@ LAYER_SAMPLES = 32
 HISTOGRAM_BINS = 60
 
 
-@dataclass(frozen=True)
-class EvalData:
-    name: str
-    images: np.ndarray  # uint8
-    labels: np.ndarray
-    conditions: list[str] | None
-    preprocessing: Preprocessing
+EvalData = EvalSet  # what validate measures on: images (with the preprocessing to apply) or model inputs
 
 
 def model_path(out_dir: Path, method: Estimator) -> Path:
@@ -65,13 +79,20 @@ def model_path(out_dir: Path, method: Estimator) -> Path:
     return out_dir / f"int8_{method.value}.tflite"
 
 
-def _scores(model: bytes, x: np.ndarray) -> np.ndarray:
-    return predict(open_session(model, parse_backend("cpu")), x)
+def _outputs(model: bytes, x: np.ndarray, plan: OutputPlan) -> dict[str, np.ndarray]:
+    """An INT8 model's outputs under the float model's output names (the converter keeps their order)."""
+    values = list(predict_outputs(open_session(model, parse_backend("cpu")), x).values())
+    shapes = [v.shape[1:] for v in values]
+    expected = [tuple(o.shape[1:]) if o.shape and o.shape[0] == 1 else tuple(o.shape) for o in plan.outputs]
+    if len(values) != len(plan.outputs) or any(tuple(s) != e for s, e in zip(shapes, expected, strict=False)):
+        raise InputError(f"the INT8 model's outputs {[list(s) for s in shapes]} do not line up with the float "
+                         f"model's {[list(e) for e in expected]}")
+    return {o.name: v for o, v in zip(plan.outputs, values, strict=True)}
 
 
-def _advice(drop_pp: float, max_drop: float, layers: list[LayerDiagnostics], eval_clip: float) -> list[str]:
-    """Triage from the measurements, in the order a practitioner would try things."""
-    if drop_pp <= max_drop:
+def _advice(failed: bool, layers: list[LayerDiagnostics], eval_clip: float) -> list[str]:
+    """Triage from the measurements, in the order a practitioner would try things, when a gate failed."""
+    if not failed:
         return []
     advice = []
     if eval_clip > 0.01:
@@ -130,71 +151,144 @@ def _range(choice: Any) -> tuple[float, float]:
     return float(choice.lo), float(choice.hi)
 
 
-def validate(model: ModelSource, calib: str | Path, data: EvalData, out_dir: Path,
+def _plan(float_model: FloatModel, x: np.ndarray, data: EvalSet,
+          tasks: Sequence[Mapping[str, Any] | OutputTask]) -> tuple[OutputPlan, dict[str, np.ndarray]]:
+    """FP32's outputs on every sample, and the task of every output (checked on FP32's own outputs)."""
+    session = open_session(float_model.flatbuffer, parse_backend("cpu"))
+    fp32 = predict_outputs(session, x)
+    infos = [OutputInfo(name, tuple(int(d) for d in o.shape)) for name, o in zip(fp32, session.outputs, strict=True)]
+    plan = plan_outputs(infos, tasks, labelled=data.labels is not None)
+    check_plan(plan, fp32, data.labels)
+    return plan, fp32
+
+
+def _flat(outputs: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """A classification output as (N, classes) scores."""
+    values = outputs[name]
+    return values.reshape(len(values), -1)
+
+
+def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path,
              methods: tuple[Estimator, ...] = METHODS, max_drop_pp: float | None = None,
              recipe: QuantRecipe | None = None, calib_preprocessing: Preprocessing | None = None,
-             split_seed: int = SPLIT_SEED) -> ValidationReport:
-    """Convert with every method from one calibration pass and measure each against FP32 on the whole set;
-    pick the most faithful method on the selection half and gate its drop on the held-out gate half
-    (edgeq.validate.verdicts describes the three rules). The INT8 models stay in ``out_dir``
-    (:func:`model_path`)."""
+             split_seed: int = SPLIT_SEED, *, tasks: Sequence[Mapping[str, Any] | OutputTask] = (),
+             gates: FidelityGates | None = None) -> ValidationReport:
+    """Convert with every method from one calibration pass and measure each against FP32 on the whole set,
+    every output (``tasks``: the declared output tasks, edgeq.validate.outputs); pick the most faithful method
+    on the selection half and judge its max drop (labels and a classification output needed) and the
+    fidelity ``gates`` on the held-out gate half (edgeq.validate.verdicts describes the rules). The INT8
+    models stay in ``out_dir`` (:func:`model_path`)."""
     recipe = recipe or QuantRecipe()
-    labels = np.asarray(data.labels)
-    split = split_halves(labels, data.conditions, split_seed)  # before any work: a set too small fails fast
+    gates = gates or FidelityGates()
+    labels = data.labels
+    if max_drop_pp is not None and labels is None:
+        raise UsageError(f"max drop (--max-drop) gates the top-1 drop, which needs labels, and {data.name} has none; "
+                         "gate fidelity instead (--min-output-sqnr, --min-agreement, --min-detection-recall, "
+                         "--min-mask-iou, --max-landmark-error)")
+    # before any work: a set too small fails fast
+    split = split_halves(labels, data.conditions, split_seed, n=len(data))
+    float_model = model if isinstance(model, FloatModel) else load_float_model(model)
+    float_bytes = float_model.flatbuffer
+    x = data.model_inputs()
+    plan, fp32_outputs = _plan(float_model, x, data, tasks)
+    check_gates(gates, plan)
+    accuracy = plan.accuracy_output  # top-1 is measured on it (labels and a classification output)
+    if max_drop_pp is not None and accuracy is None:
+        raise UsageError("max drop (--max-drop) gates the top-1 drop of a classification output; the model's outputs "
+                         f"are judged as {', '.join(f'{t.output}: {t.task}' for t in plan.tasks)} (declare one with "
+                         "--task OUTPUT=classification)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    calibration = calibrate(model, calib, preprocessing=calib_preprocessing)
-    float_model = calibration.float_model  # loaded once: every method converts from it
+    calibration = calibrate(float_model, calib, preprocessing=calib_preprocessing)
     stats_file = calibration.stats.save(out_dir / "stats.npz")
-    float_bytes = calibration.float_model.flatbuffer
-    x = apply_preprocessing(data.preprocessing, data.images)
-    fp32 = _scores(float_bytes, x)
-    fp32_correct = fp32.argmax(-1) == labels
-    baseline = evaluate(fp32, labels, data.conditions)
-    measured, artifacts, selection, int8_correct = [], {}, [], {}
+    ranked_task, several = plan.ranking()
+    conditions = data.conditions
+    if accuracy is not None:
+        assert labels is not None
+        fp32 = _flat(fp32_outputs, accuracy)
+        fp32_correct = fp32.argmax(-1) == labels
+        baseline = evaluate(fp32, labels, conditions)
+    measured, artifacts, selection, int8_correct, by_method = [], {}, [], {}, {}
     for method in methods:
         path = model_path(out_dir, method)
         artifacts[method] = convert(float_model, path, stats=stats_file, recipe=recipe.with_updates(method=method))
-        scores = _scores(path.read_bytes(), x)
-        result = evaluate(scores, labels, data.conditions, reference=fp32)
-        int8_correct[method.value] = scores.argmax(-1) == labels
-        drop = measure_drop(fp32_correct, int8_correct[method.value])
-        selection.append(measure_fidelity(method.value, fp32[split.selection], scores[split.selection]))
-        measured.append((method, result, drop, measure_fidelity(method.value, fp32, scores), selection[-1]))
+        int8_outputs = _outputs(path.read_bytes(), x, plan)
+        by_method[method] = measure_outputs(plan, fp32_outputs, int8_outputs, labels)
+        if ranked_task == "classification":
+            reference, scores = _flat(fp32_outputs, plan.ranked), _flat(int8_outputs, plan.ranked)
+            whole = measure_fidelity(method.value, reference, scores)
+            half = measure_fidelity(method.value, reference[split.selection], scores[split.selection])
+        else:
+            whole = ranked_fidelity(plan, method.value, by_method[method])
+            half = ranked_fidelity(plan, method.value, by_method[method], split.selection)
+        selection.append(half)
+        result = drop = None
+        if accuracy is not None:
+            scores = _flat(int8_outputs, accuracy)
+            result = evaluate(scores, labels, conditions, reference=fp32)
+            int8_correct[method.value] = scores.argmax(-1) == labels
+            drop = measure_drop(fp32_correct, int8_correct[method.value])
+        measured.append((method, result, drop, whole, half))
     groups = rank_by_fidelity(selection)
     rank = {record.method: place for place, group in enumerate(groups, 1) for record in group}
-    results = tuple(MethodResult(
-        method=method, top1=result.top1, top1_ci=drop.int8_ci, top5=result.top5, drop_pp=drop.drop_pp,
-        drop_ci_pp=drop.drop_ci_pp, vs_fp32=drop.vs_fp32, agreement=result.agreement,
-        output_sqnr_db=finite_or_none(whole.output_sqnr_db), bit_exact=whole.bit_exact, output_mae=whole.output_mae,
-        per_condition=_per_condition(result.per_condition), size_ratio=artifacts[method].size_ratio,
-        selection=half.to_score(rank[method.value])) for method, result, drop, whole, half in measured)
+    results = tuple(_method_result(method, result, drop, whole, half.to_score(rank[method.value]),
+                                   artifacts[method].size_ratio) for method, result, drop, whole, half in measured)
     best_method = Estimator(groups[0][0].method)
-    gate = judge_drop(best_method.value, measure_drop(fp32_correct[split.gate],
-                                                      int8_correct[best_method.value][split.gate]), max_drop_pp)
+    gate = None
+    if accuracy is not None:
+        gate = judge_drop(best_method.value, measure_drop(fp32_correct[split.gate],
+                                                          int8_correct[best_method.value][split.gate]), max_drop_pp)
+    output_gates = judge_gates(gates, plan, best_method.value, by_method[best_method], split.gate)
+    failed = (gate is not None and gate.passed is False) or not all(g.passed for g in output_gates)
     best_path = model_path(out_dir, best_method)
     layers = per_layer(float_bytes, best_path.read_bytes(), x[:LAYER_SAMPLES])
     worst_layers = worst(layers, 3)
     eval_clip = max((r.clip_fraction for r in layers if r.op not in ("SOFTMAX", "LOGISTIC")), default=0.0)
-    advice = _advice(gate.measurement.drop_pp, max_drop_pp if max_drop_pp is not None else math.inf, layers,
-                     eval_clip)
+    advice = _advice(failed, layers, eval_clip)
     best = artifacts[best_method]
     summary = ValidationSummary(
         eval_set=data.name, calibration=str(calib), confidence=CONFIDENCE,
-        baseline=Baseline(top1=baseline.top1, top1_ci=wilson_interval(int(fp32_correct.sum()), len(labels)),
-                          top5=baseline.top5, n=baseline.n, per_condition=_per_condition(baseline.per_condition)),
-        methods=results, best_method=best_method, split=split.to_record(data.conditions),
-        selection=SelectionRecord(n=len(split.selection), by=FIDELITY_ORDER,
+        baseline=None if accuracy is None else Baseline(
+            top1=baseline.top1, top1_ci=wilson_interval(int(fp32_correct.sum()), len(labels)), top5=baseline.top5,
+            n=baseline.n, per_condition=_per_condition(baseline.per_condition)),
+        methods=results, best_method=best_method, split=split.to_record(conditions, labelled=labels is not None),
+        selection=SelectionRecord(n=len(split.selection),
+                                  by=fidelity_order(ranked_task, plan.ranked if several else None),
                                   ranking=tuple(tuple(Estimator(r.method) for r in group) for group in groups),
                                   tied_with_best=tuple(Estimator(r.method) for r in groups[0][1:])),
-        gate=gate.to_result(), max_drop_pp=max_drop_pp, passed=gate.passed is not False, advice=tuple(advice))
+        gate=None if gate is None else gate.to_result(), max_drop_pp=max_drop_pp, passed=not failed,
+        advice=tuple(advice))
     return ValidationReport(
         validation=summary,
+        outputs=_outputs_report(plan, by_method, conditions, output_gates),
         layers=LayerReport(method=best_method, samples=int(min(len(x), LAYER_SAMPLES)), rows=tuple(layers),
                            worst=tuple(r.name for r in worst_layers)),
         histograms=_histograms(calibration.stats, [r.name for r in worst_layers], recipe),
         model=ModelSummary(source=float_model.source, float_bytes=best.float_bytes, int8_bytes=best.int8_bytes,
                            size_ratio=best.size_ratio, sha256=best.sha256),
         calibration_samples=CalibrationSamples.from_document(samples_document(best)))
+
+
+def _method_result(method: Estimator, result: Any, drop: Any, whole: Fidelity, score: Any,
+                   size_ratio: float) -> MethodResult:
+    """One method's row: top-1 and its drop when measured (``result``, ``drop``), the ranked output's fidelity."""
+    accuracy: dict[str, Any] = {}
+    if result is not None:
+        accuracy = dict(top1=result.top1, top1_ci=drop.int8_ci, top5=result.top5, drop_pp=drop.drop_pp,
+                        drop_ci_pp=drop.drop_ci_pp, vs_fp32=drop.vs_fp32)
+    return MethodResult(
+        method=method, **accuracy, agreement=result.agreement if result is not None else whole.agreement,
+        output_sqnr_db=finite_or_none(whole.output_sqnr_db), bit_exact=whole.bit_exact,
+        output_mae=finite_or_none(whole.output_mae),
+        per_condition=_per_condition(result.per_condition) if result is not None else {}, size_ratio=size_ratio,
+        selection=score)
+
+
+def _outputs_report(plan: OutputPlan, by_method: Mapping[Estimator, OutputMeasurement],
+                    conditions: Sequence[str] | None, gates: tuple[Any, ...]) -> OutputsReport:
+    return OutputsReport(model_outputs=plan.declarations(), ranked_by=plan.ranked,
+                         methods=tuple(MethodOutputs(method=method, outputs=output_results(plan, measured, conditions))
+                                       for method, measured in by_method.items()),
+                         gates=gates)
 
 
 def _per_condition(entries: dict[str, dict[str, Any]]) -> dict[str, ConditionAccuracy]:
