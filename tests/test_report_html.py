@@ -36,9 +36,9 @@ from edgeq.results.validation import Histogram, ValidationRun
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).parent / "data" / "report" / "sample_report.json"
-HEADINGS = ["Gates", "Model", "Accuracy", "Per-layer error", "Activation ranges", "Latency", "Target checks",
-            "Calibration set", "Calibration coverage"]
-VALIDATE_HEADINGS = ["Gates", "Model", "Accuracy", "Per-layer error", "Activation ranges"]
+HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges", "Latency",
+            "Target checks", "Calibration set", "Calibration coverage"]
+VALIDATE_HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges"]
 DATA_PNG = "data:image/png;base64,"
 HOSTILE = "<script>alert(1)</script>"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -358,7 +358,7 @@ def test_a_report_renders_only_the_sections_it_has_something_for(built: Path) ->
     layers = dataclasses.replace(report.validation_report.layers, rows=(), worst=())
     report = _replace(_replace(report, "validation_report.layers", layers), "validation_report.histograms", ())
     page = render_html(report)
-    assert _Page(page).h2 == ["Model", "Accuracy", "Calibration set"]
+    assert _Page(page).h2 == ["Model", "Accuracy", "Outputs", "Calibration set"]
     assert '<dt>Gates</dt><dd><span class="muted">none set</span>' in _summary(page)
 
 

@@ -19,7 +19,10 @@ FLOAT_MODEL_HELP = "float model: .keras/.h5, a SavedModel folder, or a float .tf
 TFLITE_MODEL_HELP = ".tflite model"
 CALIB_HELP = ("calibration data: a set from 'edgeq datagen', .npy, .npz (one array per input name), an image "
               "folder, or digits:/lfw:<split>")
-LABELLED_SET_HELP = "a labelled set from 'edgeq datagen', or digits:test|val|train, lfw:test|..."
+# The evaluation data a verb measures on (edgeq.harness.evaldata.load_eval_set reads every form).
+LABELLED_SET_HELP = ("evaluation data: a set from 'edgeq datagen' (labelled or not), a .npy/.npz of images or model "
+                     "inputs (.npz: optional 'labels' and 'conditions'), an image folder, or digits:test|val|train, "
+                     "lfw:test|...")
 INPUT_SHAPE_HELP = ("static input shape without the batch, for dynamic dimensions (default: the model's own, batch "
                     "1); for .onnx in the ONNX layout, e.g. 3x224x224")
 PREPROCESS_FORMS = ("inline 'mean=127.5,std=127.5' (also size=HxW, order=bgr), none (raw 0-255 values), "
@@ -53,7 +56,7 @@ def add_calib_option(parser: Any, *, required: bool = True) -> None:
 
 
 def add_labelled_set_option(parser: argparse.ArgumentParser, flag: str, *, dest: str | None = None) -> None:
-    """The labelled set a verb measures accuracy on (``eval --data``, ``validate --eval``)."""
+    """The evaluation data a verb measures on (``eval --data``, ``validate --eval``); top-1 needs labels."""
     parser.add_argument(flag, dest=dest, required=True, metavar="SET", help=LABELLED_SET_HELP)
 
 

@@ -1,4 +1,5 @@
-"""``edgeq validate``: FP32 vs INT8 for every calibration method, per condition and per layer, gated."""
+"""``edgeq validate``: FP32 vs INT8 for every calibration method, output by output, per condition and per layer,
+gated."""
 
 from __future__ import annotations
 
@@ -14,14 +15,22 @@ from edgeq.cli.output import print_table
 from edgeq.errors import GateFailed, UsageError
 from edgeq.results.validation import Baseline, MethodResult, ValidationReport, ValidationSummary
 
+TASK_HELP = ("judge an output by a task: OUTPUT (a name or index) = generic, classification, detection, landmarks "
+             "or segmentation, then the task's keys, e.g. regressors=detection,scores=classificators,form=ssd or "
+             "mask=segmentation,threshold=0.5 (docs/tasks.md lists the keys); repeat for more outputs; the first "
+             "declared output ranks the methods. Default: classification for a lone [1, C] output when --eval has "
+             "labels, else generic (fidelity only)")
+
 
 def register(verbs: Any) -> None:
     val = options.verb_parser(
-        verbs, "validate", help="FP32 baseline vs INT8 per method, per condition and per layer, with a max-drop gate",
-        description="Calibrates once, converts with every method, measures accuracy drop, agreement and output "
-                    "SQNR against FP32 (per condition when the evaluation set has them), diagnoses the best "
-                    "method layer by layer, writes report.json and report.html. Exit 1 when no method meets "
-                    "--max-drop, with triage advice.", handler=run_validate)
+        verbs, "validate", help="FP32 vs INT8 per method, output by output, per condition and per layer, with gates",
+        description="Calibrates once, converts with every method and measures each against FP32 on --eval: every "
+                    "output's fidelity (SQNR, cosine, errors) and its task's figures (--task), top-1 and its drop "
+                    "when --eval has labels and the model a classification output, per condition when --eval "
+                    "has them; picks the most faithful method, diagnoses it layer by layer, writes report.json "
+                    "and report.html. Exit 1 when a gate fails (--max-drop or a fidelity limit), with triage "
+                    "advice.", handler=run_validate)
     options.add_model_argument(val)
     options.add_calib_option(val)
     options.add_labelled_set_option(val, "--eval", dest="eval_set")
@@ -29,23 +38,79 @@ def register(verbs: Any) -> None:
     val.add_argument("--max-drop", type=number(-100.0, 100.0), metavar="PP",
                      help="gate: the picked method's top-1 drop in points, measured on the held-out gate half of "
                           "--eval (fails when the point estimate exceeds PP; the report says whether the 95%% "
-                          "interval makes that clear)")
+                          "interval makes that clear); needs labels and a classification output")
     val.add_argument("--split-seed", type=integer(0, 2**63 - 1), default=0, metavar="N",
                      help="seed of the stratified split of --eval into a selection half (picks the method by "
-                          "fidelity to FP32) and a gate half (measures the drop); default 0")
+                          "fidelity to FP32) and a gate half (measures the drop and the fidelity limits); default 0")
+    tasks = val.add_argument_group("output tasks and fidelity gates (judged on the held-out gate half; docs/tasks.md)")
+    tasks.add_argument("--task", action="append", default=[], metavar="OUTPUT=TASK[,KEY=VALUE...]",
+                       help=TASK_HELP.replace("%", "%%"))
+    tasks.add_argument("--tasks", metavar="FILE",
+                       help="a YAML/JSON list of output tasks, each a mapping with output, task and the task's keys "
+                            "(declared before any --task)")
+    tasks.add_argument("--min-output-sqnr", action="append", default=[], type=_output_limit, metavar="OUTPUT=DB",
+                       help="gate: an output's SQNR against FP32 in dB is at least DB (repeatable)")
+    tasks.add_argument("--min-agreement", type=number(0.0, 1.0), metavar="SHARE",
+                       help="gate: every classification output agrees with FP32's class on at least SHARE (0-1) of "
+                            "the samples")
+    tasks.add_argument("--min-detection-recall", type=number(0.0, 1.0), metavar="SHARE",
+                       help="gate: every detection output recovers at least SHARE (0-1) of FP32's detections")
+    tasks.add_argument("--min-mask-iou", type=number(0.0, 1.0), metavar="IOU",
+                       help="gate: every segmentation output's mean mask IoU with FP32's mask is at least IOU")
+    tasks.add_argument("--max-landmark-error", type=number(0.0), metavar="NORM",
+                       help="gate: every landmarks output's mean point error, normalized by the landmarks' box "
+                            "(or box_size), is at most NORM")
     options.add_preprocess_option(val, default="the model's own TFLite Metadata, else each set's datagen.json; "
                                                "none known is an error")
     options.add_output_option(val, "folder for models and the report", metavar="DIR")
 
 
+def _output_limit(text: str) -> tuple[str, float]:
+    """``OUTPUT=DB``: an output (name or index) and a finite number."""
+    output, sep, value = text.rpartition("=")
+    if not sep or not output.strip():
+        raise argparse.ArgumentTypeError(f"expected OUTPUT=DB (an output name or index, then dB), got {text[:60]!r}")
+    return output.strip(), number()(value.strip())
+
+
+def _declarations(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from edgeq.validate.outputs import load_task_file, parse_task_text
+
+    declared = load_task_file(args.tasks) if args.tasks else []
+    return declared + [parse_task_text(text) for text in args.task]
+
+
+def _gates(args: argparse.Namespace) -> Any:
+    from edgeq.validate.outputs import FidelityGates
+
+    sqnr: dict[str, float] = {}
+    for output, db in args.min_output_sqnr:
+        if output in sqnr:
+            raise UsageError(f"--min-output-sqnr: output {output!r} given twice")
+        sqnr[output] = db
+    return FidelityGates(min_output_sqnr_db=sqnr, min_agreement=args.min_agreement,
+                         max_landmark_error=args.max_landmark_error, min_mask_iou=args.min_mask_iou,
+                         min_detection_recall=args.min_detection_recall)
+
+
+def _model_input(flatbuffer: bytes) -> tuple[str, tuple[int, ...]]:
+    """The float model's (first) input: name and shape without the batch."""
+    from edgeq.tflite import model as tfl
+
+    graph = tfl.parse(flatbuffer).subgraphs[0]
+    tensor = graph.tensors[graph.inputs[0]]
+    return tfl.tensor_name(tensor), tuple(int(d) for d in tensor.shape[1:])
+
+
 def run_validate(args: argparse.Namespace) -> int:
     from edgeq.artifacts import Estimator
     from edgeq.calib.data import parse_preprocessing
-    from edgeq.harness.labelled import load_labelled
+    from edgeq.harness.evaldata import load_eval_set
+    from edgeq.intake.load import load_float_model
     from edgeq.preprocess import model_file_preprocessing, resolve
     from edgeq.report.page import write_report
     from edgeq.results.validation import PreprocessingChoice, ValidationRun
-    from edgeq.validate.protocol import EvalData, validate
+    from edgeq.validate.protocol import validate
     from edgeq.validate.verdicts import max_drop_gate
 
     try:
@@ -55,34 +120,43 @@ def run_validate(args: argparse.Namespace) -> int:
     if not methods:
         raise UsageError("--methods is empty")
     pp = parse_preprocessing(args.preprocess)
-    images, labels, conditions, set_pp = load_labelled(args.eval_set)
-    resolved = resolve(pp, model=model_file_preprocessing(args.model), data_set=set_pp,
-                       model_name=Path(args.model).name, data_name=args.eval_set)
+    declared, limits = _declarations(args), _gates(args)
+    float_model = load_float_model(args.model)
+    input_name, input_shape = _model_input(float_model.flatbuffer)
+    eval_set = load_eval_set(args.eval_set, input_shape=input_shape, input_name=input_name)
+    if args.max_drop is not None and not eval_set.labelled:
+        raise UsageError(f"--max-drop gates the top-1 drop, which needs labels, and {args.eval_set} has none; gate "
+                         "fidelity instead (--min-output-sqnr, --min-agreement, --min-detection-recall, "
+                         "--min-mask-iou, --max-landmark-error)")
+    resolved = resolve(pp, model=model_file_preprocessing(args.model), data_set=eval_set.preprocessing,
+                       images=eval_set.images is not None, model_name=Path(args.model).name,
+                       data_name=args.eval_set)
     print(resolved.line())
     for warning in resolved.warnings:
         print(f"edgeq: warning: {warning}", file=sys.stderr)
-    assert resolved.spec is not None  # labelled sets are uint8 images: resolve() refuses rather than return None
-    data = EvalData(name=args.eval_set, images=images, labels=labels, conditions=conditions,
-                    preprocessing=resolved.spec)
+    data = eval_set.with_preprocessing(resolved.spec)
     out = Path(args.output)
     created = not out.exists()
     try:
-        report = validate(args.model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp,
-                          split_seed=args.split_seed)
+        report = validate(float_model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp,
+                          split_seed=args.split_seed, tasks=declared, gates=limits)
     except BaseException:
         if created and out.exists():  # leave no half-filled output folder behind
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
         raise
-    gates = () if args.max_drop is None else (max_drop_gate(report.gate),)
+    gate = report.gate
+    gates = ((max_drop_gate(gate),) if args.max_drop is not None and gate is not None else ()) + report.output_gates
     run = ValidationRun(title=f"edgeq validate: {Path(args.model).name}", report=report, gates=gates,
                         passed=report.passed, preprocessing=PreprocessingChoice.from_document(resolved.to_dict()))
     json_path, html_path = write_report(run, out)
     print_summary(report)
     print(f"\nreport: {html_path} ({json_path.name})")
     if not report.passed:
-        raise GateFailed(f"gate max_drop failed: {gates[0].detail}; {report.advice[0]}")
+        failed = [g for g in gates if not g.passed]
+        names = ", ".join(g.name for g in failed)
+        raise GateFailed(f"gate {names} failed: {failed[0].detail}; {report.advice[0]}")
     return 0
 
 
@@ -95,47 +169,104 @@ def sqnr_text(row: MethodResult) -> str:
 
 def top1_text(row: MethodResult | Baseline) -> str:
     """'89.17% [84.6, 92.5]': top-1 with its 95% Wilson interval in percent."""
+    if row.top1 is None or row.top1_ci is None:
+        return "-"
     lo, hi = row.top1_ci
     return f"{row.top1:.2%} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def drop_text(row: MethodResult) -> str:
     """'+0.83 [-1.05, +2.71]': the drop in points with its 95% paired interval."""
+    if row.drop_pp is None or row.drop_ci_pp is None:
+        return "-"
     lo, hi = row.drop_ci_pp
     return f"{row.drop_pp:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def method_rows(validation: ValidationSummary) -> list[list[str]]:
     """FP32 and one row per method: top-1 [CI], drop [CI], vs FP32 (tie inside the interval), agreement,
-    output SQNR, fidelity rank (selection half); the picked method is starred."""
+    output SQNR, fidelity rank (selection half); the picked method is starred. Without top-1 (no baseline):
+    one row per method with agreement (when classified), the ranking metric, output SQNR and rank."""
+    if validation.baseline is None:
+        return [[f"INT8 {r.method.value}{' *' if r.method == validation.best_method else ''}",
+                 "-" if r.agreement is None else f"{r.agreement:.2%}", _first_key(r), sqnr_text(r),
+                 str(r.selection.rank)] for r in validation.methods]
     rows = [["FP32", top1_text(validation.baseline), "-", "-", "-", "-", "-"]]
     for r in validation.methods:
         mark = " *" if r.method == validation.best_method else ""
-        rows.append([f"INT8 {r.method.value}{mark}", top1_text(r), drop_text(r), r.vs_fp32.value,
-                     f"{r.agreement:.2%}", sqnr_text(r), str(r.selection.rank)])
+        rows.append([f"INT8 {r.method.value}{mark}", top1_text(r), drop_text(r), "-" if r.vs_fp32 is None else
+                     r.vs_fp32.value, "-" if r.agreement is None else f"{r.agreement:.2%}", sqnr_text(r),
+                     str(r.selection.rank)])
     return rows
+
+
+def _first_key(row: MethodResult) -> str:
+    score = row.selection
+    if score.metric is None:
+        return "-"
+    return f"{score.metric} {score.value:.4g}" if score.value is not None else f"{score.metric} -"
 
 
 METHOD_HEADERS = ["model", "top-1 [95% CI]", "drop pp [95% CI]", "vs FP32", "agrees with FP32", "output SQNR dB",
                   "fidelity rank"]
+FIDELITY_HEADERS = ["model", "agrees with FP32", "ranking metric (selection half)", "output SQNR dB", "fidelity rank"]
+
+
+def method_headers(validation: ValidationSummary) -> list[str]:
+    return METHOD_HEADERS if validation.baseline is not None else FIDELITY_HEADERS
 
 
 def selection_lines(validation: ValidationSummary) -> list[str]:
     """Why this method, and what the held-out half says about its drop."""
     selection, gate = validation.selection, validation.gate
+    by = ("agreement, then output SQNR, then output error" if validation.baseline is not None and
+          selection.by[0].startswith("agreement") else "; then ".join(selection.by))
     line = (f"picked: {validation.best_method.value}, the most faithful to FP32 on the selection half "
-            f"({selection.n} samples; by agreement, then output SQNR, then output error)")
+            f"({selection.n} samples; by {by})")
     if selection.tied_with_best:
         line += f"; tied exactly with {', '.join(m.value for m in selection.tied_with_best)}"
+    if gate is None:
+        return [line]
     return [line, f"{'gate' if gate.max_drop_pp is not None else 'held-out half'}: {gate.detail}"]
+
+
+def output_rows(report: ValidationReport) -> list[list[str]]:
+    """Per method and output on the whole set: task, SQNR, cosine, max |error| and the task's figures."""
+    from edgeq.report.outputs import sqnr_text as output_sqnr
+    from edgeq.report.outputs import task_text
+
+    if report.outputs is None:
+        return []
+    tasks = {d.name: d.task for d in report.outputs.model_outputs}
+    rows = []
+    for m in report.outputs.methods:
+        mark = " *" if m.method == report.best_method else ""
+        for r in m.outputs:
+            f = r.figures.fidelity
+            rows.append([f"INT8 {m.method.value}{mark}", r.output, tasks.get(r.output, "-"), output_sqnr(f),
+                         "-" if f.cosine is None else f"{f.cosine:.4f}",
+                         "-" if f.max_abs_error is None else f"{f.max_abs_error:.4g}",
+                         task_text(r.figures) or "-"])
+    return rows
+
+
+OUTPUT_HEADERS = ["model", "output", "task", "SQNR dB", "cosine", "max |err|", "task figures"]
 
 
 def print_summary(report: ValidationReport) -> None:
     validation = report.validation
-    print_table(METHOD_HEADERS, method_rows(validation))
-    print("top-1 intervals: Wilson 95%; drop intervals: paired (Newcombe) 95%; 'tie': the interval contains 0")
+    print_table(method_headers(validation), method_rows(validation))
+    if validation.baseline is not None:
+        print("top-1 intervals: Wilson 95%; drop intervals: paired (Newcombe) 95%; 'tie': the interval contains 0")
+    outputs = output_rows(report)
+    if outputs and (validation.baseline is None or len(outputs) > len(validation.methods)
+                    or any(r[2] != "classification" for r in outputs)):
+        print()
+        print_table(OUTPUT_HEADERS, outputs)
     for line in selection_lines(validation):
         print(line)
+    for gate in report.output_gates:
+        print(f"gate {gate.name}: {gate.detail}")
     if report.layers.worst:
         print(f"worst layers ({report.layers.method.value}): " + ", ".join(w[-48:] for w in report.layers.worst))
     for line in validation.advice:

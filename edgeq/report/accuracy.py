@@ -6,7 +6,14 @@ from __future__ import annotations
 from edgeq.report.content import Page
 from edgeq.report.format import esc, finite, fmt, interval, pct, table, with_interval
 from edgeq.report.plots import figure, plot_conditions, plot_methods
-from edgeq.results.validation import Comparison, ConditionAccuracy, HeldOutGate, MethodResult, ValidationSummary
+from edgeq.results.validation import (
+    Comparison,
+    ConditionAccuracy,
+    HeldOutGate,
+    MethodResult,
+    SelectionScore,
+    ValidationSummary,
+)
 
 _COMPARISON_CLASS = {Comparison.TIE: "muted", Comparison.WORSE: "bad", Comparison.BETTER: "ok"}
 _NOTE = ('<p class="note">Measured on the whole evaluation set; [lo, hi]: the 95% interval. Top-1 with its Wilson '
@@ -28,11 +35,20 @@ def sqnr_text(bit_exact: bool, sqnr_db: float | None, unit: str = "") -> str:
     return "∞ (bit-exact)" if bit_exact else fmt(sqnr_db, ".1f", unit)
 
 
+def first_key(score: SelectionScore) -> str:
+    """The first ranking key of a selection score, as 'agreement 99.17%, ' or 'recall 0.9714, ' ('' for none)."""
+    if score.agreement is not None:
+        return f"agreement {pct(score.agreement)}, "
+    if score.metric is not None:
+        return f"{esc(score.metric)} {fmt(score.value, '.4g')}, "
+    return ""
+
+
 def picked_by(row: MethodResult, validation: ValidationSummary) -> str:
     selection, chosen = validation.selection, row.selection
     shown = f"fidelity to FP32 on the selection half ({fmt(selection.n, 'd')} samples)"
     sqnr = sqnr_text(chosen.bit_exact, chosen.output_sqnr_db, " dB")
-    shown += f": agreement {pct(chosen.agreement)}, output SQNR {sqnr}"
+    shown += f": {first_key(chosen)}output SQNR {sqnr}"
     tied = [esc(t) for t in selection.tied_with_best]
     if tied:
         shown += f"; tied exactly with {', '.join(tied)}"
@@ -71,11 +87,46 @@ def _top1(per_condition: dict[str, ConditionAccuracy], condition: str) -> float 
     return None if entry is None else entry.top1
 
 
+def _fidelity_only(validation: ValidationSummary) -> str:
+    """The section for a set without labels (or a model without a classification output): no top-1, the
+    methods by their fidelity to FP32."""
+    methods, best = validation.methods, validation.best_method
+    n = validation.split.selection.n + validation.split.gate.n
+    facts = [f"evaluated on <b>{esc(validation.eval_set)}</b>"] if validation.eval_set else []
+    facts.append(f"{fmt(n, 'd')} samples, no top-1 (no labels, or no classification output): every method is "
+                 "judged by its fidelity to FP32 (the Outputs section has each output)")
+    if validation.calibration:
+        facts.append(f"calibrated on <b>{esc(validation.calibration)}</b>")
+    parts = [f"<p>{'; '.join(facts)}.</p>"]
+    has_agreement = any(m.agreement is not None for m in methods)
+    metric = next((m.selection.metric for m in methods if m.selection.metric), None)
+    headers = ["Model", *(["Agreement"] if has_agreement else []),
+               *([f"{metric} (selection half)"] if metric else []), "SQNR (dB)", "Mean |err|", "Rank"]
+    rows, classes = [], []
+    for m in methods:
+        tag = ' <span class="badge ok">best</span>' if m.method == best else ""
+        rows.append([f"INT8 {esc(m.method)}{tag}", *([pct(m.agreement)] if has_agreement else []),
+                     *([fmt(m.selection.value, ".4g")] if metric else []), sqnr_text(m.bit_exact, m.output_sqnr_db),
+                     fmt(m.output_mae, ".4g"), fmt(m.selection.rank, "d")])
+        classes.append("best" if m.method == best else "")
+    parts.append(table(headers, rows, numeric=set(range(1, len(headers))), row_classes=classes))
+    parts.append('<p class="note">SQNR and mean |err|: the ranked output against FP32 on the whole set; rank: '
+                 "fidelity to FP32 on the selection half (below; equal ranks are exact ties).</p>")
+    parts.append(_selection_and_gate(validation))
+    advice = [a for a in validation.advice if a]
+    if advice:
+        items = "\n".join(f"<li>{esc(a)}</li>" for a in advice)
+        parts.append(f'<h3>Advice</h3>\n<ul class="advice">\n{items}\n</ul>')
+    return "\n".join(parts)
+
+
 def render(page: Page) -> str:
     validation = page.validation
     if validation is None:
         return ""
     baseline, methods, best = validation.baseline, validation.methods, validation.best_method
+    if baseline is None:
+        return _fidelity_only(validation)
     facts = []
     if validation.eval_set:
         facts.append(f"evaluated on <b>{esc(validation.eval_set)}</b>")
@@ -147,6 +198,10 @@ def _selection_and_gate(validation: ValidationSummary) -> str:
         shown += f" Ranking: {' &gt; '.join(' = '.join(g) for g in groups)}"
         shown += " (=: identical measurements)." if any(len(g) > 1 for g in groups) else "."
     parts.append(f"<p>{shown}</p>")
+    if validation.gate is None:
+        parts.append("<p>Fidelity limits, when set, are judged on the held-out gate half (there is no top-1 to "
+                     "gate without labels and a classification output).</p>")
+        return "\n".join(parts)
     parts.append(f"<p>The max-drop gate is measured on the held-out gate half: {gate_text(validation.gate)}.</p>")
     parts.append('<p class="note">The gate fails when the drop\'s point estimate exceeds the limit. It is '
                  "<i>clear</i> when the whole 95% interval lies on the same side of the limit; otherwise the "

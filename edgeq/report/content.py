@@ -26,6 +26,7 @@ from edgeq.results.validation import (
     Histogram,
     LayerReport,
     ModelSummary,
+    OutputsReport,
     ValidationReport,
     ValidationRun,
     ValidationSummary,
@@ -40,6 +41,7 @@ class Page:
     passed: bool | None = None  # None: the report has no verdict of its own (then: from the gates)
     gates: tuple[Gate, ...] | None = None  # None: the report has no gates at all; (): none were set
     validation: ValidationSummary | None = None
+    outputs: OutputsReport | None = None
     layers: LayerReport | None = None
     histograms: tuple[Histogram, ...] = ()
     model: ModelSummary | None = None

@@ -163,15 +163,18 @@ def _summary(page: Page) -> str:
         if row is not None:
             items.append(("Picked by", picked_by(row, validation)))
         baseline = validation.baseline
-        shown = f"FP32 <b>{pct(baseline.top1)}</b>"
-        if row is not None:  # the limit is judged on the held-out half: the "Max-drop gate" row below
-            ci = interval(row.drop_ci_pp, 1.0, "+.2f")
-            drop = f" (drop {fmt(row.drop_pp, '+.2f')} pp{f', 95% CI {ci} pp' if ci else ''}"
-            drop += f": {vs_fp32(row.vs_fp32)}) on all {fmt(baseline.n, 'd')} samples"
-            shown += f" → INT8 {esc(row.method)} <b>{pct(row.top1)}</b>{drop}"
-        items.append(("Top-1", shown))
+        if baseline is not None:
+            shown = f"FP32 <b>{pct(baseline.top1)}</b>"
+            if row is not None and row.vs_fp32 is not None:  # the limit is judged on the held-out half: below
+                ci = interval(row.drop_ci_pp, 1.0, "+.2f")
+                drop = f" (drop {fmt(row.drop_pp, '+.2f')} pp{f', 95% CI {ci} pp' if ci else ''}"
+                drop += f": {vs_fp32(row.vs_fp32)}) on all {fmt(baseline.n, 'd')} samples"
+                shown += f" → INT8 {esc(row.method)} <b>{pct(row.top1)}</b>{drop}"
+            items.append(("Top-1", shown))
         gate = validation.gate
-        items.append(("Max-drop gate" if finite(gate.max_drop_pp) is not None else "Held-out drop", gate_text(gate)))
+        if gate is not None:
+            items.append(("Max-drop gate" if finite(gate.max_drop_pp) is not None else "Held-out drop",
+                          gate_text(gate)))
 
     model = page.model
     if model is not None:

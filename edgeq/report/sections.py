@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 
 from edgeq.artifacts import Finding, Severity
-from edgeq.report import accuracy, layers
+from edgeq.report import accuracy, layers, outputs
 from edgeq.report.content import Page
 from edgeq.report.format import bool_badge, esc, finite, fmt, img, kib, name_cell, pct, table
 from edgeq.report.plots import figure, plot_coverage, plot_latency
@@ -183,6 +183,7 @@ SECTIONS: dict[str, tuple[str, Renderer]] = {
     "gates": ("Gates", _gates),
     "model": ("Model", _model),
     "validation": ("Accuracy", accuracy.render),
+    "outputs": ("Outputs", outputs.render),
     "layers": ("Per-layer error", layers.render_layers),
     "histograms": ("Activation ranges", layers.render_histograms),
     "latency": ("Latency", _latency),
