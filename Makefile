@@ -27,7 +27,8 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(BIN)/python -m pytest -q device_tests --model device_tests/data/cnn_digits_int8.tflite \
-		--eval-set digits:test --budget device_tests/budget.ci.yaml \
+		--eval-set digits:test --reference tests/data/demo/cnn_digits_float32.tflite \
+		--budget device_tests/budget.ci.yaml \
 		--latency-from device_tests/data/recorded_bench_cnn_digits_int8_quiet.json
 
 bench-zoo: $(STAMP)

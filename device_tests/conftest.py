@@ -24,17 +24,20 @@ from edgeq.errors import InputError
 from edgeq.harness.budget import LatencyBudget
 
 BUDGET: pytest.StashKey[Budget] = pytest.StashKey()
-BUDGET_KEYS = {"latency", "latency_per_backend", "max_p90_ms", "min_top1", "require_full_delegation",
-               "allowed_undelegated_ops", "threads", "runs"}
+BUDGET_KEYS = {"latency", "latency_per_backend", "max_p90_ms", "min_top1", "min_output_sqnr_db",
+               "require_full_delegation", "allowed_undelegated_ops", "threads", "runs"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("edgeq device tests")
     group.addoption("--model", help=".tflite model to test (default: a zoo CNN converted by edgeq)")
     group.addoption("--backend", default="ref,cpu,xnnpack", help="comma-separated backends (ref,cpu,xnnpack)")
-    group.addoption("--eval-set", help="labelled set from 'edgeq datagen' (or digits:test) for accuracy")
+    group.addoption("--eval-set", help="evaluation data: a set from 'edgeq datagen', a .npy/.npz, an image folder or "
+                                       "digits:test; top-1 needs labels, fidelity needs --reference")
+    group.addoption("--reference", help="FP32 .tflite the model was made from: each output's SQNR against it on "
+                                        "--eval-set is judged by min_output_sqnr_db")
     group.addoption("--budget", help="YAML: latency {max_ms, percentile, min_samples, max_spread}, "
-                                     "latency_per_backend, min_top1, require_full_delegation, "
+                                     "latency_per_backend, min_top1, min_output_sqnr_db, require_full_delegation, "
                                      "allowed_undelegated_ops, threads, runs")
     group.addoption("--preprocess", help="preprocessing for --eval-set (default: the model's TFLite Metadata, "
                                          "else the set's own; an explicit value wins)")
@@ -47,6 +50,7 @@ class Budget:
     latency: LatencyBudget | None = None
     latency_per_backend: dict[str, LatencyBudget] = field(default_factory=dict)
     min_top1: float | None = None
+    min_output_sqnr_db: dict[str, float] = field(default_factory=dict)  # output name (or "*": every output) -> dB
     require_full_delegation: bool = False
     allowed_undelegated_ops: tuple[str, ...] = ()  # with require_full_delegation: ops the delegate may leave
     threads: int = 1
@@ -88,13 +92,21 @@ def parse_budget(document: Any, where: str) -> Budget:
     if min_top1 is not None and (isinstance(min_top1, bool) or not isinstance(min_top1, (int, float))
                                  or not 0 <= min_top1 <= 1):
         raise InputError(f"{where}: min_top1 must be a fraction in [0, 1], got {min_top1!r}")
+    sqnr = document.get("min_output_sqnr_db")
+    if isinstance(sqnr, (int, float)) and not isinstance(sqnr, bool):
+        sqnr = {"*": sqnr}
+    sqnr = {} if sqnr is None else sqnr
+    if not isinstance(sqnr, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                             and not isinstance(v, bool) for k, v in sqnr.items()):
+        raise InputError(f"{where}: min_output_sqnr_db must be a number (every output) or map output names to dB")
     full = document.get("require_full_delegation", False)
     if not isinstance(full, bool):
         raise InputError(f"{where}: require_full_delegation must be true or false")
     allowed = document.get("allowed_undelegated_ops") or []
     if not isinstance(allowed, list) or not all(isinstance(op, str) for op in allowed):
         raise InputError(f"{where}: allowed_undelegated_ops must be a list of op names")
-    return Budget(latency=overall, min_top1=min_top1, require_full_delegation=full, threads=threads, runs=runs,
+    return Budget(latency=overall, min_top1=min_top1, min_output_sqnr_db={k: float(v) for k, v in sqnr.items()},
+                  require_full_delegation=full, threads=threads, runs=runs,
                   allowed_undelegated_ops=tuple(op.upper() for op in allowed),
                   latency_per_backend={str(k): latency(v, f"latency_per_backend.{k}") for k, v in per_backend.items()})
 
@@ -159,3 +171,9 @@ def model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 @pytest.fixture(scope="session")
 def eval_set(request: pytest.FixtureRequest) -> str | None:
     return request.config.getoption("--eval-set")
+
+
+@pytest.fixture(scope="session")
+def reference_path(request: pytest.FixtureRequest) -> Path | None:
+    given = request.config.getoption("--reference")
+    return Path(given) if given else None

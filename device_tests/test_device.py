@@ -96,29 +96,74 @@ def test_full_delegation_budget(model_path: Path, backend_name: str, budget: Any
         f"{', '.join(session.delegation.undelegated_ops)} (allowed: {allowed})")
 
 
-def test_accuracy_budget(model_path: Path, backend_name: str, budget: Any, eval_set: str | None,
-                         request: pytest.FixtureRequest, record_property: Any) -> None:
-    if not eval_set:
-        pytest.skip("no --eval-set given")
+def _eval_inputs(model_path: Path, eval_set: str, request: pytest.FixtureRequest,
+                 record_property: Any) -> tuple[Any, Any]:
+    """The evaluation set and its model inputs under the resolved preprocessing (uint8 images), or as given."""
     import warnings
 
     from edgeq.calib.data import parse_preprocessing
     from edgeq.errors import InputError
-    from edgeq.harness.accuracy import predict, top1
-    from edgeq.harness.labelled import load_labelled
-    from edgeq.preprocess import PreprocessingWarning, apply_preprocessing, own_preprocessing, resolve
+    from edgeq.harness.evaldata import load_eval_set
+    from edgeq.preprocess import PreprocessingWarning, own_preprocessing, resolve
+    from edgeq.tflite import model as tfl
 
-    images, labels, _, set_pp = load_labelled(eval_set)
-    try:  # --preprocess, else the model's own metadata (or sidecar), else the set's; none known fails
-        resolved = resolve(parse_preprocessing(request.config.getoption("--preprocess")), data_set=set_pp,
-                           model=own_preprocessing(model_path.read_bytes(), model_path), model_name=model_path.name,
-                           data_name=eval_set)
+    graph = tfl.parse(model_path.read_bytes()).subgraphs[0]
+    tensor = graph.tensors[graph.inputs[0]]
+    try:
+        data = load_eval_set(eval_set, input_shape=tuple(int(d) for d in tensor.shape[1:]),
+                             input_name=tfl.tensor_name(tensor))
+        # --preprocess, else the model's own metadata (or sidecar), else the set's; none known for images fails
+        resolved = resolve(parse_preprocessing(request.config.getoption("--preprocess")), data_set=data.preprocessing,
+                           model=own_preprocessing(model_path.read_bytes(), model_path), images=data.images is not None,
+                           model_name=model_path.name, data_name=eval_set)
     except InputError as exc:
         pytest.fail(str(exc))
     record_property("preprocessing", resolved.line())
     for message in resolved.warnings:
         warnings.warn(message, PreprocessingWarning, stacklevel=1)
-    assert resolved.spec is not None
-    accuracy = top1(predict(_session(model_path, backend_name), apply_preprocessing(resolved.spec, images)), labels)
+    return data, data.model_inputs(resolved.spec)
+
+
+def test_accuracy_budget(model_path: Path, backend_name: str, budget: Any, eval_set: str | None,
+                         request: pytest.FixtureRequest, record_property: Any) -> None:
+    if not eval_set:
+        pytest.skip("no --eval-set given")
+    from edgeq.harness.accuracy import predict, top1
+
+    data, x = _eval_inputs(model_path, eval_set, request, record_property)
+    if not data.labelled:
+        if budget.min_top1 is not None:
+            pytest.fail(f"min_top1 needs labels and {eval_set} has none; judge fidelity instead (--reference, "
+                        "min_output_sqnr_db)")
+        pytest.skip(f"{eval_set} has no labels: top-1 is not measured (fidelity is, with --reference)")
+    accuracy = top1(predict(_session(model_path, backend_name), x), data.labels)
     if budget.min_top1 is not None:
-        assert accuracy >= budget.min_top1, f"top-1 {accuracy:.2%} < budget {budget.min_top1:.2%} ({resolved.line()})"
+        assert accuracy >= budget.min_top1, f"top-1 {accuracy:.2%} < budget {budget.min_top1:.2%} on {eval_set}"
+
+
+def test_fidelity_budget(model_path: Path, backend_name: str, budget: Any, eval_set: str | None,
+                         reference_path: Path | None, request: pytest.FixtureRequest, record_property: Any) -> None:
+    """Every output's SQNR against the FP32 reference on --eval-set (labelled or not), on this backend."""
+    if not budget.min_output_sqnr_db:
+        pytest.skip("no min_output_sqnr_db in the budget")
+    if not eval_set or reference_path is None:
+        pytest.fail("min_output_sqnr_db needs --eval-set and --reference (the FP32 model)")
+    from edgeq.harness.accuracy import predict_outputs
+    from edgeq.validate.tasks import output_fidelity
+
+    _, x = _eval_inputs(model_path, eval_set, request, record_property)
+    outputs = predict_outputs(_session(model_path, backend_name), x)
+    reference = predict_outputs(open_session(reference_path.read_bytes(), parse_backend("cpu")), x)
+    assert len(outputs) == len(reference), f"{len(outputs)} outputs vs the reference's {len(reference)}"
+    unknown = set(budget.min_output_sqnr_db) - set(outputs) - {"*"}
+    assert not unknown, f"min_output_sqnr_db names no output of the model: {sorted(unknown)} (outputs: {list(outputs)})"
+    failures = []
+    for (name, y), ref in zip(outputs.items(), reference.values(), strict=True):
+        limit = budget.min_output_sqnr_db.get(name, budget.min_output_sqnr_db.get("*"))
+        if limit is None:
+            continue
+        fidelity = output_fidelity(ref, y)
+        record_property(f"sqnr_db[{name}]", fidelity.sqnr_db)
+        if not fidelity.exact and not (fidelity.sqnr_db is not None and fidelity.sqnr_db >= limit):
+            failures.append(f"{name}: {fidelity.sqnr_db:.1f} dB < {limit:g} dB on {fidelity.n} samples")
+    assert not failures, "; ".join(failures)

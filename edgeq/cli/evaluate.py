@@ -1,4 +1,5 @@
-"""``edgeq eval``: top-1/top-5 of a .tflite classifier on a labelled set, per condition, on a backend."""
+"""``edgeq eval``: a .tflite model on a backend: top-1/top-5 on labelled data, and per-output fidelity to an FP32
+reference on any data (labelled or not), per condition."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from edgeq.cli.output import print_json, print_table
 
 def register(verbs: Any) -> None:
     ev = options.verb_parser(
-        verbs, "eval", help="accuracy of a .tflite classifier on a labelled set, per condition",
+        verbs, "eval", help="top-1 on labelled data and fidelity to an FP32 reference on any data, per condition",
         description="Quantizes inputs and dequantizes outputs with the model's own parameters; per-condition "
                     "results for sets from 'edgeq datagen'; agreement with an FP32 reference model.",
         handler=run_eval)
@@ -22,21 +23,71 @@ def register(verbs: Any) -> None:
     options.add_labelled_set_option(ev, "--data")
     options.add_runtime_options(ev)
     ev.add_argument("--output", help="classification output by name or index (multi-output models)")
-    ev.add_argument("--reference", metavar="MODEL", help="FP32 .tflite to compare predictions with (agreement)")
+    ev.add_argument("--reference", metavar="MODEL", help="FP32 .tflite to compare with: agreement, and every output's "
+                    "SQNR, cosine and errors (needed for unlabelled data)")
     options.add_preprocess_option(ev, default="the model's own TFLite Metadata, else its edgeq sidecar, else the "
                                               "set's datagen.json; none known is an error")
     ev.add_argument("--limit", type=integer(1, 100_000_000), help="evaluate only the first N samples")
     options.add_json_file_option(ev, "the result")
 
 
+def _input_info(model_bytes: bytes) -> tuple[str, tuple[int, ...]]:
+    """The model's first input: its name and its shape without the batch (image folders are resized to it)."""
+    from edgeq.tflite import model as tfl
+
+    graph = tfl.parse(model_bytes).subgraphs[0]
+    tensor = graph.tensors[graph.inputs[0]]
+    return tfl.tensor_name(tensor), tuple(int(d) for d in tensor.shape[1:])
+
+
+def _fidelity(outputs: dict[str, Any], reference: dict[str, Any],
+              conditions: tuple[str, ...] | None) -> dict[str, Any]:
+    """Per output (by position: the INT8 model and its FP32 source name them alike, but need not): fidelity to
+    the reference overall and per condition."""
+    import numpy as np
+
+    from edgeq.errors import InputError
+    from edgeq.validate.tasks import fidelity_samples
+
+    if len(outputs) != len(reference):
+        raise InputError(f"the model has {len(outputs)} output(s), the reference {len(reference)}: not the same model")
+    result = {}
+    for (name, y), (ref_name, ref) in zip(outputs.items(), reference.items(), strict=True):
+        if y.shape != ref.shape:
+            raise InputError(f"output {name!r} is shaped {list(y.shape[1:])}, the reference's {ref_name!r} "
+                             f"{list(ref.shape[1:])}: not the same model")
+        samples = fidelity_samples(ref, y)
+        entry = {"all": samples.summary(None).to_dict()}
+        if conditions:
+            names = np.asarray(conditions)
+            entry["per_condition"] = {c: samples.summary(np.flatnonzero(names == c)).to_dict()
+                                      for c in dict.fromkeys(conditions)}
+        result[name] = entry
+    return result
+
+
+def _fidelity_rows(fidelity: dict[str, Any]) -> list[list[Any]]:
+    def cell(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    rows = []
+    for name, entry in fidelity.items():
+        groups = [("all", entry["all"]), *entry.get("per_condition", {}).items()]
+        for condition, f in groups:
+            sqnr = "exact" if f["exact"] else cell(f["sqnr_db"], ".1f")
+            rows.append([name, condition, f["n"], sqnr, cell(f["cosine"], ".4f"), cell(f["max_abs_error"], ".4g"),
+                         cell(f["mean_abs_error"], ".4g")])
+    return rows
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from edgeq.calib.data import parse_preprocessing
     from edgeq.cli.progress import progress_printer
     from edgeq.errors import BackendUnavailable, UsageError
-    from edgeq.harness.accuracy import evaluate, output_index, predict
+    from edgeq.harness.accuracy import evaluate, output_index, predict, predict_outputs
     from edgeq.harness.backends import availability, open_session, parse_backend
-    from edgeq.harness.labelled import load_labelled
-    from edgeq.preprocess import apply_preprocessing, own_preprocessing, resolve, same_normalization
+    from edgeq.harness.evaldata import load_eval_set
+    from edgeq.preprocess import own_preprocessing, resolve, same_normalization
     from edgeq.tflite import model as tfl
 
     if args.limit is not None and args.limit < 1:
@@ -51,14 +102,18 @@ def run_eval(args: argparse.Namespace) -> int:
     tfl.parse(model_bytes, args.model)
     for untrusted in filter(None, (args.model, args.reference)):
         probe(untrusted, "cpu", what=untrusted)
-    images, labels, conditions, set_pp = load_labelled(args.data, args.limit)
+    input_name, input_shape = _input_info(model_bytes)
+    data = load_eval_set(args.data, limit=args.limit, input_shape=input_shape, input_name=input_name)
+    if not data.labelled and not args.reference:
+        raise UsageError(f"{args.data} has no labels: eval measures top-1 on labelled data, or fidelity to the "
+                         "FP32 model on any data: give --reference FP32.tflite")
     resolved = resolve(parse_preprocessing(args.preprocess), model=own_preprocessing(model_bytes, args.model),
-                       data_set=set_pp, model_name=Path(args.model).name, data_name=args.data)
+                       data_set=data.preprocessing, images=data.images is not None,
+                       model_name=Path(args.model).name, data_name=args.data)
     pp = resolved.spec
-    assert pp is not None  # labelled sets are uint8 images: resolve() refuses rather than return None
     warnings = list(resolved.warnings)
     reference_bytes = tfl.read_bytes(args.reference) if args.reference else None
-    if reference_bytes is not None:
+    if reference_bytes is not None and pp is not None:
         theirs = own_preprocessing(reference_bytes, args.reference)
         if theirs is not None and not same_normalization(theirs[0], pp):
             warnings.append(f"the reference {Path(args.reference).name} asks for other preprocessing "
@@ -67,30 +122,40 @@ def run_eval(args: argparse.Namespace) -> int:
     print(resolved.line(), file=info)
     for warning in warnings:
         print(f"edgeq: warning: {warning}", file=sys.stderr)
-    x = apply_preprocessing(pp, images)
+    x = data.model_inputs(pp)
     session = open_session(model_bytes, backend, args.threads)
-    out = output_index(session, args.output)
-    scores = predict(session, x, out, progress_printer("evaluating"))
-    reference = None
-    if reference_bytes is not None:
-        ref_session = open_session(reference_bytes, parse_backend("cpu"), args.threads)
-        reference = predict(ref_session, x, output_index(ref_session, args.output))
-    result = evaluate(scores, labels, conditions, reference)
-    document = {"model": args.model, "model_sha256": tfl.sha256(model_bytes), "data": args.data,
-                "backend": str(backend), "runtime": session.runtime, "n": result.n, "top1": result.top1,
-                "top5": result.top5, "agreement": result.agreement, "per_condition": result.per_condition,
-                "preprocessing": pp.to_dict(), "preprocessing_source": resolved.source.value,
-                "warnings": warnings}
+    ref_session = open_session(reference_bytes, parse_backend("cpu"), args.threads) if reference_bytes else None
+    conditions = tuple(data.conditions) if data.conditions is not None else None
+    document: dict[str, Any] = {"model": args.model, "model_sha256": tfl.sha256(model_bytes), "data": args.data,
+                                "backend": str(backend), "runtime": session.runtime, "n": len(data)}
+    result = None
+    if data.labelled:
+        out = output_index(session, args.output)
+        scores = predict(session, x, out, progress_printer("evaluating"))
+        reference = None if ref_session is None else predict(ref_session, x, output_index(ref_session, args.output))
+        result = evaluate(scores, data.labels, list(conditions) if conditions else None, reference)
+        document.update({"n": result.n, "top1": result.top1, "top5": result.top5, "agreement": result.agreement,
+                         "per_condition": result.per_condition})
+    if ref_session is not None:
+        outputs = predict_outputs(session, x, None if data.labelled else progress_printer("evaluating"))
+        document["fidelity"] = _fidelity(outputs, predict_outputs(ref_session, x), conditions)
+    document.update({"preprocessing": None if pp is None else pp.to_dict(),
+                     "preprocessing_source": resolved.source.value, "warnings": warnings})
     if args.json == "-":
         print_json(document)
         return 0
-    rows = [["all", result.n, f"{result.top1:.2%}", f"{result.top5:.2%}",
-             "-" if result.agreement is None else f"{result.agreement:.2%}"]]
-    for name, entry in result.per_condition.items():
-        rows.append([name, entry["n"], f"{entry['top1']:.2%}", f"{entry['top5']:.2%}",
-                     f"{entry['agreement']:.2%}" if "agreement" in entry else "-"])
     print(f"{Path(args.model).name} on {backend} ({session.runtime}), data {args.data}")
-    print_table(["condition", "n", "top-1", "top-5", "agrees with FP32"], rows)
+    if result is not None:
+        rows = [["all", result.n, f"{result.top1:.2%}", f"{result.top5:.2%}",
+                 "-" if result.agreement is None else f"{result.agreement:.2%}"]]
+        for name, entry in result.per_condition.items():
+            rows.append([name, entry["n"], f"{entry['top1']:.2%}", f"{entry['top5']:.2%}",
+                         f"{entry['agreement']:.2%}" if "agreement" in entry else "-"])
+        print_table(["condition", "n", "top-1", "top-5", "agrees with FP32"], rows)
+    if "fidelity" in document:
+        print(f"fidelity to {Path(args.reference).name} (FP32 on cpu), per output:")
+        print_table(["output", "condition", "n", "SQNR dB", "cosine", "max |error|", "mean |error|"],
+                    _fidelity_rows(document["fidelity"]))
     if args.json:
         import json
 
