@@ -55,7 +55,7 @@ CASES = [
     (["bench", "{tiny}", "--backend", "cpu", "--json", "{blocker}/out/bench.json", "--runs", "3",
       "--min-seconds", "0"], 2, "cannot write to"),
     (["eval", "{truncated}", "--data", "digits:test"], 2, "damaged TFLite flatbuffer"),
-    (["eval", "{tiny}", "--data", "{empty_dir}"], 2, "neither a labelled set"),
+    (["eval", "{tiny}", "--data", "{empty_dir}"], 2, "no images"),
     (["eval", "{tiny}", "--data", "digits:holdout"], 2, "unknown split"),
     (["convert", "{truncated}", "--calib", "{nan}", "-o", "{out}/m.tflite"], 2, "damaged TFLite flatbuffer"),
     (["convert", "{text}", "--calib", "{nan}", "-o", "{out}/m.tflite"], 2, "is not a model edgeq reads"),
