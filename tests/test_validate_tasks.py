@@ -469,8 +469,9 @@ def test_mediapipe_full_range_detector_validates_as_a_detector(tmp_path: Path,
 
     Measured (TF 2.21, LiteRT 2.3), percentile (picked over auto when both run: recall 1.0 for both on the
     selection half, then boxes SQNR 15.0 vs 14.7 dB). On the held-out half (5 photos): recall 1.0, boxes
-    ('Identity') SQNR 15.0 dB, scores ('Identity_1') 10.5 dB. On all 11: FP32's 5 detections all matched with mean IoU 0.94, precision 0.42
-    (INT8 raises scores near the 0.5 threshold). Gates below the measured values: recall 0.9, 12 dB, 9 dB."""
+    ('Identity') SQNR 15.0 dB, scores ('Identity_1') 10.5 dB. On all 11: FP32's 5 detections all matched with
+    mean IoU 0.94, precision 0.42 (INT8 raises scores near the 0.5 threshold). Gates below the measured
+    values: recall 0.9, 12 dB, 9 dB."""
     data = _photos(tmp_path, 192, every=2)
     grid = [((x + 0.5) / 48, (y + 0.5) / 48, 1.0, 1.0) for y in range(48) for x in range(48)]
     np.save(tmp_path / "anchors.npy", np.asarray(grid))
