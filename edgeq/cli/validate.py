@@ -93,15 +93,6 @@ def _gates(args: argparse.Namespace) -> Any:
                          min_detection_recall=args.min_detection_recall)
 
 
-def _model_input(flatbuffer: bytes) -> tuple[str, tuple[int, ...]]:
-    """The float model's (first) input: name and shape without the batch."""
-    from edgeq.tflite import model as tfl
-
-    graph = tfl.parse(flatbuffer).subgraphs[0]
-    tensor = graph.tensors[graph.inputs[0]]
-    return tfl.tensor_name(tensor), tuple(int(d) for d in tensor.shape[1:])
-
-
 def run_validate(args: argparse.Namespace) -> int:
     from edgeq.artifacts import Estimator
     from edgeq.calib.data import parse_preprocessing
@@ -110,6 +101,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from edgeq.preprocess import model_file_preprocessing, resolve
     from edgeq.report.page import write_report
     from edgeq.results.validation import PreprocessingChoice, ValidationRun
+    from edgeq.validate.declarations import model_input
     from edgeq.validate.protocol import validate
     from edgeq.validate.verdicts import max_drop_gate
 
@@ -122,7 +114,7 @@ def run_validate(args: argparse.Namespace) -> int:
     pp = parse_preprocessing(args.preprocess)
     declared, limits = _declarations(args), _gates(args)
     float_model = load_float_model(args.model)
-    input_name, input_shape = _model_input(float_model.flatbuffer)
+    input_name, input_shape = model_input(float_model.flatbuffer)
     eval_set = load_eval_set(args.eval_set, input_shape=input_shape, input_name=input_name)
     if args.max_drop is not None and not eval_set.labelled:
         raise UsageError(f"--max-drop gates the top-1 drop, which needs labels, and {args.eval_set} has none; gate "
