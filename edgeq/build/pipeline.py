@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq.build.recipe import BuildRecipe, DataSpec, plain_kind, resolve_source, set_is_labelled
-from edgeq.errors import InputError
+from edgeq.build.recipe import BuildRecipe, DataSpec, has_labels, plain_kind, resolve_source
+from edgeq.errors import InputError, UsageError
 from edgeq.files import write_bytes_atomic, write_text_atomic
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
@@ -91,17 +91,26 @@ def _source(spec: DataSpec, recipe: BuildRecipe) -> str:
     return spec.source if path is None else str(path)
 
 
-def _dataset(spec: DataSpec, recipe: BuildRecipe, cache: Path, label: str, channels: int, log: Log,
+def _dataset(spec: DataSpec, recipe: BuildRecipe, cache: Path, label: str, model_shape: tuple[int, ...], log: Log,
              reused: list[str], preprocessing: Any) -> Path:
-    """The set datagen generates from ``spec`` (cached), or the data it names when it is used as is."""
+    """The set datagen generates from ``spec`` (cached), or the data it names when it is used as is.
+
+    ``model_shape`` is the model input's (H, W, C): datagen makes C channels, and resizes images that come in
+    sizes of their own (the bundled photos, an image folder) to H x W; arrays and the bundled digits and lfw
+    keep their size."""
     from datagen.generate import DatagenConfig, generate, parse_conditions
 
     if not spec.generated:
         log(f"{label} set: {spec.source} used as is")
         return Path(_source(spec, recipe))
     assert spec.conditions is not None and spec.n is not None  # load_build_recipe fills a generated set's defaults
+    path = resolve_source(spec.source, recipe.base_dir)
+    own_sizes = spec.source == "photos" or (path is not None and path.is_dir())
+    size = model_shape[:2] if own_sizes and len(model_shape) == 3 and min(model_shape[:2]) > 0 else None
+    channels = model_shape[-1] if len(model_shape) == 3 and model_shape[-1] in (1, 3) else 3
     config = DatagenConfig(source=_source(spec, recipe), conditions=parse_conditions(spec.conditions), n=spec.n,
-                           severity=spec.severity, seed=spec.seed, channels=channels, preprocessing=preprocessing)
+                           severity=spec.severity, seed=spec.seed, size=size, channels=channels,
+                           preprocessing=preprocessing)
     folder = cache / f"{label}-{_key(dataclasses.asdict(config), _code_version())}"
     if folder.is_dir():
         reused.append(label)
@@ -131,15 +140,6 @@ def _code_version() -> str:
     versions = package_versions(("tensorflow", "ai-edge-litert", "albumentations", "numpy"))
     digest.update(json.dumps(versions, sort_keys=True).encode())
     return digest.hexdigest()[:16]
-
-
-def _input_channels(float_model: FloatModel) -> int:
-    from edgeq.tflite import model as tfl
-
-    parsed = tfl.parse(float_model.flatbuffer)
-    graph = parsed.subgraphs[0]
-    shape = list(graph.tensors[graph.inputs[0]].shape)
-    return int(shape[-1]) if len(shape) == 4 and shape[-1] in (1, 3) else 3
 
 
 def _preprocessing(recipe: BuildRecipe, float_model: FloatModel, log: Log) -> Any:
@@ -182,12 +182,48 @@ def _check_overrides(float_model: FloatModel, recipe: BuildRecipe) -> None:
                          f"activation tensor of {recipe.model}")
 
 
+def _check_outputs(float_model: FloatModel, recipe: BuildRecipe) -> None:
+    """Refuse output tasks and fidelity gates that name outputs the model lacks, a task limit no output of its
+    task meets, and max_drop_pp without a classification output, before any data is generated (validate
+    refuses them too, but only after datagen)."""
+    from edgeq.harness.backends import open_session, parse_backend
+    from edgeq.validate.outputs import OutputInfo, check_gates, plan_outputs
+
+    gates = recipe.gates.fidelity
+    if not (recipe.tasks or gates or recipe.gates.max_drop_pp is not None):
+        return
+    outputs = open_session(float_model.flatbuffer, parse_backend("cpu")).outputs
+    infos = [OutputInfo(o.name, tuple(int(d) for d in o.shape)) for o in outputs]
+    try:
+        plan = plan_outputs(infos, recipe.tasks, labelled=has_labels(recipe.evaluation, recipe.base_dir),
+                            where=f"{recipe.path}: tasks")
+    except (InputError, UsageError) as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(recipe.path) else f"{recipe.path}: tasks: {message}") from None
+    try:
+        check_gates(gates, plan)
+    except UsageError as exc:  # "min_mask_iou (--min-mask-iou) needs an output declared as segmentation ..."
+        raise InputError(f"{recipe.path}: gates.{exc}") from None
+    if recipe.gates.max_drop_pp is not None and plan.accuracy_output is None:
+        raise InputError(f"{recipe.path}: gates.max_drop_pp gates the top-1 drop of a classification output; the "
+                         f"model's outputs are judged as {', '.join(f'{t.output}: {t.task}' for t in plan.tasks)} "
+                         "(declare one in tasks: - {output: OUTPUT, task: classification})")
+
+
+def _task_key(recipe: BuildRecipe) -> list[Any]:
+    """The declared tasks as the validate cache key sees them: each task's settings, and its anchors' bytes."""
+    return [[t.output, t.task, dataclasses.asdict(t.config),
+             _fingerprint(Path(anchors)) if (anchors := getattr(t.config, "anchors", None)) else None]
+            for t in recipe.tasks]
+
+
 def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) -> BuildOutcome:
     from edgeq.artifacts import Preprocessing
     from edgeq.files import copy_atomic
-    from edgeq.harness.labelled import load_labelled
+    from edgeq.harness.evaldata import load_eval_set
     from edgeq.report.page import write_report
-    from edgeq.validate.protocol import EvalData, model_path, validate
+    from edgeq.validate.declarations import model_input
+    from edgeq.validate.protocol import model_path, validate
 
     cache = out / "cache"
     if not use_cache and cache.exists():
@@ -198,13 +234,11 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     model_fp = _fingerprint(model)
     float_model = load_float_model(model, recipe.input_shape)  # once: loading a Keras model converts it
     _check_overrides(float_model, recipe)
-    channels = _input_channels(float_model)
+    _check_outputs(float_model, recipe)
+    input_name, input_shape = model_input(float_model.flatbuffer)
     preprocessing = _preprocessing(recipe, float_model, log)
-    calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", channels, log, reused, preprocessing)
-    eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", channels, log, reused, preprocessing)
-    if not set_is_labelled(eval_dir):  # a set used as is was checked at load time; a generated one only now
-        raise InputError(f"{recipe.path}: evaluation: the set generated from {recipe.evaluation.source} has no "
-                         "labels, and unlabelled evaluation data is not supported yet")
+    calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", input_shape, log, reused, preprocessing)
+    eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", input_shape, log, reused, preprocessing)
     quant_recipe = recipe.quant_recipe
     # a generated set records the preprocessing it was made with; data used as is gets the resolved one
     calib_preprocessing, eval_preprocessing = (None if spec.generated else preprocessing
@@ -212,7 +246,8 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
 
     validate_key = _key(model_fp, recipe.input_shape, _fingerprint(calib_dir), _fingerprint(eval_dir),
                         [m.value for m in recipe.methods], recipe.gates.max_drop_pp, quant_recipe.to_dict(),
-                        preprocessing.to_dict() if preprocessing else None, _code_version())
+                        preprocessing.to_dict() if preprocessing else None, _code_version(), _task_key(recipe),
+                        dataclasses.asdict(recipe.gates.fidelity))
     validate_dir = cache / f"validate-{validate_key}"
     outcome_file = validate_dir / "validation.json"
     if outcome_file.is_file():
@@ -220,11 +255,12 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         reused.append("validate")
         log(f"validate: reused {validate_dir.name}")
     else:
-        images, labels, conditions, set_pp = load_labelled(str(eval_dir))
-        data = EvalData(name=str(eval_dir), images=images, labels=labels, conditions=conditions,
-                        preprocessing=preprocessing if preprocessing is not None else set_pp or Preprocessing())
+        eval_set = load_eval_set(eval_dir, input_shape=input_shape, input_name=input_name)
+        data = eval_set.with_preprocessing(preprocessing if preprocessing is not None
+                                           else eval_set.preprocessing or Preprocessing())
         validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
-                             recipe=quant_recipe, calib_preprocessing=calib_preprocessing)
+                             recipe=quant_recipe, calib_preprocessing=calib_preprocessing, tasks=recipe.tasks,
+                             gates=recipe.gates.fidelity)
         saved = StoredValidation(report=validated, best_model=model_path(validate_dir, validated.best_method).name)
         write_text_atomic(outcome_file, json.dumps(saved.to_document(), indent=2) + "\n")
         log(f"validate: {len(recipe.methods)} methods, picked {validated.best_method.value} by fidelity to FP32")
@@ -242,7 +278,8 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         reused.append("bench")
     coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
                                   recipe.gates.coverage_threshold) if recipe.gates.coverage_threshold else None)
-    gates = _gates(saved.report.validation, check_sections, latency, coverage_section, recipe)
+    gates = _gates(saved.report.validation, saved.report.output_gates, check_sections, latency, coverage_section,
+                   recipe)
     named = dataclasses.replace(saved.report.model, name=recipe.name)
     report = BuildReport(
         title=f"edgeq build: {recipe.name}", validation_report=dataclasses.replace(saved.report, model=named),
@@ -332,13 +369,14 @@ def _calibration_section(calib_dir: Path, samples: int) -> CalibrationSetSummary
         preview_png=base64.b64encode(preview.read_bytes()).decode() if preview.is_file() else None)
 
 
-def _gates(validation: ValidationSummary, checks: tuple[CheckSummary, ...], latency: tuple[LatencyRow, ...],
-           coverage: CoverageSection | None, recipe: BuildRecipe) -> tuple[Gate, ...]:
+def _gates(validation: ValidationSummary, fidelity: tuple[Gate, ...], checks: tuple[CheckSummary, ...],
+           latency: tuple[LatencyRow, ...], coverage: CoverageSection | None, recipe: BuildRecipe) -> tuple[Gate, ...]:
     gates = []
     if recipe.gates.max_drop_pp is not None:  # judged by validate on the held-out gate half (validation.gate)
         from edgeq.validate.verdicts import max_drop_gate
 
         gates.append(max_drop_gate(validation.gate))
+    gates.extend(fidelity)  # validate's fidelity limits, judged on the held-out half too
     for section in checks:
         if section.target in recipe.gates.spec:
             gates.append(Gate(name=f"spec:{section.target}", passed=section.passed,

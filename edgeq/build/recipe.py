@@ -1,9 +1,11 @@
 """The build recipe (YAML): what to quantize, with which data and conversion settings, for which targets,
-under which gates.
+how to judge each model output, under which gates.
 
 Unknown keys and bad values are one-line errors: a typo in a CI recipe must not silently drop a gate.
 The conversion settings (``quantization``) are a convert recipe, read by the same code as
-``edgeq convert --recipe`` (edgeq.quant_recipe.recipe_from_dict).
+``edgeq convert --recipe`` (edgeq.quant_recipe.recipe_from_dict); the output ``tasks`` are the mappings of
+``edgeq validate --tasks FILE`` (edgeq.validate.declarations), and the fidelity gates are validate's limits
+(edgeq.validate.outputs.FidelityGates).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import re
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeq.artifacts import Estimator
 from edgeq.calib.estimators import METHODS
@@ -21,6 +23,11 @@ from edgeq.errors import InputError, UsageError
 from edgeq.harness.budget import LatencyBudget
 from edgeq.quant_recipe import QuantRecipe, recipe_from_dict
 from edgeq.spec.rules import PROFILES
+from edgeq.validate.declarations import task_declarations
+
+if TYPE_CHECKING:
+    from edgeq.validate.outputs import FidelityGates
+    from edgeq.validate.tasks import OutputTask
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_SAMPLES = 100_000  # per generated set: far beyond any calibration need, far below a disk-filling mistake
@@ -61,6 +68,25 @@ class Gates:
     max_p90_ms: dict[str, float] = field(default_factory=dict)  # backend -> budget (shorthand for `latency`)
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> LatencyBudget fields
     coverage_threshold: float | None = None  # calibration must cover the evaluation set at this ratio
+    # fidelity limits, judged by validate on the held-out half (edgeq.validate.outputs.FidelityGates)
+    min_output_sqnr_db: dict[str, float] = field(default_factory=dict)  # output (name or index) -> dB
+    min_agreement: float | None = None  # share 0..1, every classification output
+    max_landmark_error: float | None = None  # normalized mean error, every landmarks output
+    min_mask_iou: float | None = None  # mean IoU 0..1, every segmentation output
+    min_detection_recall: float | None = None  # share 0..1, every detection output
+
+    @property
+    def fidelity(self) -> FidelityGates:
+        """The fidelity limits as validate takes them (false when none is set)."""
+        from edgeq.validate.outputs import FidelityGates
+
+        return FidelityGates(min_output_sqnr_db=dict(self.min_output_sqnr_db), min_agreement=self.min_agreement,
+                             max_landmark_error=self.max_landmark_error, min_mask_iou=self.min_mask_iou,
+                             min_detection_recall=self.min_detection_recall)
+
+
+# share limits lie in [0, 1]; the landmark error is at least 0; an SQNR limit is any finite number of dB
+SHARE_LIMITS = ("min_agreement", "min_mask_iou", "min_detection_recall")
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,7 @@ class BuildRecipe:
     gates: Gates = field(default_factory=Gates)
     input_shape: tuple[int, ...] | None = None  # static input shape without the batch, as --input-shape
     quantization: QuantRecipe | None = None  # a convert recipe (method aside); None: not given, the defaults
+    tasks: tuple[OutputTask, ...] = ()  # one per declared output (validate --tasks); (): validate's default
     base_dir: str = "."  # relative paths in the recipe resolve against the recipe's folder
     path: str = "recipe"  # the recipe file, for messages
 
@@ -114,7 +141,8 @@ FIELD_KINDS: dict[type, dict[str, tuple[str, bool]]] = {  # field -> (element ki
                "severity": (_INT, False), "seed": (_INT, False)},
     BenchSpec: {"backends": (_TEXT, True), "threads": (_INT, True), "runs": (_INT, False),
                 "min_seconds": (_NUMBER, False)},
-    Gates: {"max_drop_pp": (_NUMBER, False), "spec": (_TEXT, True), "coverage_threshold": (_NUMBER, False)},
+    Gates: {"max_drop_pp": (_NUMBER, False), "spec": (_TEXT, True), "coverage_threshold": (_NUMBER, False),
+            **{key: (_NUMBER, False) for key in (*SHARE_LIMITS, "max_landmark_error")}},
 }
 
 
@@ -205,9 +233,11 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
         given = gates_given.get(key)
         if given is not None and not isinstance(given, dict):
             raise InputError(f"{path}: gates.{key} must map a backend to a budget, got {bounded_repr(given)}")
-    budgets = ("max_p90_ms", "latency")
+    budgets = ("max_p90_ms", "latency", "min_output_sqnr_db")
     gates = _section(Gates, {k: v for k, v in gates_given.items() if v is not None or k not in budgets},
                      f"{path}: gates")
+    gates = replace(gates, min_output_sqnr_db=_output_limits(gates.min_output_sqnr_db,
+                                                             f"{path}: gates.min_output_sqnr_db"))
     for target in (*targets, *gates.spec):
         if target not in PROFILES:
             raise InputError(f"{path}: unknown target {target!r} (choose from {', '.join(PROFILES)})")
@@ -215,6 +245,11 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
         _check_number(gates.max_drop_pp, f"{path}: gates.max_drop_pp", positive=False)
     if gates.coverage_threshold is not None:
         _check_number(gates.coverage_threshold, f"{path}: gates.coverage_threshold")
+    for key in SHARE_LIMITS:
+        if getattr(gates, key) is not None:
+            _check_range(getattr(gates, key), 0, 1, f"{path}: gates.{key}")
+    if gates.max_landmark_error is not None and gates.max_landmark_error < 0:
+        raise InputError(f"{path}: gates.max_landmark_error must be at least 0, got {gates.max_landmark_error}")
     for backend, budget in (gates.max_p90_ms or {}).items():
         _check_number(budget, f"{path}: gates.max_p90_ms.{backend}")
     for backend, spec in (gates.latency or {}).items():
@@ -235,9 +270,13 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
         else None,
         quantization=_quantization(document["quantization"], f"{path}: quantization") if "quantization" in document
         else None,
+        tasks=task_declarations(document["tasks"], base_dir, f"{path}: tasks") if "tasks" in document else (),
         base_dir=str(base_dir), path=str(path))
     _check_values(recipe, path)
-    _check_labelled(recipe.evaluation, f"{path}: evaluation", base_dir)
+    if gates.max_drop_pp is not None and not has_labels(recipe.evaluation, base_dir):
+        raise InputError(f"{path}: gates.max_drop_pp gates the top-1 drop, which needs labels, and the evaluation "
+                         f"data from {recipe.evaluation.source} has none; gate fidelity instead "
+                         f"({', '.join(('min_output_sqnr_db', *SHARE_LIMITS, 'max_landmark_error'))})")
     return recipe
 
 
@@ -289,17 +328,28 @@ def _data_spec(value: Any, where: str, base_dir: Path) -> DataSpec:
                             for key, default in GENERATION_DEFAULTS.items()})
 
 
-def _check_labelled(spec: DataSpec, where: str, base_dir: Path) -> None:
-    """validate() compares top-1 against labels: evaluation data used as is must carry them (a generated set
-    has them when its source does; datagen's set says so, and the build checks it before validating)."""
-    if spec.generated:
-        return
+def has_labels(spec: DataSpec, base_dir: str | Path) -> bool:
+    """Whether evaluation data from ``spec`` has labels: the bundled digits and lfw do (the bundled photos do
+    not); a set from edgeq datagen says so; an .npz has them in a 'labels' array; an image folder has them only
+    as datagen's source with a subfolder per class (used as is, it has none); a .npy never has them."""
     path = resolve_source(spec.source, base_dir)
-    if plain_kind(path) == "set" and set_is_labelled(path):
-        return
-    raise InputError(f"{where}: {spec.source} has no labels, and unlabelled evaluation data is not supported yet; "
-                     "give a labelled set from edgeq datagen, or add conditions to generate one from a source with "
-                     "labels (an image folder with a subfolder per class, a .npz with a 'labels' array)")
+    if path is None:
+        return spec.source.partition(":")[0] in ("digits", "lfw")
+    if plain_kind(path) == "set":
+        return set_is_labelled(path)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return "labels.npy" in archive.namelist()
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise InputError(f"cannot read {spec.source}: {exc}") from None
+    if path.is_dir() and spec.generated:
+        from datagen.sources import open_source
+
+        return any(item.label is not None for item in open_source(str(path)).items)
+    return False
 
 
 def set_is_labelled(path: Path | None) -> bool:
@@ -308,6 +358,18 @@ def set_is_labelled(path: Path | None) -> bool:
 
     document = load_config(path / "datagen.json", "datagen set file") if path is not None else None
     return isinstance(document, dict) and document.get("labels") is True
+
+
+def _output_limits(value: Any, where: str) -> dict[str, float]:
+    """``{OUTPUT: DB}``: an output by name or index, each with a finite number of dB."""
+    if value in ({}, None):
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str | int) and not isinstance(k, bool) for k in value):
+        raise InputError(f"{where} must map an output (a name or index) to a minimum SQNR in dB, got "
+                         f"{bounded_repr(value)}")
+    for output, db in value.items():
+        _check_number(db, f"{where}.{output}", positive=False)
+    return {str(output): float(db) for output, db in value.items()}
 
 
 def _input_shape(value: Any, where: str) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgeq.cli import options
 from edgeq.cli.output import print_table
-from edgeq.cli.validate import METHOD_HEADERS, method_rows, selection_lines
+from edgeq.cli.validate import OUTPUT_HEADERS, method_headers, method_rows, output_rows, selection_lines
 from edgeq.errors import GateFailed
 
 
@@ -40,7 +40,10 @@ def run_build_command(args: argparse.Namespace) -> int:
     outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache)
     validation = outcome.report.validation_report.validation
     print()
-    print_table(METHOD_HEADERS, method_rows(validation))
+    print_table(method_headers(validation), method_rows(validation))
+    if recipe.tasks or validation.baseline is None:  # every output, as the recipe's tasks read it
+        print()
+        print_table(OUTPUT_HEADERS, output_rows(outcome.report.validation_report))
     for line in selection_lines(validation):
         print(line)
     print()
