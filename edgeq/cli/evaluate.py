@@ -31,15 +31,6 @@ def register(verbs: Any) -> None:
     options.add_json_file_option(ev, "the result")
 
 
-def _input_info(model_bytes: bytes) -> tuple[str, tuple[int, ...]]:
-    """The model's first input: its name and its shape without the batch (image folders are resized to it)."""
-    from edgeq.tflite import model as tfl
-
-    graph = tfl.parse(model_bytes).subgraphs[0]
-    tensor = graph.tensors[graph.inputs[0]]
-    return tfl.tensor_name(tensor), tuple(int(d) for d in tensor.shape[1:])
-
-
 def _fidelity(outputs: dict[str, Any], reference: dict[str, Any],
               conditions: tuple[str, ...] | None) -> dict[str, Any]:
     """Per output (by position: the INT8 model and its FP32 source name them alike, but need not): fidelity to
@@ -89,6 +80,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from edgeq.harness.evaldata import load_eval_set
     from edgeq.preprocess import own_preprocessing, resolve, same_normalization
     from edgeq.tflite import model as tfl
+    from edgeq.validate.declarations import model_input
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -102,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
     tfl.parse(model_bytes, args.model)
     for untrusted in filter(None, (args.model, args.reference)):
         probe(untrusted, "cpu", what=untrusted)
-    input_name, input_shape = _input_info(model_bytes)
+    input_name, input_shape = model_input(model_bytes)
     data = load_eval_set(args.data, limit=args.limit, input_shape=input_shape, input_name=input_name)
     if not data.labelled and not args.reference:
         raise UsageError(f"{args.data} has no labels: eval measures top-1 on labelled data, or fidelity to the "
