@@ -41,11 +41,21 @@ def tiny_cnn(zoo_cache: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny_zoo(zoo_cache: Path) -> dict[str, Path]:
-    """Every zoo model after one short epoch: real architectures, real (if weak) weights."""
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every zoo model after one short epoch: real architectures, real (if weak) weights.
+
+    Shared by the xdist workers of one run: the first to get the lock trains, the others reuse its cache
+    (the zoo's builds are deterministic and renamed into place atomically), so the run trains them once."""
+    import fcntl
+
     from edgeq_models import ZOO, build
 
-    return {name: build(name, recipe=reduced_recipe(name, train_limit=64), cache=zoo_cache).path for name in ZOO}
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    cache = (shared / "tiny-zoo-cache") if shared else tmp_path_factory.mktemp("tiny-zoo-cache")
+    cache.mkdir(exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return {name: build(name, recipe=reduced_recipe(name, train_limit=64), cache=cache).path for name in ZOO}
 
 
 @pytest.fixture(scope="session")
