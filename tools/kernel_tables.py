@@ -100,21 +100,9 @@ def _const(shape: Shape, seed: int, scale: float = 0.5) -> np.ndarray:
     return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
 
 
-def _opcode(model: Any, name: str) -> int:
-    """Index of builtin ``name`` in the model's operator codes, appended when absent."""
-    code = tfl.builtin_code(name)
-    for i, existing in enumerate(model.operatorCodes):
-        if max(int(existing.builtinCode), int(existing.deprecatedBuiltinCode)) == code:
-            return i
-    new = tfl.schema().OperatorCodeT()
-    new.builtinCode, new.deprecatedBuiltinCode, new.version = code, min(code, 127), 1
-    model.operatorCodes.append(new)
-    return len(model.operatorCodes) - 1
-
-
 def _set_op(model: Any, op: Any, name: str, options: Any = None) -> None:
     S = tfl.schema()  # noqa: N806
-    op.opcodeIndex = _opcode(model, name)
+    op.opcodeIndex = tfl.opcode_index(model, name)
     op.builtinOptionsType = getattr(S.BuiltinOptions, type(options).__name__[:-1]) if options is not None else 0
     op.builtinOptions = options
 

@@ -84,18 +84,6 @@ def _builtin_fit(same: bool, out: int, size: int, kernel: int, stride: int) -> t
     return -(-(out - kernel + 1) // stride), 0
 
 
-def _opcode(model: Any, name: str, version: int) -> int:
-    code = tfl.builtin_code(name)
-    for index, existing in enumerate(model.operatorCodes):
-        if max(int(existing.builtinCode), int(existing.deprecatedBuiltinCode)) == code:
-            existing.version = max(int(existing.version), version)
-            return index
-    new = tfl.schema().OperatorCodeT()
-    new.builtinCode, new.deprecatedBuiltinCode, new.version = code, min(code, 127), version
-    model.operatorCodes.append(new)
-    return len(model.operatorCodes) - 1
-
-
 def _int32_constant(model: Any, graph: Any, values: list[int], name: str) -> int:
     schema = tfl.schema()
     buffer = schema.BufferT()
@@ -138,7 +126,7 @@ def _rewrite_transpose_conv_bias(model: Any, graph: Any, op: Any, where: str) ->
                             f"{tfl.tensor_name(graph.tensors[int(op.outputs[0])])}/edgeq_output_shape")
     options = schema.TransposeConvOptionsT()
     options.padding, options.strideW, options.strideH = builtin_padding, stride_w, stride_h
-    op.opcodeIndex = _opcode(model, "TRANSPOSE_CONV", 3)  # version 3: the bias operand
+    op.opcodeIndex = tfl.opcode_index(model, "TRANSPOSE_CONV", 3)  # version 3: the bias operand
     op.inputs = np.array([shape, int(op.inputs[1]), int(op.inputs[0]), int(op.inputs[2])], dtype=np.int32)
     op.builtinOptionsType = schema.BuiltinOptions.TransposeConvOptions
     op.builtinOptions = options

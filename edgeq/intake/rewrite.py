@@ -27,20 +27,6 @@ from edgeq.intake.sparsity import VALUE_DTYPES, densify
 from edgeq.tflite import model as tfl
 
 
-def _opcode_index(model: Any, op_name: str) -> int:
-    """Index of ``op_name`` in the model's operator-code table, appending it when absent."""
-    code = tfl.builtin_code(op_name)
-    for i, existing in enumerate(model.operatorCodes):
-        if max(int(existing.builtinCode), int(existing.deprecatedBuiltinCode)) == code:
-            return i
-    new = tfl.schema().OperatorCodeT()
-    new.builtinCode = code
-    new.deprecatedBuiltinCode = min(code, 127)  # the legacy int8 field saturates at 127 (PLACEHOLDER)
-    new.version = 1
-    model.operatorCodes.append(new)
-    return len(model.operatorCodes) - 1
-
-
 def _add_constant(model: Any, graph: Any, values: np.ndarray, name: str) -> int:
     """Append a float32 constant tensor with its own buffer; return its tensor index."""
     S = tfl.schema()  # noqa: N806
@@ -68,7 +54,7 @@ def neg_to_mul(model: Any) -> int:
                 continue
             if minus_one is None:
                 minus_one = _add_constant(model, graph, np.array([-1.0], np.float32), "edgeq/neg_as_mul/minus_one")
-            op.opcodeIndex = _opcode_index(model, "MUL")
+            op.opcodeIndex = tfl.opcode_index(model, "MUL")
             op.inputs = np.array([op.inputs[0], minus_one], dtype=np.int32)
             op.builtinOptionsType = S.BuiltinOptions.MulOptions
             op.builtinOptions = S.MulOptionsT()

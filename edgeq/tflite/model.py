@@ -85,6 +85,22 @@ def serialize(model: Any) -> bytes:
     return bytes(builder.Output())
 
 
+def opcode_index(model: Any, op_name: str, version: int = 1) -> int:
+    """Index of builtin ``op_name`` in the model's operator-code table, appended when absent; an existing entry's
+    version is raised to ``version`` (the op's features the caller uses need it)."""
+    code = builtin_code(op_name)
+    for i, existing in enumerate(model.operatorCodes):
+        if max(int(existing.builtinCode), int(existing.deprecatedBuiltinCode)) == code:
+            existing.version = max(int(existing.version), version)
+            return i
+    new = schema().OperatorCodeT()
+    new.builtinCode = code
+    new.deprecatedBuiltinCode = min(code, 127)  # the legacy int8 field saturates at 127 (PLACEHOLDER)
+    new.version = version
+    model.operatorCodes.append(new)
+    return len(model.operatorCodes) - 1
+
+
 def op_type(model: Any, op: Any) -> str:
     """BuiltinOperator name of ``op`` (or ``CUSTOM:<code>`` for custom ops)."""
     code = model.operatorCodes[op.opcodeIndex]
