@@ -134,3 +134,21 @@ def test_device_suite_refuses_top1_budget_on_unlabelled_data(unlabelled: Path, t
     budget.write_text("min_top1: 0.9\n")
     run = _device_suite("--eval-set", str(unlabelled), "--budget", str(budget))
     assert run.returncode == 1 and "min_top1 needs labels" in run.stdout
+
+
+def test_unlabelled_eval_runs_without_the_full_install(unlabelled: Path) -> None:
+    """The slim ``edgeq[device]`` install has no TensorFlow, Keras, scikit-learn or scikit-image: eval on an
+    unlabelled .npz with a reference must not import any of them."""
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('tensorflow', 'keras', 'sklearn', 'skimage'):\n"
+        "        raise ImportError('blocked ' + name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "from edgeq.cli.main import main\n"
+        f"sys.exit(main(['eval', {str(INT8)!r}, '--data', {str(unlabelled)!r}, '--reference', {str(FP32)!r}]))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "fidelity to cnn_digits_float32.tflite" in run.stdout
