@@ -170,3 +170,62 @@ def test_the_selfie_mask_matches_float_on_held_out_photos(selfie: tuple) -> None
     person, other = reference[0] > 0.5, approx[0] > 0.5  # the astronaut photo
     assert (person & other).sum() / (person | other).sum() > 0.85
     assert float(np.abs(reference - approx).mean()) < 0.04
+
+
+def _postprocess_model(folder: Path) -> Path:
+    """A small SSD-style head (Keras) ending in TFLite's own TFLite_Detection_PostProcess custom op, which
+    LiteRT registers a kernel for."""
+    import keras
+    from flatbuffers import flexbuffers
+
+    from edgeq.intake.load import keras_to_float_tflite
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3), batch_size=1)
+    x = keras.layers.Reshape((64, 8))(keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs))
+    head = keras.Model(inputs, [keras.layers.Dense(4)(x), keras.layers.Dense(3, activation="sigmoid")(x)])
+    model = tfl.parse(keras_to_float_tflite(head))
+    graph = model.subgraphs[0]
+    boxes = next(int(i) for i in graph.outputs if int(graph.tensors[i].shape[-1]) == 4)
+    scores = next(int(i) for i in graph.outputs if int(graph.tensors[i].shape[-1]) == 3)
+    builder = GraphBuilder()
+    builder.model, builder.graph = model, graph
+    centres = (np.stack(np.meshgrid(np.arange(8), np.arange(8)), -1).reshape(-1, 2)[:, ::-1] + 0.5) / 8
+    anchors = builder.tensor("anchors", (64, 4), "FLOAT32", np.concatenate([centres, np.full((64, 2), 0.2)], 1)
+                             .astype(np.float32))
+    outs = [builder.tensor(name, shape, "FLOAT32") for name, shape in
+            (("boxes", (1, 10, 4)), ("classes", (1, 10)), ("scores", (1, 10)), ("count", (1,)))]
+    options = flexbuffers.Builder()
+    with options.Map():
+        for key, value in (("max_detections", 10), ("max_classes_per_detection", 1), ("detections_per_class", 10),
+                           ("num_classes", 2)):
+            options.Int(key, value)
+        options.Bool("use_regular_nms", False)
+        for key, value in (("nms_score_threshold", 0.3), ("nms_iou_threshold", 0.5), ("y_scale", 10.0),
+                           ("x_scale", 10.0), ("h_scale", 5.0), ("w_scale", 5.0)):
+            options.Float(key, value)
+    builder.custom_op("TFLite_Detection_PostProcess", [boxes, scores, anchors], outs, bytes(options.Finish()))
+    path = folder / "postprocess.tflite"
+    path.write_bytes(builder.build([int(i) for i in graph.inputs], outs))
+    np.save(folder / "x.npy", np.random.default_rng(1).uniform(0, 1, (16, 8, 8, 3)).astype(np.float32))
+    return path
+
+
+def test_a_custom_op_the_runtime_runs_stays_float_with_allow_float_ops(tmp_path: Path) -> None:
+    from edgeq.quant_recipe import QuantRecipe
+
+    model = _postprocess_model(tmp_path)
+    with pytest.raises(InputError, match="cannot quantize CUSTOM:TFLite_Detection_PostProcess"):
+        edgeq.convert(model, tmp_path / "strict.tflite", calib=tmp_path / "x.npy")
+    assert not (tmp_path / "strict.tflite").exists()
+    artifact = edgeq.convert(model, tmp_path / "int8.tflite", calib=tmp_path / "x.npy",
+                             recipe=QuantRecipe(allow_float_ops=True))
+    assert any(op.startswith("CUSTOM:TFLite_Detection_PostProcess") for op in artifact.float_ops)
+    interpreter, _ = make_interpreter(tmp_path / "int8.tflite", CpuKernels.CPU)  # it runs: verified before written
+    detail = interpreter.get_input_details()[0]
+    scale, zero = detail["quantization"]
+    x = np.load(tmp_path / "x.npy")[:1]
+    interpreter.set_tensor(detail["index"], np.clip(np.round(x / scale) + zero, -128, 127).astype(detail["dtype"]))
+    interpreter.invoke()
+    shapes = [tuple(interpreter.get_tensor(d["index"]).shape) for d in interpreter.get_output_details()]
+    assert sorted(shapes) == sorted([(1, 10, 4), (1, 10), (1, 10), (1,)])
