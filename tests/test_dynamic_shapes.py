@@ -142,3 +142,22 @@ def test_cli_refuses_a_contradicting_input_shape_in_one_line(exports: dict[str, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "only dynamic (-1) dimensions" in err
     assert not (tmp_path / "out.tflite").exists()
+
+
+def test_a_data_dependent_shape_is_refused_even_when_the_probe_runs_agree(tmp_path: Path) -> None:
+    """x > -2 holds for every value the seeded probe inputs take (uniform in [-1, 1]), so both runs see the same
+    WHERE count; the shape still depends on the data, and folding it would bake in the probe's count."""
+    import tensorflow as tf
+
+    from edgeq.quiet import native_output_captured
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32)])
+    def kept(x: tf.Tensor) -> tf.Tensor:
+        values = tf.gather_nd(x, tf.where(x > -2.0))
+        return tf.reshape(tf.reduce_sum(values) * tf.cast(tf.shape(values)[0], tf.float32), [1])
+
+    with native_output_captured():
+        data = tf.lite.TFLiteConverter.from_concrete_functions([kept.get_concrete_function()]).convert()
+    (tmp_path / "where_all.tflite").write_bytes(data)
+    with pytest.raises(InputError, match="reads a tensor whose shape depends on the input values"):
+        load_float_model(tmp_path / "where_all.tflite")

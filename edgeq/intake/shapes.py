@@ -28,6 +28,10 @@ SHAPE_OPS = frozenset({
     "SQUEEZE", "EXPAND_DIMS", "CAST", "ADD", "SUB", "MUL", "DIV", "FLOOR_DIV", "FLOOR_MOD", "MAXIMUM",
     "MINIMUM", "REDUCE_PROD", "SUM", "RANGE", "FILL", "TILE", "BROADCAST_TO", "BROADCAST_ARGS", "TRANSPOSE",
 })
+#: Ops whose output shape depends on the input values: a SHAPE of anything computed from them is never folded,
+#: even when two seeded runs happen to agree (the check below would then miss it).
+DATA_DEPENDENT_SHAPE_OPS = frozenset({"WHERE", "NON_MAX_SUPPRESSION_V4", "NON_MAX_SUPPRESSION_V5", "UNIQUE",
+                                      "MULTINOMIAL", "RANDOM_STANDARD_NORMAL", "RANDOM_UNIFORM"})
 #: Only integer tensors are folded: shape arithmetic is integer, and a float tensor is data or a weight.
 _INTEGER_TYPES = frozenset({"INT32", "INT64"})
 _PROBE_SEEDS = (0, 1)  # two different inputs: a value that differs between them depends on the data
@@ -112,13 +116,21 @@ def _run(flatbuffer: bytes, shapes: dict[int, tuple[int, ...]], seed: int) -> tu
     return found_shapes, values
 
 
-def _foldable(model: Any, graph: Any) -> list[int]:
+def _foldable(model: Any, graph: Any, what: str) -> list[int]:
     """Ops (indices) whose integer outputs depend on shapes only, in graph order."""
     known = {i for i, tensor in enumerate(graph.tensors) if tfl.is_constant(model, tensor)}
+    data_shaped: set[int] = set()  # tensors downstream of an op whose output shape depends on the data
     folded = []
     for position, op in enumerate(graph.operators):
         kind = tfl.op_type(model, op)
         outputs = [int(t) for t in op.outputs]
+        if kind in DATA_DEPENDENT_SHAPE_OPS or any(int(t) in data_shaped for t in op.inputs if t >= 0):
+            if kind == "SHAPE":
+                raise InputError(f"{what}: the shape computation '{tfl.tensor_name(graph.tensors[outputs[0]])}' "
+                                 "reads a tensor whose shape depends on the input values; edgeq cannot resolve it "
+                                 "to a constant")
+            data_shaped.update(outputs)
+            continue
         if kind not in SHAPE_OPS or not all(tfl.tensor_type_name(graph.tensors[t].type) in _INTEGER_TYPES
                                             for t in outputs):
             continue
@@ -150,7 +162,7 @@ def fix_dynamic_shapes(model: Any, flatbuffer: bytes, input_shape: tuple[int, ..
             raise InputError(f"{what}: tensor '{tfl.tensor_name(tensor)}' has a shape that depends on the input "
                              f"values ({list(shapes.get(index, ()))} vs {list(other_shapes.get(index, ()))}); "
                              "edgeq cannot make such a model static")
-    folded = _foldable(model, graph)
+    folded = _foldable(model, graph, what)
     buffer_of = {}
     for position in folded:
         for index in (int(t) for t in graph.operators[position].outputs):
