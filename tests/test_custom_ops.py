@@ -229,3 +229,14 @@ def test_a_custom_op_the_runtime_runs_stays_float_with_allow_float_ops(tmp_path:
     interpreter.invoke()
     shapes = [tuple(interpreter.get_tensor(d["index"]).shape) for d in interpreter.get_output_details()]
     assert sorted(shapes) == sorted([(1, 10, 4), (1, 10), (1, 10), (1,)])
+
+
+def test_custom_ops_are_found_in_every_subgraph() -> None:
+    """The refusal names custom ops wherever they are (a WHILE body, an IF branch), not only in the main graph."""
+    from edgeq.intake.custom_ops import custom_ops
+
+    parsed = tfl.parse(custom_model(4, 4, 2, 2, (2, 2), (2, 2), SAME, name="MysteryUpsample")[0])
+    main = tfl.schema().SubGraphT()
+    main.tensors, main.operators, main.inputs, main.outputs = [], [], np.array([], np.int32), np.array([], np.int32)
+    parsed.subgraphs = [main, *parsed.subgraphs]  # the custom op now lives in subgraph 1
+    assert custom_ops(parsed) == {"MysteryUpsample": 1}

@@ -155,11 +155,15 @@ class Rewritten:
     options: bytes
 
 
-def custom_ops(model: Any) -> list[str]:
-    """The custom op names the main graph uses, in first-use order."""
-    names = [tfl.op_type(model, op).removeprefix("CUSTOM:") for op in model.subgraphs[0].operators
-             if tfl.op_type(model, op).startswith("CUSTOM:")]
-    return list(dict.fromkeys(names))
+def custom_ops(model: Any) -> dict[str, int]:
+    """The custom op names the model uses, in first-use order, each with the first subgraph that uses it."""
+    found: dict[str, int] = {}
+    for index, graph in enumerate(model.subgraphs):
+        for op in graph.operators:
+            kind = tfl.op_type(model, op)
+            if kind.startswith("CUSTOM:"):
+                found.setdefault(kind.removeprefix("CUSTOM:"), index)
+    return found
 
 
 def decompose_custom_ops(model: Any) -> list[Rewritten]:

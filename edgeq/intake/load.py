@@ -166,8 +166,12 @@ def _runnable_tflite(path: Path) -> tuple[bytes, tuple[RewriteCount, ...]]:
     except InputError as exc:
         if "unresolved custom op" not in str(exc):
             raise
-        unknown = [name for name in custom_ops(parsed) if name not in DECOMPOSITIONS]
-        raise InputError(f"{path} uses custom op(s) {', '.join(unknown)} that LiteRT has no kernel for and edgeq "
+        left = custom_ops(parsed)  # after decomposition: only the main graph's are decomposed
+        nested = [f"{name} (subgraph {index})" for name, index in left.items() if name in DECOMPOSITIONS]
+        if nested:
+            raise InputError(f"{path} uses custom op(s) {', '.join(nested)} inside a control-flow subgraph, where "
+                             "edgeq does not decompose them, and LiteRT has no kernel for them") from None
+        raise InputError(f"{path} uses custom op(s) {', '.join(left)} that LiteRT has no kernel for and edgeq "
                          f"knows no exact builtin decomposition of (it decomposes: {', '.join(DECOMPOSITIONS)})"
                          ) from None
     if decomposed:
