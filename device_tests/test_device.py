@@ -148,17 +148,22 @@ def test_fidelity_budget(model_path: Path, backend_name: str, budget: Any, eval_
         pytest.skip("no min_output_sqnr_db in the budget")
     if not eval_set or reference_path is None:
         pytest.fail("min_output_sqnr_db needs --eval-set and --reference (the FP32 model)")
-    from edgeq.harness.accuracy import predict_outputs
+    from edgeq.harness.accuracy import pair_outputs, predict_outputs
     from edgeq.validate.tasks import output_fidelity
 
     _, x = _eval_inputs(model_path, eval_set, request, record_property)
     outputs = predict_outputs(_session(model_path, backend_name), x)
     reference = predict_outputs(open_session(reference_path.read_bytes(), parse_backend("cpu")), x)
-    assert len(outputs) == len(reference), f"{len(outputs)} outputs vs the reference's {len(reference)}"
     unknown = set(budget.min_output_sqnr_db) - set(outputs) - {"*"}
     assert not unknown, f"min_output_sqnr_db names no output of the model: {sorted(unknown)} (outputs: {list(outputs)})"
     failures = []
-    for (name, y), ref in zip(outputs.items(), reference.values(), strict=True):
+    from edgeq.errors import InputError
+
+    try:
+        pairs = pair_outputs(outputs, reference)  # by name, else by position; other counts or shapes refused
+    except InputError as exc:
+        pytest.fail(f"--reference {reference_path.name}: {exc}")
+    for name, y, ref in pairs:
         limit = budget.min_output_sqnr_db.get(name, budget.min_output_sqnr_db.get("*"))
         if limit is None:
             continue

@@ -152,3 +152,19 @@ def test_unlabelled_eval_runs_without_the_full_install(unlabelled: Path) -> None
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "fidelity to cnn_digits_float32.tflite" in run.stdout
+
+
+def test_outputs_are_paired_by_name_then_by_position() -> None:
+    """Two same-shaped outputs listed in another order by the reference are compared name to name; a model whose
+    names differ is paired by position; another count or shape is refused rather than compared."""
+    from edgeq.errors import InputError
+    from edgeq.harness.accuracy import pair_outputs
+
+    a, b = np.zeros((2, 3)), np.ones((2, 3))
+    assert [(n, float(y.sum()), float(r.sum())) for n, y, r in pair_outputs({"x": a, "y": b}, {"y": b, "x": a})] \
+        == [("x", 0.0, 0.0), ("y", 6.0, 6.0)]
+    assert [n for n, _, r in pair_outputs({"p": a, "q": b}, {"x": a, "y": b}) if r is b] == ["q"]
+    with pytest.raises(InputError, match="1 output"):
+        pair_outputs({"x": a}, {"x": a, "y": b})
+    with pytest.raises(InputError, match="shaped"):
+        pair_outputs({"x": np.zeros((2, 4))}, {"x": a})

@@ -33,20 +33,14 @@ def register(verbs: Any) -> None:
 
 def _fidelity(outputs: dict[str, Any], reference: dict[str, Any],
               conditions: tuple[str, ...] | None) -> dict[str, Any]:
-    """Per output (by position: the INT8 model and its FP32 source name them alike, but need not): fidelity to
-    the reference overall and per condition."""
+    """Per output: fidelity to the reference overall and per condition."""
     import numpy as np
 
-    from edgeq.errors import InputError
+    from edgeq.harness.accuracy import pair_outputs
     from edgeq.validate.tasks import fidelity_samples
 
-    if len(outputs) != len(reference):
-        raise InputError(f"the model has {len(outputs)} output(s), the reference {len(reference)}: not the same model")
     result = {}
-    for (name, y), (ref_name, ref) in zip(outputs.items(), reference.items(), strict=True):
-        if y.shape != ref.shape:
-            raise InputError(f"output {name!r} is shaped {list(y.shape[1:])}, the reference's {ref_name!r} "
-                             f"{list(ref.shape[1:])}: not the same model")
+    for name, y, ref in pair_outputs(outputs, reference):
         samples = fidelity_samples(ref, y)
         entry = {"all": samples.summary(None).to_dict()}
         if conditions:

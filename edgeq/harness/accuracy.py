@@ -83,6 +83,24 @@ def predict_outputs(session: Session, x: np.ndarray,
     return {name: np.stack(values) for name, values in zip(names, collected, strict=True)}
 
 
+def pair_outputs(outputs: dict[str, np.ndarray],
+                 reference: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, model output, reference output) for each output: by name when both models name their outputs
+    alike (edgeq keeps the float model's names), else by position. A different count or shape is refused:
+    comparing two models' outputs that do not correspond would print a wrong number."""
+    if len(outputs) != len(reference):
+        raise InputError(f"the model has {len(outputs)} output(s), the reference {len(reference)}: not the same model")
+    if set(outputs) == set(reference):
+        pairs = [(name, outputs[name], reference[name]) for name in outputs]
+    else:
+        pairs = [(name, y, ref) for (name, y), ref in zip(outputs.items(), reference.values(), strict=True)]
+    for name, y, ref in pairs:
+        if y.shape != ref.shape:
+            raise InputError(f"output {name!r} is shaped {list(y.shape[1:])}, the reference's {list(ref.shape[1:])}: "
+                             "not the same model")
+    return pairs
+
+
 def top1(scores: np.ndarray, labels: np.ndarray) -> float:
     """Share of samples whose highest score is the label."""
     return float(np.mean(np.argmax(scores, axis=-1) == labels))
