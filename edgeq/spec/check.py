@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeq.artifacts import Finding, Severity, SpecReport, Target
 from edgeq.errors import InputError, UsageError
-from edgeq.spec.rules import INDEX_OUTPUT_OPS, PROFILES, SPEC, has_int8_kernel
+from edgeq.spec.rules import INDEX_OUTPUT_OPS, INT16X8_BIAS_TYPES, INT16X8_OPS, PROFILES, SPEC, has_int8_kernel
 from edgeq.tflite import model as tfl
 
 IO_CHOICES = ("integer", "int8", "uint8", "float32")
@@ -149,8 +149,25 @@ def _dynamic_shape_findings(view: _View) -> Iterator[Finding]:
                            expected="static shape", actual=list(t.signature))
 
 
+def _int16_findings(op: tuple[int, str], t: _Tensor) -> Iterator[Finding]:
+    """LiteRT's int16x8 kernels take symmetric int16 activations: one scale, zero point 0."""
+    if not t.quantized:
+        yield _finding("activation.unquantized", Severity.ERROR, f"INT16 tensor '{t.name}' has no scale", op, t,
+                       "scale and zero point 0", "none")
+        return
+    if t.scales.size != 1:
+        yield _finding("activation.per-tensor", Severity.ERROR, f"activation '{t.name}' is quantized per-axis",
+                       op, t, "one scale", f"{t.scales.size} scales")
+    if t.zero_points.size and np.any(t.zero_points != 0):
+        yield _finding("int16.zero-point", Severity.ERROR, f"int16 activation '{t.name}' is not symmetric", op, t,
+                       "zero point 0", _fmt(t.zero_points))
+
+
 def _activation_findings(view: _View, op: tuple[int, str], tensors: list[_Tensor]) -> Iterator[Finding]:
     for t in tensors:
+        if not t.constant and t.type == "INT16":
+            yield from _int16_findings(op, t)
+            continue
         if t.constant or t.type not in ZERO_POINT_RANGE:
             continue
         if not t.quantized:
@@ -205,8 +222,11 @@ def _bias_findings(view: _View, op: tuple[int, str], inputs: list[int], bias_ind
     if bias_index >= len(inputs) or inputs[bias_index] < 0 or activation >= len(inputs) or inputs[activation] < 0:
         return
     b, w, x = view.tensors[inputs[bias_index]], view.tensors[inputs[weights_index]], view.tensors[inputs[activation]]
-    if b.type != "INT32":
-        yield _finding("bias.dtype", Severity.ERROR, f"bias '{b.name}' is {b.type}", op, b, "INT32", b.type)
+    allowed = INT16X8_BIAS_TYPES.get(op[1], frozenset({"INT64"})) if x.type == "INT16" else frozenset({"INT32"})
+    if b.type not in allowed:
+        kernel = "int16x8 " if x.type == "INT16" else ""
+        yield _finding("bias.dtype", Severity.ERROR, f"bias '{b.name}' of {kernel}{op[1]} is {b.type}", op, b,
+                       " or ".join(sorted(allowed)), b.type)
         return
     if not (b.quantized and w.quantized and x.quantized):
         return
@@ -252,6 +272,22 @@ def _same_scale_findings(view: _View, op: tuple[int, str], inputs: list[int],
                            f"scale {t.scales[0]:.6g}, zero point {int(t.zero_points[0])}")
 
 
+def _int16_op_findings(op: tuple[int, str], tensor: _Tensor, target: str) -> Iterator[Finding]:
+    """An op with int16 activations needs an int16x8 kernel (QUANTIZE/DEQUANTIZE requantize int8 <-> int16);
+    XNNPACK takes none of them (measured: they run on the builtin kernels) and the Edge TPU runs 8-bit only."""
+    if op[1] not in INT16X8_OPS and op[1] not in ("QUANTIZE", "DEQUANTIZE"):
+        yield _finding("int16.no-kernel", Severity.ERROR, f"{op[1]} has no int16x8 kernel in LiteRT's builtins "
+                       "(measured table: edgeq.spec.rules.INT16X8_OPS)", op, tensor,
+                       "an op with an int16x8 kernel", op[1])
+    if target == "xnnpack":
+        yield _finding("xnnpack.int16", Severity.WARNING, f"{op[1]} with int16 activations is not delegated to "
+                       "XNNPACK: it runs on the builtin kernels (slower, still correct)", op, tensor,
+                       "int8 activations", "INT16")
+    elif target == "edgetpu":
+        yield _finding("edgetpu.int16", Severity.ERROR, f"{op[1]} has int16 activations: the Edge TPU runs "
+                       "8-bit (int8/uint8) tensors only", op, tensor, "int8/uint8", "INT16")
+
+
 def _op_findings(view: _View, profile_ops: frozenset[str] | None, target: str, unsupported: Severity,
                  io: str) -> Iterator[Finding]:
     boundary = set(view.inputs) | set(view.outputs) if view.index == 0 else set()  # the model's own I/O
@@ -269,6 +305,10 @@ def _op_findings(view: _View, profile_ops: frozenset[str] | None, target: str, u
                 yield _finding("float.qdq-inside", Severity.ERROR,
                                f"{kind} converts between float and integer inside the graph", op, floats[0],
                                "integer tensors only", floats[0].type)
+            int16 = [t for t in tensors if t.type == "INT16" and not t.constant]
+            if int16:
+                yield from _activation_findings(view, op, int16)
+                yield from _int16_op_findings(op, int16[0], target)
             continue
         if floats:
             yield _finding("float.tensor", Severity.ERROR, f"{kind} computes in float", op, floats[0],
@@ -279,6 +319,9 @@ def _op_findings(view: _View, profile_ops: frozenset[str] | None, target: str, u
         if profile_ops is not None and kind not in profile_ops:
             yield _finding(f"{target}.unsupported-op", unsupported, f"{kind} is not supported by {target}", op,
                            expected=f"an op {target} supports", actual=kind)
+        int16 = [t for t in tensors if t.type == "INT16" and not t.constant]
+        if int16:
+            yield from _int16_op_findings(op, int16[0], target)
         in_tensors = [view.tensors[i] for i in inputs if i >= 0]
         out_tensors = [] if kind in INDEX_OUTPUT_OPS else [view.tensors[i] for i in outputs if i >= 0]
         yield from _activation_findings(view, op, [*in_tensors, *out_tensors])

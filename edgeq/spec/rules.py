@@ -156,3 +156,33 @@ PROFILES: dict[str, TargetProfile] = {
     "tflm": TargetProfile("tflm", "generic + TFLite Micro's int8 kernels, static shapes, no custom ops",
                           TFLM_OPS, "error", "TFLite Micro has no fallback: an op it lacks cannot run"),
 }
+
+#: Ops that run with int16 activations and int8 weights (int16x8) on LiteRT's CPU builtin kernels, for which
+#: ai-edge-quantizer 0.10 also has an a16w8 recipe: where an activation may be int16 (issue 16, docs/int16.md).
+#: Measured (ai-edge-litert 2.3): a float one-op model of each op (tools/kernel_tables.py's cases) quantized by AEQ
+#: with every activation int16, run on the builtin kernels on calibrated inputs and compared with the float op;
+#: an op is listed when it runs and stays within one int8 step (256 int16 steps) of the float op. Weighted ops
+#: (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV: 115-182 steps) are dominated by their int8
+#: weights' rounding; the rest are within 4 steps except DIV (8). Measured out: RSQRT runs 548 steps off (worse
+#: than int8). AEQ leaves RELU6, LEAKY_RELU, HARD_SWISH, MINIMUM, REDUCE_MAX, SQUARED_DIFFERENCE, SPACE_TO_DEPTH,
+#: DEPTH_TO_SPACE, SPLIT_V, ELU, PRELU, EXP, LOG, ABS and SELECT_V2's GREATER in float under an a16w8 recipe, so
+#: their LiteRT int16 kernels were not reached. XNNPACK delegates none of these ops with int16 activations (nor
+#: the int8 <-> int16 QUANTIZE): they all run on the builtin kernels.
+INT16X8_OPS: frozenset[str] = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "BATCH_MATMUL", "BROADCAST_TO", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
+    "DIV", "FULLY_CONNECTED", "GATHER", "GATHER_ND", "GELU", "LOGISTIC", "MAXIMUM", "MAX_POOL_2D", "MEAN",
+    "MIRROR_PAD", "MUL", "PACK", "PAD", "PADV2", "REDUCE_MIN", "RELU", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "SLICE", "SOFTMAX", "SPLIT", "SQRT", "STRIDED_SLICE", "SUB", "SUM", "TANH",
+    "TRANSPOSE", "TRANSPOSE_CONV", "UNPACK",
+})
+
+#: Bias types LiteRT's int16x8 kernels accept and compute correctly, per weighted op (zero point 0 and scale
+#: input x weight as for int8). Measured by retyping AEQ's int64 bias to int32: DEPTHWISE_CONV_2D refuses it at
+#: prepare ("bias->type != kTfLiteInt64"); CONV_2D loads it (its source accepts int32 for int16 input) but returns
+#: values ~65000 int16 steps off on ai-edge-litert 2.3; FULLY_CONNECTED and TRANSPOSE_CONV give identical results.
+INT16X8_BIAS_TYPES: dict[str, frozenset[str]] = {
+    "CONV_2D": frozenset({"INT64"}),
+    "DEPTHWISE_CONV_2D": frozenset({"INT64"}),
+    "FULLY_CONNECTED": frozenset({"INT32", "INT64"}),
+    "TRANSPOSE_CONV": frozenset({"INT32", "INT64"}),
+}
