@@ -11,15 +11,19 @@ guard of edgeq applies here exactly as in ``convert``.
 
 What AEQ makes of it (ai-edge-quantizer 0.10, measured in tests/test_int16.py and docs/int16.md):
 
-- an a16w8 op reads and writes int16, symmetric (zero point 0); its weights are int8 symmetric per channel
-  and its bias int64 (the int16x8 kernels of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED take an int64 bias);
-- at every int8 -> int16 edge AEQ inserts a QUANTIZE op (a requantize: int8 in, int16 out, a new tensor named
-  ``<name>_quantized``), and at every int16 -> int8 edge another; the requested tensor keeps its name and is
-  the int16 one;
-- the model inputs and outputs are int8 by default (AEQ's INPUT/OUTPUT virtual ops are quantized like any op).
+- AEQ gives each op one activation type for all its inputs and outputs. A tensor asked for in int16 therefore
+  makes its producer AND every op reading it a16w8 (otherwise its readers would get an int8 copy made with the
+  same range, and int16 would buy nothing); those ops' other inputs and outputs are int16 too;
+- an a16w8 op reads and writes int16, symmetric (zero point 0), with int8 symmetric per-channel weights and an
+  int64 bias (what LiteRT's int16x8 CONV_2D/DEPTHWISE_CONV_2D need);
+- at every int8 -> int16 edge AEQ inserts a QUANTIZE (a requantize: int8 in, int16 out, a new tensor
+  ``<name>_quantized``) and another at every int16 -> int8 edge; the original tensor keeps its name and its
+  producer's type. When the int16 side is a model output, the output becomes the new ``<name>_quantized``;
+- model inputs/outputs are int8 by default (AEQ quantizes its INPUT/OUTPUT virtual ops like any op).
 
 Ops AEQ has no recipe for stay float between DEQUANTIZE/QUANTIZE; ``quantize_mixed`` refuses such a result
-(InputError naming the op), as ``convert`` does without ``--allow-float-ops``.
+(InputError naming the op), as ``convert`` does without ``--allow-float-ops``, and it loads the result on
+LiteRT's CPU builtin kernels once before returning it.
 """
 
 from __future__ import annotations
@@ -222,13 +226,14 @@ def _check_result(quantized: bytes, io: IOType, int16_tensors: Collection[str]) 
 
 def quantize_mixed(float_model: bytes, ranges: Mapping[str, tuple[float, float]], int16_tensors: Collection[str],
                    io: IOType, *, per_tensor: bool = False) -> bytes:
-    """Full-integer model: int8 activations and per-channel int8 weights (a8w8), except the ops producing
-    ``int16_tensors``, which get int16 symmetric activations with int8 weights (a16w8), through AEQ.
+    """Full-integer model: int8 activations and per-channel int8 weights (a8w8), except the ops producing or
+    reading ``int16_tensors``, which get int16 symmetric activations with int8 weights (a16w8), through AEQ.
 
     ``ranges`` are edgeq's activation ranges by tensor name, one for every float activation (model inputs
     included). ``per_tensor`` makes every weight per-tensor. Raises InputError (exit 2) for a name that is not
-    an activation or whose producing op cannot be int16 (see ``int16_candidates``), for a model with
-    control-flow subgraphs, and for any op AEQ leaves in float."""
+    an activation or that an op touching it keeps from int16 (see ``int16_candidates``), for a model with
+    control-flow subgraphs, for uint8 I/O next to an int16 op, for any op AEQ leaves in float and for a result
+    LiteRT's builtin kernels do not load."""
     require("ai_edge_quantizer", "selective int16 activations")
     io = IOType(io)
     parsed = tfl.parse(float_model, "the float model")
