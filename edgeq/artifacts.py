@@ -30,6 +30,7 @@ class Estimator(enum.StrEnum):
     MSE = "mse"
     KL = "kl"
     AUTO = "auto"
+    SEARCH = "search"  # per-tensor, by measured end-to-end fidelity (edgeq.recover.search); needs calibration data
 
 
 class IOType(enum.StrEnum):
@@ -258,6 +259,52 @@ class OutlierSample:
 
 
 @dataclass(frozen=True)
+class TensorChoice(Artifact):
+    """One tensor whose estimator the search changed from auto's."""
+
+    kind: ClassVar[str] = "search_choice"
+    tensor: str
+    estimator: Estimator
+    percentile: float | None
+    gain_db: float  # simulated held-out fidelity gained by this choice over the previous state
+
+
+@dataclass(frozen=True)
+class HeldOutScore(Artifact):
+    """A contender's fidelity (mean over outputs of SQNR, dB) on the calibration samples held out from statistics."""
+
+    kind: ClassVar[str] = "held_out_score"
+    method: str  # "search" or a single estimator
+    simulated_db: float
+    real_db: float  # the real INT8 model
+
+
+@dataclass(frozen=True)
+class SearchRecord(Artifact):
+    """What ``--method search`` did and measured (edgeq.recover.search)."""
+
+    kind: ClassVar[str] = "search"
+    fit_samples: int
+    held_out_samples: int
+    split_seed: int
+    visited: int
+    choices: tuple[TensorChoice, ...]
+    scores: tuple[HeldOutScore, ...]
+    chosen: str  # "search" or the single estimator that beat it on the held-out samples
+
+
+@dataclass(frozen=True)
+class TransformRecord(Artifact):
+    """A float-graph transform applied before calibration, exact in float (edgeq.recover)."""
+
+    kind: ClassVar[str] = "float_transform"
+    name: str  # "equalize" | "bias_correction"
+    changed: int  # layer groups (equalize) or biases (bias correction) changed
+    settings: dict[str, str] = field(default_factory=dict)
+    max_output_change: float = 0.0  # float outputs before vs after, max relative difference on the check input
+
+
+@dataclass(frozen=True)
 class QuantizedArtifact(Artifact):
     """An INT8 model on disk and everything needed to trust or reproduce it (the sidecar JSON)."""
 
@@ -280,6 +327,9 @@ class QuantizedArtifact(Artifact):
     float_ops: tuple[str, ...] = ()  # ops left in float (only with allow_float_ops)
     tool_versions: dict[str, str] = field(default_factory=dict)
     outlier_samples: tuple[OutlierSample, ...] = ()  # calibration samples that alone set tensors' ranges
+    search: SearchRecord | None = None  # method search: what it chose and its held-out measurements
+    transforms: tuple[TransformRecord, ...] = ()  # float-graph transforms applied before calibration (recovery)
+    int16_tensors: tuple[str, ...] = ()  # activations kept at int16 (int16x8 kernels), through ai-edge-quantizer
 
 
 @dataclass(frozen=True)

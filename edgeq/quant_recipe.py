@@ -63,6 +63,9 @@ class QuantRecipe(Artifact):
         for rule in self.overrides:
             if rule.tensors is None and rule.ops is None:
                 raise InputError("a recipe override needs 'tensors' or 'ops' to say what it applies to")
+            if Estimator(rule.method) is Estimator.SEARCH:
+                raise InputError("a recipe override picks one estimator for its tensors; 'search' is a method for the "
+                                 "whole model")
             if rule.percentile is not None and not 50.0 < rule.percentile < 100.0:
                 raise InputError(f"override percentile must be in (50, 100), got {rule.percentile}")
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from edgeq.artifacts import Estimator
 from edgeq.calib.stats import HIST_BINS, SampleExtremes, TensorStats
+from edgeq.errors import UsageError
 
 ZERO_WIDTH = 1e-6  # range width given to an all-zero tensor: (0.0, ZERO_WIDTH)
 KL_BINS = 2048  # |x| histogram resolution of the entropy (KL) calibration, as in TensorRT
@@ -385,6 +386,9 @@ def _estimate(stats: TensorStats, method: Estimator, percentile: float,
               auto_thresholds: tuple[float, float]) -> RangeChoice:
     _require(stats)
     method = Estimator(method)
+    if method is Estimator.SEARCH:
+        raise UsageError("the search method chooses ranges by measuring the model on calibration data, not from "
+                         "statistics alone: convert with --calib (not --stats), and not in a recipe override")
     t0, t1 = auto_thresholds
     if not 0 < t0 <= t1:
         raise ValueError(f"auto thresholds must satisfy 0 < t0 <= t1, got {auto_thresholds}")

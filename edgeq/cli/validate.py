@@ -34,7 +34,8 @@ def register(verbs: Any) -> None:
     options.add_model_argument(val)
     options.add_calib_option(val)
     options.add_labelled_set_option(val, "--eval", dest="eval_set")
-    val.add_argument("--methods", default=",".join(m.value for m in Estimator), help="estimators to compare")
+    val.add_argument("--methods", default=",".join(m.value for m in Estimator if m is not Estimator.SEARCH),
+                     help="estimators to compare (search, which measures per-tensor choices, only when named)")
     val.add_argument("--max-drop", type=number(-100.0, 100.0), metavar="PP",
                      help="gate: the picked method's top-1 drop in points, measured on the held-out gate half of "
                           "--eval (fails when the point estimate exceeds PP; the report says whether the 95%% "

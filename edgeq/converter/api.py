@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgeq.artifacts import Preprocessing, QuantizedArtifact
+from edgeq.artifacts import Estimator, Preprocessing, QuantizedArtifact
 from edgeq.calib.collect import ActivationStats, collect, model_inputs
 from edgeq.calib.data import CalibrationSet, load_calibration
 from edgeq.calib.outliers import outlier_samples
@@ -19,8 +19,10 @@ from edgeq.files import atomic_path
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
 from edgeq.quant_recipe import QuantRecipe
+from edgeq.recover.search import search
 from edgeq.tflite import model as tfl
 from edgeq.tflite.metadata import embed_preprocessing
+from edgeq.tflite.model import TensorKey
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 from edgeq.versions import package_versions
 
@@ -61,6 +63,10 @@ def _tool_versions() -> dict[str, str]:
     return package_versions(("edgeq", "tensorflow", "ai-edge-litert", "numpy"))
 
 
+def _real_quantize(float_model: bytes, ranges: Mapping[TensorKey, tuple[float, float]], recipe: QuantRecipe) -> bytes:
+    return quantize(float_model, ranges, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
+
+
 def sidecar_path(output: str | Path) -> Path:
     return Path(output).with_suffix(".json")
 
@@ -77,7 +83,17 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
     if (calib is None) == (stats is None):
         raise UsageError("give exactly one of a calibration set (--calib) or a stats file (--stats)")
     float_model = _float_model(model, input_shape)
-    if stats is not None:
+    searched = None
+    if Estimator(recipe.method) is Estimator.SEARCH:
+        if calib is None:
+            raise UsageError("method search measures the model on calibration samples: give --calib, not --stats")
+        data = _calibration_data(float_model, calib, preprocessing, limit)
+        preprocessing = data.preprocessing
+        found = search(float_model.flatbuffer, data, replace(recipe, method=Estimator.AUTO), _real_quantize,
+                       progress=progress)
+        activation_stats, recipe, searched = found.stats, found.recipe, found.record
+        samples = searched.fit_samples
+    elif stats is not None:
         activation_stats = ActivationStats.load(stats)
         if activation_stats.model_fingerprint != float_model.fingerprint:
             raise InputError(f"stats file {stats} was collected on a different model "
@@ -107,6 +123,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         size_ratio=round(float_model.source_bytes / len(quantized), 4), recipe=recipe.to_dict(),
         preprocessing=preprocessing, rewrites={r.name: r.count for r in float_model.rewrites},
         float_ops=tuple(str(op) for op in left_float), tool_versions=_tool_versions(), outlier_samples=outliers,
+        search=searched,
     )
     sidecar = json.dumps(artifact.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
     with atomic_path(output) as model_tmp, atomic_path(sidecar_path(output)) as sidecar_tmp:

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from edgeq.calib.collect import GraphReplay
+from edgeq.metrics import sqnr_db
 from edgeq.results.validation import LayerDiagnostics
 from edgeq.tflite import model as tfl
 from edgeq.tflite.model import TensorKey
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
-from edgeq.validate.stats import sqnr_db
 
 QRANGE = {"INT8": (-128, 127), "UINT8": (0, 255)}
 

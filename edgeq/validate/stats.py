@@ -102,9 +102,3 @@ def paired_difference_interval(counts: PairedCounts, confidence: float = CONFIDE
     above = math.sqrt(max(0.0, (p2 - l2) ** 2 + (u1 - p1) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1)))
     return max(-1.0, d - below), min(1.0, d + above)
 
-
-def sqnr_db(signal: float, noise: float) -> float:
-    """10·log10(signal / noise) in dB: +inf when the noise is 0 (identical), -inf when only the signal is 0."""
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf

@@ -34,7 +34,7 @@ import numpy as np
 
 from edgeq.configfile import bounded_repr
 from edgeq.errors import InputError
-from edgeq.validate.stats import sqnr_db
+from edgeq.metrics import sqnr_db
 
 Indices = np.ndarray | Sequence[int] | None  # None: every sample; else a boolean mask or integer indices
 

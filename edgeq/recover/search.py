@@ -1,0 +1,155 @@
+"""``--method search``: per-tensor ranges chosen by the end-to-end fidelity they give, judged on calibration
+samples held out from the statistics.
+
+1. The calibration set is split (seeded): statistics are collected on the *fit* part only; the *held-out*
+   part only judges.
+2. Starting from the outlier-ratio rule (``auto``), the most sensitive activation tensors (ranked on the
+   simulated model, edgeq.recover.sensitivity) are visited in order; each tries every candidate estimator's
+   range and keeps the one that gives the best simulated fidelity on the held-out samples.
+3. The simulation proposes, the real INT8 model decides: the searched ranges and every single estimator are
+   converted for real and measured on the held-out samples; the best of them is what ships, so the search is
+   never worse on the held-out data than the best single estimator, and the record says which won and by how
+   much (the held-out numbers, the guard against a search that only fits its own samples).
+
+The result is a recipe: the base method plus one exact-name override per changed tensor, so the same ranges
+can be rebuilt with ``edgeq convert --recipe``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edgeq.artifacts import Estimator, HeldOutScore, SearchRecord, TensorChoice
+from edgeq.calib.collect import ActivationStats, collect, model_inputs
+from edgeq.calib.data import CalibrationSet
+from edgeq.calib.ranges import choose_ranges
+from edgeq.errors import InputError, UsageError
+from edgeq.harness.accuracy import predict_outputs
+from edgeq.harness.backends import open_session, parse_backend
+from edgeq.quant_recipe import Override, QuantRecipe
+from edgeq.recover.sensitivity import analysable
+from edgeq.recover.simulate import Simulator, fidelity
+from edgeq.tflite.model import TensorKey
+from edgeq.tflite.runtime import CpuKernels, make_interpreter
+
+MIN_SAMPLES = 8  # below this, a held-out quarter is too small to judge anything
+HELD_OUT_FRACTION = 0.25
+MAX_HELD_OUT = 128  # judging cost grows with it; beyond this the fit part gets the rest
+SPLIT_SEED = 20261129
+DEFAULT_TOP = 24  # tensors the search visits, most sensitive first
+
+#: What each visited tensor may take: an estimator, and for percentile the percentile.
+CANDIDATES: tuple[tuple[Estimator, float | None], ...] = (
+    (Estimator.MINMAX, None), (Estimator.PERCENTILE, 99.9), (Estimator.PERCENTILE, 99.99),
+    (Estimator.PERCENTILE, 99.999), (Estimator.MSE, None), (Estimator.KL, None))
+#: The single estimators the searched ranges must beat on the held-out samples.
+SINGLE = (Estimator.MINMAX, Estimator.PERCENTILE, Estimator.MSE, Estimator.KL, Estimator.AUTO)
+
+Ranges = dict[TensorKey, tuple[float, float]]
+RealQuantize = Callable[[bytes, Ranges, QuantRecipe], bytes]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    recipe: QuantRecipe  # what to convert with (on ``stats``)
+    stats: ActivationStats  # the fit part's statistics
+    record: SearchRecord
+
+
+def split(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) sample indices, each sorted; a quarter (at least 2, at most ``MAX_HELD_OUT``) held out."""
+    if n < MIN_SAMPLES:
+        raise InputError(f"the search holds out a quarter of the calibration set to judge ranges on and needs at "
+                         f"least {MIN_SAMPLES} samples; the set has {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    held = min(MAX_HELD_OUT, max(2, round(n * HELD_OUT_FRACTION)))
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def subset(data: CalibrationSet, indices: np.ndarray) -> CalibrationSet:
+    return replace(data, arrays=tuple(a[indices] for a in data.arrays),
+                   conditions=None if data.conditions is None else tuple(data.conditions[i] for i in indices))
+
+
+def exact(name: str) -> str:
+    """An fnmatch pattern matching exactly ``name`` (brackets, * and ? escaped)."""
+    pattern = "".join(f"[{c}]" if c in "[]*?" else c for c in name)
+    assert fnmatch.fnmatchcase(name, pattern)
+    return pattern
+
+
+def _ranges(stats: ActivationStats, recipe: QuantRecipe) -> Ranges:
+    table = choose_ranges(stats, recipe)
+    return {key: (r.min, r.max) for key, r in zip(sorted(stats.tensors), table.ranges, strict=True)}
+
+
+def _real_db(model: bytes, samples: Sequence[Sequence[np.ndarray]], reference: list[np.ndarray]) -> float:
+    x = np.concatenate([s[0] for s in samples])
+    if len(samples[0]) != 1:
+        raise UsageError("the search measures single-input models; this one has several inputs")
+    outputs = list(predict_outputs(open_session(model, parse_backend("cpu")), x).values())
+    return fidelity([r.reshape(-1) for r in reference], [o.reshape(-1) for o in outputs])
+
+
+def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_quantize: RealQuantize, *,
+           top: int = DEFAULT_TOP, seed: int = SPLIT_SEED,
+           progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    """Choose per-tensor ranges for ``float_model`` from ``data``; ``real_quantize(model, ranges, recipe)``
+    converts for the final, real comparison (edgeq.converter.quantize, passed in to keep the layers one-way)."""
+    if recipe.overrides:
+        raise UsageError("the search chooses per-tensor estimators itself; drop the recipe's overrides or pick "
+                         "another method")
+    interpreter, _ = make_interpreter(float_model, CpuKernels.CPU)
+    inputs = model_inputs(interpreter)
+    fit_idx, held_idx = split(len(data), seed)
+    stats = collect(float_model, subset(data, fit_idx), sample_indices=[int(i) for i in fit_idx])
+    held = [batch for _, batch in subset(data, held_idx).samples(inputs)]
+    sim = Simulator(float_model, per_tensor=recipe.per_tensor, per_tensor_dense=recipe.per_tensor_dense)
+    reference = sim.run(sim.float_config(), held)
+    base = replace(recipe, method=Estimator.AUTO)
+    candidates = {c: _ranges(stats, replace(base, method=c[0], percentile=c[1] or recipe.percentile))
+                  for c in CANDIDATES}
+
+    def simulated(ranges: Ranges) -> float:
+        return fidelity(reference, sim.run(sim.params(ranges), held))
+
+    current = _ranges(stats, base)
+    everything, nothing = sim.params(current), sim.float_config()
+    alone = []
+    for i in analysable(sim):
+        alone.append((fidelity(reference, sim.run(nothing.with_row(i, everything.activations[i]), held)), i))
+    order = [i for _, i in sorted(alone)][:top]
+    score = simulated(current)
+    choices = []
+    for step, i in enumerate(order):
+        key = sim.activations[i].key
+        best, best_candidate = score, None
+        for candidate, ranges in candidates.items():
+            if ranges[key] == current[key]:
+                continue
+            trial = simulated({**current, key: ranges[key]})
+            if trial > best + 1e-9:
+                best, best_candidate = trial, candidate
+        if best_candidate is not None:
+            current = {**current, key: candidates[best_candidate][key]}
+            choices.append(TensorChoice(tensor=sim.activations[i].name, estimator=best_candidate[0],
+                                        percentile=best_candidate[1], gain_db=best - score))
+            score = best
+        if progress:
+            progress(step + 1, len(order))
+    searched = replace(base, overrides=tuple(Override(method=c.estimator, tensors=exact(c.tensor),
+                                                      percentile=c.percentile) for c in choices))
+    contenders = {"search": searched, **{m.value: replace(base, method=m) for m in SINGLE}}
+    scores = []
+    for name, contender in contenders.items():
+        ranges = _ranges(stats, contender)
+        real = _real_db(real_quantize(float_model, ranges, contender), held, reference)
+        scores.append(HeldOutScore(method=name, simulated_db=simulated(ranges), real_db=real))
+    winner = max(scores, key=lambda s: (s.real_db, s.method == "search"))
+    record = SearchRecord(fit_samples=len(fit_idx), held_out_samples=len(held_idx), split_seed=seed,
+                          visited=len(order), choices=tuple(choices), scores=tuple(scores), chosen=winner.method)
+    return SearchResult(recipe=contenders[winner.method], stats=stats, record=record)

@@ -1,0 +1,99 @@
+"""Which tensors cost the accuracy: per activation and weight tensor, the end-to-end output fidelity when only
+that tensor is quantized, and when every tensor but it is (QuantAnalyzer-style), on the simulated model.
+
+Both are measured with :class:`edgeq.recover.simulate.Simulator`, so one analysis is ``2 × (A + W)`` passes
+over the samples through one loaded probe, never a reconversion. A tensor whose int8 output shares its input's
+scale (max pooling, reshapes) is not a separate choice and is listed with the tensor it follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import numpy as np
+
+from edgeq.artifacts import Artifact
+from edgeq.recover.simulate import Config, Simulator, fidelity
+from edgeq.tflite.model import TensorKey
+
+Samples = Sequence[Sequence[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TensorSensitivity(Artifact):
+    """One tensor's row. Fidelities are the mean over the model's outputs of their SQNR in dB (higher is better):
+    ``only_db`` with just this tensor quantized (low: it alone hurts), ``all_but_db`` with every other tensor
+    quantized and this one left float; ``recovers_db`` = ``all_but_db`` − the all-quantized fidelity, what
+    keeping this tensor at higher precision (int16) would win at most."""
+
+    kind: ClassVar[str] = "tensor_sensitivity"
+    name: str
+    tensor_kind: str  # "activation" | "weight"
+    op: str  # the op computing the activation, or reading the weight
+    only_db: float
+    all_but_db: float
+    recovers_db: float
+    rank: int = 0  # 1 = the most sensitive (lowest only_db)
+
+
+@dataclass(frozen=True)
+class SensitivityReport(Artifact):
+    kind: ClassVar[str] = "sensitivity"
+    samples: int
+    all_quantized_db: float  # every activation and weight quantized (simulated)
+    activations_only_db: float  # weights left float
+    weights_only_db: float  # activations left float
+    tensors: tuple[TensorSensitivity, ...]  # ranked, most sensitive first
+    shares_scale: dict[str, str]  # tensor -> the tensor whose int8 scale it takes (not analysed separately)
+    real_int8_db: float | None = None  # the real INT8 model's fidelity on the same samples, when measured
+    ranges: str = ""  # what the activation ranges came from (e.g. "auto")
+
+    def most_sensitive(self, count: int, tensor_kind: str | None = "activation") -> list[TensorSensitivity]:
+        rows = [r for r in self.tensors if tensor_kind is None or r.tensor_kind == tensor_kind]
+        return rows[:count]
+
+
+def analysable(sim: Simulator) -> list[int]:
+    """Indices of the activations that are a choice of their own: not following another's scale, not fixed."""
+    return [i for i, a in enumerate(sim.activations) if a.key not in sim.same_scale and a.key not in sim.fixed]
+
+
+def analyse(sim: Simulator, ranges: Mapping[TensorKey, tuple[float, float]], samples: Samples, *,
+            reference: list[np.ndarray] | None = None, described_as: str = "") -> SensitivityReport:
+    """Rank every activation (with its ``ranges``) and weight tensor of ``sim`` by end-to-end sensitivity."""
+    reference = reference if reference is not None else sim.run(sim.float_config(), samples)
+
+    def score(config: Config) -> float:
+        return fidelity(reference, sim.run(config, samples))
+
+    everything = sim.params(ranges)
+    nothing = sim.float_config()
+    all_db = score(everything)
+    rows: list[TensorSensitivity] = []
+    for i in analysable(sim):
+        a = sim.activations[i]
+        only = nothing.with_row(i, everything.activations[i])
+        but = everything.with_row(i, nothing.activations[i])
+        # the tensors that take this one's scale are switched with it
+        for j, other in enumerate(sim.activations):
+            if sim.same_scale.get(other.key) == a.key:
+                only = only.with_row(j, everything.activations[j])
+                but = but.with_row(j, nothing.activations[j])
+        but_db = score(but)
+        rows.append(TensorSensitivity(name=a.name, tensor_kind="activation", op=a.producer, only_db=score(only),
+                                      all_but_db=but_db, recovers_db=but_db - all_db))
+    for k, w in enumerate(sim.weights):
+        but_db = score(everything.with_weight(k, 0.0))
+        rows.append(TensorSensitivity(name=w.name, tensor_kind="weight", op=w.producer,
+                                      only_db=score(nothing.with_weight(k, 1.0)), all_but_db=but_db,
+                                      recovers_db=but_db - all_db))
+    ranked = sorted(rows, key=lambda r: (r.only_db, -r.recovers_db, r.name))
+    names = {a.key: a.name for a in sim.activations}
+    return SensitivityReport(
+        samples=len(samples), all_quantized_db=all_db,
+        activations_only_db=score(sim.params(ranges, weights=())),
+        weights_only_db=score(sim.params(ranges, quantized=())),
+        tensors=tuple(replace(r, rank=n) for n, r in enumerate(ranked, 1)),
+        shares_scale={names[k]: names[v] for k, v in sorted(sim.same_scale.items())}, ranges=described_as)
