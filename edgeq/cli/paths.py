@@ -72,6 +72,8 @@ ROLES: dict[str, PathRoles] = {
                           folder_outputs=_args("output")),
     "datagen": PathRoles(inputs=_args("source", "custom_conditions", "preprocess"), folder_outputs=_args("output")),
     "eval": PathRoles(inputs=_args("model", "data", "reference", "preprocess"), file_outputs=_stdout_or_file("json")),
+    "sensitivity": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess"),
+                             file_outputs=_stdout_or_file("json"), folder_outputs=_args("output")),
     "validate": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess", "tasks"),
                           folder_outputs=_args("output")),
     "zoo list": PathRoles(inputs=NOTHING),
