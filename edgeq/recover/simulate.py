@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import InputError
+from edgeq.errors import InputError, UsageError
 from edgeq.metrics import sqnr_db
 from edgeq.tflite import model as tfl
 from edgeq.tflite.model import TensorKey
@@ -159,7 +159,8 @@ class Simulator:
     outputs exactly.
     """
 
-    def __init__(self, float_model: bytes, *, per_tensor: bool = False, per_tensor_dense: bool = False) -> None:
+    def __init__(self, float_model: bytes, *, per_tensor: bool = False, per_tensor_dense: bool = False,
+                 preserve_all_tensors: bool = False) -> None:
         parsed = tfl.parse(float_model)
         if not parsed.subgraphs:
             raise InputError("the model has no graph to simulate")
@@ -252,12 +253,25 @@ class Simulator:
         main.inputs = np.asarray(inputs + extra, dtype=np.int32)
         parsed.signatureDefs = []
         self.probe = tfl.serialize(parsed)
-        self._interpreter, _ = make_interpreter(self.probe, CpuKernels.CPU)
+        self._replaced = replaced
+        self._preserve_all_tensors = preserve_all_tensors
+        self._interpreter, _ = make_interpreter(self.probe, CpuKernels.CPU, preserve_all_tensors=preserve_all_tensors)
         details = self._interpreter.get_input_details()
         self._model_inputs = [d["index"] for d in details[: len(inputs)]]
         self._params_index = details[len(inputs)]["index"] if n_act else None
         self._gates_index = details[len(inputs) + (1 if n_act else 0)]["index"] if n_weight else None
         self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
+
+    def tensor(self, key: TensorKey, *, quantized: bool = False) -> np.ndarray:
+        """Tensor ``key`` of the float model after the last sample :meth:`run` ran (needs
+        ``preserve_all_tensors``, else LiteRT reuses the memory of intermediates). ``quantized=False``: the value
+        its op computed, before its own fake quantization; ``True``: the value its readers saw."""
+        if not self._preserve_all_tensors:
+            raise UsageError("reading intermediate tensors needs Simulator(..., preserve_all_tensors=True)")
+        if key[0] != 0:
+            raise InputError(f"tensor {key} is not in the main graph: the probe leaves control flow float")
+        index = self._replaced.get(key[1], key[1]) if quantized else key[1]
+        return np.array(self._interpreter.get_tensor(index), dtype=np.float32)
 
     def keys(self) -> list[TensorKey]:
         return [a.key for a in self.activations]
