@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeq.artifacts import Estimator
+from edgeq.artifacts import Estimator, Target
 from edgeq.cli import options
 from edgeq.cli.argtypes import integer, number
 from edgeq.cli.output import print_table
 from edgeq.errors import GateFailed, UsageError
-from edgeq.results.validation import Baseline, MethodResult, ValidationReport, ValidationSummary
+from edgeq.results.validation import Baseline, MethodResult, RecoveryReport, ValidationReport, ValidationSummary
 
 TASK_HELP = ("judge an output by a task: OUTPUT (a name or index) = generic, classification, detection, landmarks "
              "or segmentation, then the task's keys, e.g. regressors=detection,scores=classificators,form=ssd or "
@@ -43,6 +43,16 @@ def register(verbs: Any) -> None:
     val.add_argument("--split-seed", type=integer(0, 2**63 - 1), default=0, metavar="N",
                      help="seed of the stratified split of --eval into a selection half (picks the method by "
                           "fidelity to FP32) and a gate half (measures the drop and the fidelity limits); default 0")
+    ladder = val.add_argument_group("recovery when a gate fails (docs/recovery.md)")
+    ladder.add_argument("--recover", metavar="RUNG,...",
+                        help="climb these rungs in order while the gate is still missed, stopping at the first that "
+                             "meets it: search, equalize, bias_correction, int16:N (e.g. "
+                             "search,equalize,bias_correction,int16:3)")
+    ladder.add_argument("--targets", default="generic", metavar="TARGET,...",
+                        help="where the model will run (generic, xnnpack, edgetpu, tflm): rungs a target cannot run "
+                             "are refused (int16 on the Edge TPU); default generic")
+    ladder.add_argument("--sensitivity", action="store_true",
+                        help="add the picked method's per-tensor sensitivity (simulated) to the report")
     tasks = val.add_argument_group("output tasks and fidelity gates (judged on the held-out gate half; docs/tasks.md)")
     tasks.add_argument("--task", action="append", default=[], metavar="OUTPUT=TASK[,KEY=VALUE...]",
                        help=TASK_HELP.replace("%", "%%"))
@@ -112,6 +122,14 @@ def run_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"--methods: unknown estimator in {args.methods!r}") from None
     if not methods:
         raise UsageError("--methods is empty")
+    from edgeq.validate.ladder import parse_ladder
+
+    rungs = parse_ladder([r for r in (args.recover or "").split(",") if r.strip()])
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    unknown = sorted(set(targets) - {t.value for t in Target})
+    if unknown or not targets:
+        raise UsageError(f"--targets: unknown target {', '.join(unknown) or '(none given)'} "
+                         f"(targets: {', '.join([t.value for t in Target])})")
     pp = parse_preprocessing(args.preprocess)
     declared, limits = _declarations(args), _gates(args)
     float_model = load_float_model(args.model)
@@ -132,7 +150,8 @@ def run_validate(args: argparse.Namespace) -> int:
     created = not out.exists()
     try:
         report = validate(float_model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp,
-                          split_seed=args.split_seed, tasks=declared, gates=limits)
+                          split_seed=args.split_seed, tasks=declared, gates=limits, recover=rungs, targets=targets,
+                          sensitivity=args.sensitivity)
     except BaseException:
         if created and out.exists():  # leave no half-filled output folder behind
             import shutil
@@ -141,16 +160,39 @@ def run_validate(args: argparse.Namespace) -> int:
         raise
     gate = report.gate
     gates = ((max_drop_gate(gate),) if args.max_drop is not None and gate is not None else ()) + report.output_gates
+    recovered = report.recovery is not None and report.recovery.passed
     run = ValidationRun(title=f"edgeq validate: {Path(args.model).name}", report=report, gates=gates,
-                        passed=report.passed, preprocessing=PreprocessingChoice.from_document(resolved.to_dict()))
+                        passed=report.passed or recovered,
+                        preprocessing=PreprocessingChoice.from_document(resolved.to_dict()))
     json_path, html_path = write_report(run, out)
     print_summary(report)
+    if report.recovery is not None:
+        print_recovery(report.recovery)
     print(f"\nreport: {html_path} ({json_path.name})")
-    if not report.passed:
+    if recovered:
+        assert report.recovery is not None
+        print(f"recovered model: {out / str(report.recovery.model)}")
+    if not report.passed and not recovered:
         failed = [g for g in gates if not g.passed]
         names = ", ".join(g.name for g in failed)
         raise GateFailed(f"gate {names} failed: {failed[0].detail}; {report.advice[0]}")
     return 0
+
+
+def print_recovery(recovery: RecoveryReport) -> None:
+    """The ladder as a table: each rung's status, selection-half fidelity, gate and size/latency."""
+    rows = []
+    for r in (recovery.start, *recovery.rungs):
+        latency = ", ".join(f"{k} {v:.3g} ms" for k, v in r.latency_ms.items())
+        fidelity = "-" if r.selection_sqnr_db is None else f"{r.selection_sqnr_db:.1f} dB"
+        if r.selection_agreement is not None:
+            fidelity += f", agree {r.selection_agreement:.1%}"
+        gate = "-" if r.gate_passed is None else ("pass" if r.gate_passed else "fail")
+        size = "-" if r.int8_bytes is None else f"{r.int8_bytes / 1024:.1f} KiB"
+        rows.append([r.rung, r.status, fidelity, gate, size, latency or "-", r.note])
+    print("\nrecovery ladder (fidelity on the selection half, gates on the held-out gate half)")
+    print_table(["rung", "status", "fidelity", "gate", "size", "latency (p50, 1 thread)", "note"], rows)
+    print(recovery.verdict)
 
 
 def sqnr_text(row: MethodResult) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgeq.artifacts import Estimator, Preprocessing, QuantizedArtifact
+from edgeq.artifacts import Estimator, Preprocessing, QuantizedArtifact, TransformRecord
 from edgeq.calib.collect import ActivationStats, collect, model_inputs
 from edgeq.calib.data import CalibrationSet, load_calibration
 from edgeq.calib.outliers import outlier_samples
@@ -63,6 +63,10 @@ def _tool_versions() -> dict[str, str]:
     return package_versions(("edgeq", "tensorflow", "ai-edge-litert", "numpy"))
 
 
+def _int16_versions() -> dict[str, str]:
+    return package_versions(("ai-edge-quantizer",))
+
+
 def _real_quantize(float_model: bytes, ranges: Mapping[TensorKey, tuple[float, float]], recipe: QuantRecipe) -> bytes:
     return quantize(float_model, ranges, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
 
@@ -74,8 +78,12 @@ def sidecar_path(output: str | Path) -> Path:
 def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None = None,
             stats: str | Path | None = None, recipe: QuantRecipe | None = None,
             preprocessing: Preprocessing | None = None, input_shape: tuple[int, ...] | None = None,
-            limit: int | None = None, progress: Progress | None = None) -> QuantizedArtifact:
-    """Calibrate (or reuse ``stats``), choose ranges, quantize, and write ``output`` + its JSON sidecar."""
+            limit: int | None = None, progress: Progress | None = None, int16: Collection[str] = (),
+            transforms: tuple[TransformRecord, ...] = ()) -> QuantizedArtifact:
+    """Calibrate (or reuse ``stats``), choose ranges, quantize, and write ``output`` + its JSON sidecar.
+
+    ``int16`` names activations to keep at int16 (through ai-edge-quantizer, edgeq.converter.int16);
+    ``transforms`` records float-graph transforms already applied to ``model`` (edgeq.recover), for the sidecar."""
     recipe = recipe or QuantRecipe()
     output = Path(output)
     if output.suffix != ".tflite":
@@ -111,7 +119,13 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
     keyed = {key: (r.min, r.max) for key, r in zip(keys, table.ranges, strict=True)}
     outliers = outlier_samples(activation_stats, sample_guard(recipe),
                                {key: r.trimmed_sample for key, r in zip(keys, table.ranges, strict=True)})
-    quantized = quantize(float_model.flatbuffer, keyed, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
+    if int16:
+        from edgeq.converter.int16 import quantize_mixed
+
+        by_name = {activation_stats.names[key]: span for key, span in keyed.items() if key[0] == 0}
+        quantized = quantize_mixed(float_model.flatbuffer, by_name, int16, recipe.io, per_tensor=recipe.per_tensor)
+    else:
+        quantized = quantize(float_model.flatbuffer, keyed, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
     quantized = embed_preprocessing(quantized, float_model.flatbuffer, preprocessing, float_model.source)
     # What is verified is what is published: every change to the model's bytes belongs above this line.
     left_float = verify(quantized, recipe)
@@ -122,8 +136,9 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         io_type=recipe.io, ranges=table, float_bytes=float_model.source_bytes, int8_bytes=len(quantized),
         size_ratio=round(float_model.source_bytes / len(quantized), 4), recipe=recipe.to_dict(),
         preprocessing=preprocessing, rewrites={r.name: r.count for r in float_model.rewrites},
-        float_ops=tuple(str(op) for op in left_float), tool_versions=_tool_versions(), outlier_samples=outliers,
-        search=searched,
+        float_ops=tuple(str(op) for op in left_float), outlier_samples=outliers,
+        tool_versions={**_tool_versions(), **(_int16_versions() if int16 else {})},
+        search=searched, transforms=tuple(transforms), int16_tensors=tuple(sorted(int16)),
     )
     sidecar = json.dumps(artifact.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
     with atomic_path(output) as model_tmp, atomic_path(sidecar_path(output)) as sidecar_tmp:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeq.artifacts import Estimator, OutlierSample, Preprocessing
+from edgeq.recover.sensitivity import SensitivityReport
 from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Interval, Number
 from edgeq.results.gates import Gate
 
@@ -364,6 +365,38 @@ class CalibrationSamples(Document):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RungResult(Document):
+    """One rung (or the starting point, rung ``start``). ``status``: ``met the gate``, ``kept`` (better on the
+    selection half, gate still missed), ``reverted`` (not better: the next rung builds on the previous state),
+    ``refused`` (the target or the model rules it out, ``note`` says why)."""
+
+    rung: str
+    status: str
+    note: str = ""
+    selection_sqnr_db: float | None = None  # the ranked output's SQNR against FP32 on the selection half
+    selection_agreement: float | None = None  # classification: agreement with FP32 on the selection half
+    gate_passed: bool | None = None
+    gate: HeldOutGate | None = field(default=None, metadata=OMIT_NONE)  # max drop on the gate half
+    gates: tuple[Gate, ...] = field(default=(), metadata=OMIT_EMPTY)  # fidelity limits on the gate half
+    int8_bytes: int | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # backend -> median ms (one thread)
+    model: str | None = None  # file name in the validate output directory
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecoveryReport(Document):
+    ladder: tuple[str, ...]
+    targets: tuple[str, ...]
+    start: RungResult
+    rungs: tuple[RungResult, ...]
+    met_by: str | None  # the rung that met the gate, None when none did
+    passed: bool
+    model: str | None  # the recovered model (file name in the validate output directory) when one met the gate
+    remaining: tuple[str, ...] = ()  # when none met it: the tensors that remain the problem, most costly first
+    verdict: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ValidationReport(Document):
     """What ``edgeq.validate.protocol.validate`` returns."""
 
@@ -373,6 +406,8 @@ class ValidationReport(Document):
     histograms: tuple[Histogram, ...]
     model: ModelSummary
     calibration_samples: CalibrationSamples
+    sensitivity: SensitivityReport | None = field(default=None, metadata=OMIT_NONE)  # validate --sensitivity
+    recovery: RecoveryReport | None = field(default=None, metadata=OMIT_NONE)  # validate --recover
 
     @property
     def best_method(self) -> Estimator:

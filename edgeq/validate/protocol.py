@@ -40,6 +40,7 @@ from edgeq.results.validation import (
     ValidationSummary,
 )
 from edgeq.validate.diagnostics import per_layer, worst
+from edgeq.validate.ladder import Context, Rung, State, Verdict, run_ladder, sensitivity_of
 from edgeq.validate.outputs import (
     FidelityGates,
     OutputInfo,
@@ -172,12 +173,14 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
              methods: tuple[Estimator, ...] = METHODS, max_drop_pp: float | None = None,
              recipe: QuantRecipe | None = None, calib_preprocessing: Preprocessing | None = None,
              split_seed: int = SPLIT_SEED, *, tasks: Sequence[Mapping[str, Any] | OutputTask] = (),
-             gates: FidelityGates | None = None) -> ValidationReport:
+             gates: FidelityGates | None = None, recover: Sequence[Rung] = (),
+             targets: Sequence[str] = ("generic",), sensitivity: bool = False) -> ValidationReport:
     """Convert with every method from one calibration pass and measure each against FP32 on the whole set,
     every output (``tasks``: the declared output tasks, edgeq.validate.outputs); pick the most faithful method
     on the selection half and judge its max drop (labels and a classification output needed) and the
     fidelity ``gates`` on the held-out gate half (edgeq.validate.verdicts describes the rules). The INT8
-    models stay in ``out_dir`` (:func:`model_path`)."""
+    models stay in ``out_dir`` (:func:`model_path`). When a gate fails, ``recover`` climbs the recovery ladder
+    (edgeq.validate.ladder) for ``targets``; ``sensitivity`` adds the picked method's per-tensor sensitivity."""
     recipe = recipe or QuantRecipe()
     gates = gates or FidelityGates()
     labels = data.labels
@@ -210,7 +213,10 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
     measured, artifacts, selection, int8_correct, by_method = [], {}, [], {}, {}
     for method in methods:
         path = model_path(out_dir, method)
-        artifacts[method] = convert(float_model, path, stats=stats_file, recipe=recipe.with_updates(method=method))
+        searched = Estimator(method) is Estimator.SEARCH  # measures on calibration samples, not statistics
+        artifacts[method] = convert(float_model, path, calib=calib if searched else None,
+                                    stats=None if searched else stats_file, recipe=recipe.with_updates(method=method),
+                                    preprocessing=calib_preprocessing if searched else None)
         int8_outputs = _outputs(path.read_bytes(), x, plan)
         by_method[method] = measure_outputs(plan, fp32_outputs, int8_outputs, labels)
         if ranked_task == "classification":
@@ -245,6 +251,40 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
     eval_clip = max((r.clip_fraction for r in layers if r.op not in ("SOFTMAX", "LOGISTIC")), default=0.0)
     advice = _advice(failed, layers, eval_clip)
     best = artifacts[best_method]
+
+    def judge(path: Path, label: str) -> Verdict:
+        """A recovery rung's model judged as the methods are: selection-half fidelity, gates on the gate half."""
+        int8_outputs = _outputs(path.read_bytes(), x, plan)
+        measured = measure_outputs(plan, fp32_outputs, int8_outputs, labels)
+        if ranked_task == "classification":
+            reference, scores = _flat(fp32_outputs, plan.ranked), _flat(int8_outputs, plan.ranked)
+            half = measure_fidelity(label, reference[split.selection], scores[split.selection])
+        else:
+            half = ranked_fidelity(plan, label, measured, split.selection)
+        held_gate = None
+        if accuracy is not None:
+            correct = _flat(int8_outputs, accuracy).argmax(-1) == labels
+            held_gate = judge_drop(best_method.value, measure_drop(fp32_correct[split.gate], correct[split.gate]),
+                                   max_drop_pp)
+        rows = judge_gates(gates, plan, label, measured, split.gate)
+        missed = (held_gate is not None and held_gate.passed is False) or not all(g.passed for g in rows)
+        return Verdict(sort_key=half.sort_key(), sqnr_db=finite_or_none(half.output_sqnr_db),
+                       agreement=half.agreement, failed=missed,
+                       gate=None if held_gate is None else held_gate.to_result(), gates=rows)
+
+    recovery = None
+    if recover and failed:
+        context = Context(calib=calib, calib_preprocessing=calib_preprocessing, eval_inputs=x[split.selection],
+                          out_dir=out_dir, targets=tuple(targets), judge=judge)
+        start = State(float_model=float_model, recipe=recipe.with_updates(method=best_method))
+        recovery = run_ladder(recover, start, best_path, context)
+        advice = [*advice, recovery.verdict]
+    sensitivity_report = None
+    if sensitivity:
+        sensitivity_report = sensitivity_of(State(float_model=float_model, recipe=recipe.with_updates(
+            method=Estimator.AUTO if best_method is Estimator.SEARCH else best_method)), Context(
+            calib=calib, calib_preprocessing=calib_preprocessing, eval_inputs=x[split.selection], out_dir=out_dir,
+            targets=tuple(targets), judge=judge))
     summary = ValidationSummary(
         eval_set=data.name, calibration=str(calib), confidence=CONFIDENCE,
         baseline=None if accuracy is None else Baseline(
@@ -265,7 +305,8 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
         histograms=_histograms(calibration.stats, [r.name for r in worst_layers], recipe),
         model=ModelSummary(source=float_model.source, float_bytes=best.float_bytes, int8_bytes=best.int8_bytes,
                            size_ratio=best.size_ratio, sha256=best.sha256),
-        calibration_samples=CalibrationSamples.from_document(samples_document(best)))
+        calibration_samples=CalibrationSamples.from_document(samples_document(best)),
+        sensitivity=sensitivity_report, recovery=recovery)
 
 
 def _method_result(method: Estimator, result: Any, drop: Any, whole: Fidelity, score: Any,
