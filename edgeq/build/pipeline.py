@@ -35,7 +35,7 @@ from edgeq.results.build import (
     Precision,
 )
 from edgeq.results.gates import Gate, LatencyVerdict
-from edgeq.results.validation import StoredValidation, ValidationSummary
+from edgeq.results.validation import StoredValidation, ValidationReport
 
 Log = Callable[[str], None]
 MAX_FINDINGS = 50  # per target in report.json: the check's own output has them all
@@ -247,7 +247,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     validate_key = _key(model_fp, recipe.input_shape, _fingerprint(calib_dir), _fingerprint(eval_dir),
                         [m.value for m in recipe.methods], recipe.gates.max_drop_pp, quant_recipe.to_dict(),
                         preprocessing.to_dict() if preprocessing else None, _code_version(), _task_key(recipe),
-                        dataclasses.asdict(recipe.gates.fidelity))
+                        dataclasses.asdict(recipe.gates.fidelity), list(recipe.recover), list(recipe.targets))
     validate_dir = cache / f"validate-{validate_key}"
     outcome_file = validate_dir / "validation.json"
     if outcome_file.is_file():
@@ -258,12 +258,20 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         eval_set = load_eval_set(eval_dir, input_shape=input_shape, input_name=input_name)
         data = eval_set.with_preprocessing(preprocessing if preprocessing is not None
                                            else eval_set.preprocessing or Preprocessing())
+        from edgeq.validate.ladder import parse_ladder
+
         validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
                              recipe=quant_recipe, calib_preprocessing=calib_preprocessing, tasks=recipe.tasks,
-                             gates=recipe.gates.fidelity)
-        saved = StoredValidation(report=validated, best_model=model_path(validate_dir, validated.best_method).name)
+                             gates=recipe.gates.fidelity, recover=parse_ladder(recipe.recover),
+                             targets=recipe.targets)
+        recovered = validated.recovery is not None and validated.recovery.passed and validated.recovery.model
+        best_name = validated.recovery.model if recovered and validated.recovery else model_path(
+            validate_dir, validated.best_method).name
+        saved = StoredValidation(report=validated, best_model=str(best_name))
         write_text_atomic(outcome_file, json.dumps(saved.to_document(), indent=2) + "\n")
         log(f"validate: {len(recipe.methods)} methods, picked {validated.best_method.value} by fidelity to FP32")
+        if validated.recovery is not None:
+            log(f"recover: {validated.recovery.verdict}")
     best_model = validate_dir / saved.best_model
     artifact = out / f"{recipe.name}_int8.tflite"
     copy_atomic(best_model, artifact)
@@ -278,8 +286,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         reused.append("bench")
     coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
                                   recipe.gates.coverage_threshold) if recipe.gates.coverage_threshold else None)
-    gates = _gates(saved.report.validation, saved.report.output_gates, check_sections, latency, coverage_section,
-                   recipe)
+    gates = _gates(saved.report, check_sections, latency, coverage_section, recipe)
     named = dataclasses.replace(saved.report.model, name=recipe.name)
     report = BuildReport(
         title=f"edgeq build: {recipe.name}", validation_report=dataclasses.replace(saved.report, model=named),
@@ -369,13 +376,20 @@ def _calibration_section(calib_dir: Path, samples: int) -> CalibrationSetSummary
         preview_png=base64.b64encode(preview.read_bytes()).decode() if preview.is_file() else None)
 
 
-def _gates(validation: ValidationSummary, fidelity: tuple[Gate, ...], checks: tuple[CheckSummary, ...],
-           latency: tuple[LatencyRow, ...], coverage: CoverageSection | None, recipe: BuildRecipe) -> tuple[Gate, ...]:
+def _gates(validated: ValidationReport, checks: tuple[CheckSummary, ...], latency: tuple[LatencyRow, ...],
+           coverage: CoverageSection | None, recipe: BuildRecipe) -> tuple[Gate, ...]:
+    """Every gate of the recipe; validate's are the picked method's, or the recovery rung's that met them (its
+    model is the one published)."""
     gates = []
+    held_out, fidelity = validated.gate, validated.output_gates
+    recovery = validated.recovery
+    if recovery is not None and recovery.passed and recovery.met_by is not None:
+        rung = next(r for r in recovery.rungs if r.rung == recovery.met_by)
+        held_out, fidelity = rung.gate, rung.gates
     if recipe.gates.max_drop_pp is not None:  # judged by validate on the held-out gate half (validation.gate)
         from edgeq.validate.verdicts import max_drop_gate
 
-        gates.append(max_drop_gate(validation.gate))
+        gates.append(max_drop_gate(held_out))
     gates.extend(fidelity)  # validate's fidelity limits, judged on the held-out half too
     for section in checks:
         if section.target in recipe.gates.spec:

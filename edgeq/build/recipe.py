@@ -103,6 +103,7 @@ class BuildRecipe:
     input_shape: tuple[int, ...] | None = None  # static input shape without the batch, as --input-shape
     quantization: QuantRecipe | None = None  # a convert recipe (method aside); None: not given, the defaults
     tasks: tuple[OutputTask, ...] = ()  # one per declared output (validate --tasks); (): validate's default
+    recover: tuple[str, ...] = ()  # the recovery ladder's rungs (validate --recover), climbed when a gate fails
     base_dir: str = "."  # relative paths in the recipe resolve against the recipe's folder
     path: str = "recipe"  # the recipe file, for messages
 
@@ -199,6 +200,20 @@ def _check_name(name: Any, where: str) -> str:
     return name
 
 
+def _ladder(value: Any, where: str) -> tuple[str, ...]:
+    """The recover list, checked by the ladder's own parser (a typo fails at load, not after datagen)."""
+    from edgeq.errors import UsageError
+    from edgeq.validate.ladder import parse_ladder
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{where} must be a list of rungs such as [search, equalize, bias_correction, int16:3], "
+                         f"got {bounded_repr(value)}")
+    try:
+        return tuple(r.name for r in parse_ladder(value))
+    except UsageError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
 def load_build_recipe(path: str | Path) -> BuildRecipe:
     path = Path(path)
     document = load_config(path, "recipe")
@@ -271,6 +286,7 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
         quantization=_quantization(document["quantization"], f"{path}: quantization") if "quantization" in document
         else None,
         tasks=task_declarations(document["tasks"], base_dir, f"{path}: tasks") if "tasks" in document else (),
+        recover=_ladder(document.get("recover", []), f"{path}: recover"),
         base_dir=str(base_dir), path=str(path))
     _check_values(recipe, path)
     if gates.max_drop_pp is not None and not has_labels(recipe.evaluation, base_dir):

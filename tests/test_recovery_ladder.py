@@ -1,0 +1,83 @@
+"""The recovery ladder on a hard case: the demo's trained CNN with three activation channels scaled 40-80x and the
+next layer's weights divided back (float function unchanged, per-tensor int8 ranges collapse). validate must
+miss its gate with the plain methods and the ladder must recover it; refusals and the no-recovery verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeq.artifacts import Estimator, Preprocessing
+from edgeq.build.recipe import load_build_recipe
+from edgeq.errors import InputError, UsageError
+from edgeq.harness.evaldata import load_eval_set
+from edgeq.intake.load import load_float_model
+from edgeq.recover.equalize import equalizable, scale_channels
+from edgeq.validate.ladder import parse_ladder
+from edgeq.validate.protocol import validate
+
+DEMO = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
+PP = Preprocessing(mean=(127.5,), std=(127.5,))
+FACTORS = {8: 80.0, 4: 60.0, 15: 40.0}
+
+
+@pytest.fixture(scope="module")
+def hard_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    root = tmp_path_factory.mktemp("ladder")
+    model = DEMO.read_bytes()
+    first = next(name for name in equalizable(model) if "b1_relu" in name)
+    hard = root / "outliers.tflite"
+    hard.write_bytes(scale_channels(model, first, FACTORS))
+    calib = root / "calib.npy"
+    np.save(calib, load_eval_set("digits:train", limit=96).model_inputs(PP))
+    data = load_eval_set("digits:test").with_preprocessing(PP)
+    return hard, calib, data
+
+
+def test_ladder_recovers_the_outlier_model_and_refuses_int16_for_the_edge_tpu(hard_case, tmp_path) -> None:
+    model, calib, data = hard_case
+    report = validate(load_float_model(model), calib, data, tmp_path, (Estimator.MINMAX,), max_drop_pp=1.0,
+                      recover=parse_ladder(["int16:1", "equalize"]), targets=("edgetpu",))
+    recovery = report.recovery
+    assert recovery is not None
+    assert not report.passed and recovery.start.gate_passed is False  # the plain method misses the gate
+    int16, equalize = recovery.rungs
+    assert int16.status == "refused" and "edgetpu" in int16.note
+    assert equalize.status == "met the gate" and recovery.met_by == "equalize" and recovery.passed
+    assert equalize.gate is not None and equalize.gate.drop_pp <= 1.0
+    assert equalize.selection_sqnr_db > (recovery.start.selection_sqnr_db or -np.inf) + 10
+    sidecar = json.loads((tmp_path / str(recovery.model)).with_suffix(".json").read_text())
+    assert [t["name"] for t in sidecar["transforms"]] == ["equalize"]
+    assert sidecar["int16_tensors"] == []
+    document = report.to_document()
+    assert type(report).from_document(json.loads(json.dumps(document))).recovery == recovery
+
+
+def test_when_no_rung_meets_the_gate_the_verdict_names_the_tensors(hard_case, tmp_path) -> None:
+    model, calib, data = hard_case
+    report = validate(load_float_model(model), calib, data, tmp_path, (Estimator.MINMAX,), max_drop_pp=-50.0,
+                      recover=parse_ladder(["search"]))
+    recovery = report.recovery
+    assert recovery is not None and not recovery.passed and recovery.met_by is None
+    assert recovery.remaining and "consider QAT" in recovery.verdict
+    assert all(name in recovery.verdict for name in recovery.remaining)
+    assert recovery.rungs[0].status in ("kept", "reverted")
+
+
+@pytest.mark.parametrize("ladder", [["bogus"], ["search", "search"], ["int16:0"], ["int16"], ["int16:x"]])
+def test_bad_ladders_are_refused(ladder: list[str]) -> None:
+    with pytest.raises(UsageError):
+        parse_ladder(ladder)
+
+
+def test_a_build_recipe_checks_its_ladder_at_load(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    body = ("name: r\nmodel: m.tflite\ncalibration: {source: digits:train}\nevaluation: {source: digits:test}\n")
+    recipe.write_text(body + "recover: [search, equalize, bias_correction, int16:3]\n")
+    assert load_build_recipe(recipe).recover == ("search", "equalize", "bias_correction", "int16:3")
+    recipe.write_text(body + "recover: [search, qat]\n")
+    with pytest.raises(InputError, match="unknown recovery rung 'qat'"):
+        load_build_recipe(recipe)
