@@ -16,6 +16,7 @@ from edgeq.errors import InputError, UsageError
 from edgeq.harness.evaldata import load_eval_set
 from edgeq.intake.load import load_float_model
 from edgeq.recover.equalize import equalizable, scale_channels
+from edgeq.report.page import write_report
 from edgeq.validate.ladder import parse_ladder
 from edgeq.validate.protocol import validate
 
@@ -54,6 +55,9 @@ def test_ladder_recovers_the_outlier_model_and_refuses_int16_for_the_edge_tpu(ha
     assert sidecar["int16_tensors"] == []
     document = report.to_document()
     assert type(report).from_document(json.loads(json.dumps(document))).recovery == recovery
+    _, html = write_report(report, tmp_path / "page")
+    page = html.read_text()
+    assert 'id="recovery"' in page and "met the gate" in page and "refused" in page
 
 
 def test_when_no_rung_meets_the_gate_the_verdict_names_the_tensors(hard_case, tmp_path) -> None:

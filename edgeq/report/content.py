@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from edgeq.recover.sensitivity import SensitivityReport
 from edgeq.results.build import (
     ArtifactPaths,
     BuildReport,
@@ -27,6 +28,7 @@ from edgeq.results.validation import (
     LayerReport,
     ModelSummary,
     OutputsReport,
+    RecoveryReport,
     ValidationReport,
     ValidationRun,
     ValidationSummary,
@@ -51,6 +53,8 @@ class Page:
     calibration: CalibrationSetSummary | None = None
     coverage: CoverageSection | None = None
     artifact: ArtifactPaths | None = None
+    sensitivity: SensitivityReport | None = None
+    recovery: RecoveryReport | None = None
 
 
 _KEYS = frozenset(f.name for f in dataclasses.fields(Page))

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 
 from edgeq.artifacts import Finding, Severity
-from edgeq.report import accuracy, layers, outputs
+from edgeq.report import accuracy, layers, outputs, recovery
 from edgeq.report.content import Page
 from edgeq.report.format import bool_badge, esc, finite, fmt, img, kib, name_cell, pct, table
 from edgeq.report.plots import figure, plot_coverage, plot_latency
@@ -184,6 +184,8 @@ SECTIONS: dict[str, tuple[str, Renderer]] = {
     "model": ("Model", _model),
     "validation": ("Accuracy", accuracy.render),
     "outputs": ("Outputs", outputs.render),
+    "recovery": ("Recovery ladder", recovery.render),
+    "sensitivity": ("Sensitivity", recovery.render_sensitivity),
     "layers": ("Per-layer error", layers.render_layers),
     "histograms": ("Activation ranges", layers.render_histograms),
     "latency": ("Latency", _latency),
