@@ -29,8 +29,12 @@ as they were. The float model's outputs change by design: it now computes what i
 
 Cost: one probe is built once; every layer's bias is a run-time input of it (the model's biases are rewired to
 extra inputs), so a correction is a new input array, not a rebuilt model. One float pass plus one simulated pass
-per layer over the samples: layers × samples invocations of the probe (about 4 s for mobilenet_v2's 18 layers
-and 64 samples on one core).
+per layer over the samples: (layers + 1) × samples invocations of the probe, which are 98 % of the time (zoo
+mobilenet_v2, 18 layers, 64 samples: 1216 invocations, 9 s on a loaded 2-core box; cnn 0.5 s).
+
+The model's inputs are not fake-quantized by the probe here but quantized beforehand exactly as the real
+QUANTIZE op does (:func:`quantized_input`): the probe rounds half to even, and for the usual [-1, 1] input range
+that alone gave the first layer a per-channel error the real model does not have, and made the correction hurt.
 """
 
 from __future__ import annotations
