@@ -56,6 +56,13 @@ class SimTensor:
     kind: str  # "activation" | "weight"
 
 
+def round_half_away(values: np.ndarray | float) -> np.ndarray:
+    """Round half away from zero, as TFLite's QUANTIZE and TF's quantizer do (numpy and TFLite's ROUND op round
+    half to even: with ``(x - 127.5) / 127.5`` preprocessing every pixel is a tie, and the two disagree)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.sign(values) * np.floor(np.abs(values) + 0.5)
+
+
 def int8_params(lo: float, hi: float) -> tuple[float, float, float, float]:
     """(1/scale, qmin, qmax, scale) with qmin/qmax in steps around zero, as the quantizer derives them from a
     range: the range is widened to include 0, scale = (hi − lo)/255, zero point rounded into [−128, 127]."""
@@ -63,7 +70,7 @@ def int8_params(lo: float, hi: float) -> tuple[float, float, float, float]:
     scale = (hi - lo) / 255.0
     if not np.isfinite(scale) or scale <= 0:
         scale = 1.0
-    zero_point = int(np.clip(np.round(INT8[0] - lo / scale), *INT8))
+    zero_point = int(np.clip(round_half_away(INT8[0] - lo / scale), *INT8))
     return 1.0 / scale, float(INT8[0] - zero_point), float(INT8[1] - zero_point), scale
 
 
@@ -87,7 +94,7 @@ def quantized_weights(values: np.ndarray, axis: int | None) -> np.ndarray:
         reduce = tuple(i for i in range(values.ndim) if i != axis)
         bound = np.max(np.abs(values), axis=reduce, keepdims=True)
         scale = np.where(bound > 0, bound / 127.0, 1.0)
-    return (np.clip(np.round(values / scale), -127, 127) * scale).astype(np.float32)
+    return (np.clip(round_half_away(values / scale), -127, 127) * scale).astype(np.float32)
 
 
 class _Graph:
@@ -221,6 +228,7 @@ class Simulator:
             effective = graph.binary("ADD", index, scaled, f"edgeq_sim/{w.name}/w", values.shape, head)
             for op in weight_users[index]:
                 op.inputs[1] = effective
+        half = graph.tensor("edgeq_sim/half", [], values=np.array(0.5, dtype="<f4"))
         for i, a in enumerate(self.activations):
             inv, qmin, qmax, scale, gate = scalars[i]
             t = a.key[1]
@@ -228,7 +236,12 @@ class Simulator:
             ops: list[Any] = []
             name = f"edgeq_sim/{a.name}"
             x = graph.binary("MUL", t, inv, f"{name}/scaled", shape, ops)
-            x = graph.unary("ROUND", x, f"{name}/round", shape, ops)
+            # round half away from zero: sign(x) * floor(|x| + 0.5) (the ROUND op rounds half to even)
+            sign = graph.unary("SIGN", x, f"{name}/sign", shape, ops)
+            x = graph.unary("ABS", x, f"{name}/abs", shape, ops)
+            x = graph.binary("ADD", x, half, f"{name}/half_up", shape, ops)
+            x = graph.unary("FLOOR", x, f"{name}/floor", shape, ops)
+            x = graph.binary("MUL", x, sign, f"{name}/round", shape, ops)
             x = graph.binary("MAXIMUM", x, qmin, f"{name}/lo", shape, ops)
             x = graph.binary("MINIMUM", x, qmax, f"{name}/hi", shape, ops)
             x = graph.binary("MUL", x, scale, f"{name}/fq", shape, ops)
