@@ -385,7 +385,7 @@ def test_kl_keeps_the_bulk_of_a_tensor_far_from_zero(offset: float) -> None:
     assert hi >= np.quantile(x, 0.985)
 
 
-@pytest.mark.parametrize("method", list(Estimator))
+@pytest.mark.parametrize("method", est.METHODS)
 def test_subnormal_only_tensor_gets_the_minimum_width(method: Estimator) -> None:
     """Found by hypothesis in CI: a tensor holding one subnormal value broke KL's bin width."""
     stats = stats_of(np.array([5e-324]))
@@ -403,7 +403,9 @@ def _stats(values: np.ndarray) -> TensorStats:
 def test_every_estimator_is_registered_and_auto_picks_among_them() -> None:
     """The registry is the one list of methods: every Estimator either computes a range itself or is auto,
     and auto's choice is one of the registered estimators, with the range that estimator gives directly."""
-    assert tuple(Estimator) == est.METHODS  # the same order: the CLI lists the enum without importing numpy
+    # the same order: the CLI lists the enum without importing numpy; search (which measures the model, not
+    # statistics) is the one method beyond the registry, last
+    assert tuple(Estimator) == (*est.METHODS, Estimator.SEARCH)
     assert est.METHODS[-1] is Estimator.AUTO and Estimator.AUTO not in est.RANGE_ESTIMATORS
     rng = np.random.default_rng(0)
     picked = set()
@@ -423,3 +425,11 @@ def test_estimate_dispatches_through_the_registry(monkeypatch: pytest.MonkeyPatc
     assert (est.estimate(stats, Estimator.KL).lo, est.estimate(stats, Estimator.KL).hi) == (-0.5, 0.5)
     auto = est.estimate(stats, Estimator.AUTO)  # a linear ramp has no outliers: auto picks minmax
     assert auto.estimator is Estimator.MINMAX and (auto.lo, auto.hi) == (-0.25, 0.25)
+
+
+def test_search_is_not_an_estimator_of_statistics() -> None:
+    """search measures the model on calibration samples; asked of statistics alone it is a usage error (exit 2)."""
+    from edgeq.errors import UsageError
+
+    with pytest.raises(UsageError, match="--calib"):
+        est.estimate(stats_of(np.array([1.0, 2.0])), Estimator.SEARCH)

@@ -28,16 +28,19 @@ from PIL import Image
 
 from edgeq.artifacts import Finding, Severity, Target
 from edgeq.cli import main as cli
+from edgeq.recover.sensitivity import SensitivityReport, TensorSensitivity
 from edgeq.report.content import Page, Report, page_content
 from edgeq.report.page import render_html, write_report
 from edgeq.report.sections import MAX_FINDINGS, SECTIONS
 from edgeq.results.build import BuildReport, CheckSummary, CoverageLayer, CoverageSection
-from edgeq.results.validation import Histogram, ValidationRun
+from edgeq.results.validation import Histogram, RecoveryReport, RungResult, ValidationRun
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).parent / "data" / "report" / "sample_report.json"
 HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges", "Latency",
             "Target checks", "Calibration set", "Calibration coverage"]
+# the page's every section: a build fills all but the two validate --recover / --sensitivity adds
+SECTION_HEADINGS = [*HEADINGS[:4], "Recovery ladder", "Sensitivity", *HEADINGS[4:]]
 VALIDATE_HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges"]
 DATA_PNG = "data:image/png;base64,"
 HOSTILE = "<script>alert(1)</script>"
@@ -173,7 +176,7 @@ def _pct(share: float) -> str:
 
 
 def test_real_reports_have_their_sections_in_order(validated: Path, built: Path) -> None:
-    assert [heading for heading, _ in SECTIONS.values()] == HEADINGS
+    assert [heading for heading, _ in SECTIONS.values()] == SECTION_HEADINGS
     assert _Page(_page(validated)).h2 == VALIDATE_HEADINGS
     assert _Page(_page(built)).h2 == HEADINGS  # a build fills every section the page knows
     for folder in (validated, built):
@@ -349,8 +352,25 @@ def test_each_section_stands_alone_and_is_optional(key: str, built: Path) -> Non
     """A section renders from its own part of the report alone, and is left out when the report has nothing
     for it."""
     _, render = SECTIONS[key]
-    assert render(Page(**{key: getattr(page_content(_build(built)), key)}))
+    part = _RECOVERY_PARTS[key] if key in _RECOVERY_PARTS else getattr(page_content(_build(built)), key)
+    assert render(Page(**{key: part}))
     assert render(Page()) == ""
+
+
+_RUNG = RungResult(rung="equalize", status="met the gate", note="cross-layer, 3 groups", selection_sqnr_db=41.9,
+                   selection_agreement=1.0, gate_passed=True, int8_bytes=39_000, latency_ms={"cpu": 0.14},
+                   model="recover_1_equalize.tflite")
+_RECOVERY_PARTS = {
+    "recovery": RecoveryReport(ladder=("equalize",), targets=("generic",),
+                               start=dataclasses.replace(_RUNG, rung="start", status="missed the gate",
+                                                         gate_passed=False), rungs=(_RUNG,), met_by="equalize",
+                               passed=True, model=_RUNG.model, verdict="rung equalize met the gate"),
+    "sensitivity": SensitivityReport(samples=4, all_quantized_db=20.0, activations_only_db=21.0, weights_only_db=40.0,
+                                     tensors=(TensorSensitivity(name="conv;" + HOSTILE, tensor_kind="activation",
+                                                                op="CONV_2D", only_db=22.0, all_but_db=35.0,
+                                                                recovers_db=15.0, rank=1),),
+                                     shares_scale={}, real_int8_db=20.5, ranges="auto"),
+}
 
 
 def test_a_report_renders_only_the_sections_it_has_something_for(built: Path) -> None:
