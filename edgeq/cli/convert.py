@@ -78,6 +78,10 @@ def register(verbs: Any) -> None:
                        help="the sample guard leaves out a sample that stretches a tensor's max|x| FACTOR times "
                             "beyond every other sample, and that sample wherever it stretches FOLLOW times (10,3)")
     convert.add_argument("--recipe", metavar="FILE", help="YAML/JSON recipe with per-tensor/per-op overrides")
+    convert.add_argument("--int16", metavar="TENSOR,...",
+                         help="keep these activations at int16 (int16x8 kernels: LiteRT CPU, not the Edge TPU; "
+                              "XNNPACK runs them on the builtin kernels) through ai-edge-quantizer with edgeq's "
+                              "ranges; 'edgeq sensitivity' ranks which tensors gain most (docs/int16.md)")
     options.add_json_flag(convert, "print the sidecar JSON instead of a summary")
     _add_data_arguments(convert)
 
@@ -123,7 +127,8 @@ def run_convert(args: argparse.Namespace) -> int:
         sample_guard_follow=args.sample_guard_factors[1] if args.sample_guard_factors else None)
     artifact = convert(args.model, args.output, calib=args.calib, stats=args.stats, recipe=recipe,
                        preprocessing=parse_preprocessing(args.preprocess), input_shape=args.input_shape,
-                       limit=args.limit, progress=progress_printer("calibrating"))
+                       limit=args.limit, progress=progress_printer("calibrating"),
+                       int16=[t.strip() for t in (args.int16 or "").split(",") if t.strip()])
     if args.json:
         print_json(artifact.to_dict())
         return 0
@@ -135,6 +140,8 @@ def run_convert(args: argparse.Namespace) -> int:
         ["io", artifact.io_type.value],
         ["calibration samples", artifact.calibration_samples],
         ["activation ranges", ", ".join(f"{k} {v}" for k, v in sorted(chosen.items()))],
+        *([["search", _search_summary(artifact.search)]] if artifact.search is not None else []),
+        *([["int16 activations", ", ".join(artifact.int16_tensors)]] if artifact.int16_tensors else []),
         ["most clipped tensor", f"{clipped.name} ({clipped.clip_fraction:.3%})"],
         ["size", _size_summary(artifact)],
         ["float ops left", _float_ops_summary(artifact.float_ops)],
@@ -142,6 +149,16 @@ def run_convert(args: argparse.Namespace) -> int:
         ["sidecar", str(artifact.path).removesuffix(".tflite") + ".json"],
     ])
     return 0
+
+
+def _search_summary(record: Any) -> str:
+    """Which contender won on the held-out calibration samples, by how much, against the best single estimator."""
+    scores = {s.method: s.real_db for s in record.scores}
+    singles = {m: v for m, v in scores.items() if m != "search"}
+    best_single = max(singles, key=lambda m: singles[m])
+    return (f"{record.chosen} chosen ({len(record.choices)} tensors changed); held-out ({record.held_out_samples} "
+            f"samples, stats on the other {record.fit_samples}): search {scores['search']:.2f} dB, best single "
+            f"{best_single} {singles[best_single]:.2f} dB")
 
 
 def _size_summary(artifact: Any) -> str:
