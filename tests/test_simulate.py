@@ -87,7 +87,7 @@ def per_channel_int8(values: np.ndarray, axis: int) -> np.ndarray:
     for c in range(moved.shape[0]):
         bound = np.abs(moved[c]).max()
         scale = bound / 127.0 if bound > 0 else 1.0
-        out[c] = np.clip(np.round(moved[c] / scale), -127, 127) * scale
+        out[c] = np.clip(round_away(moved[c] / scale), -127, 127) * scale
     return np.moveaxis(out, 0, axis).astype(np.float32)
 
 
@@ -120,19 +120,19 @@ def ties(x: np.ndarray, lo: float, hi: float) -> int:
     return int(np.sum(np.abs(np.abs(v - np.floor(v)) - 0.5) < 1e-3))
 
 
-@pytest.mark.parametrize("span", [
-    (-1.0, 1.2), (-0.8, 0.6), (-2.0, 0.3),
-    pytest.param((-0.7, 0.5), marks=pytest.mark.xfail(strict=True, reason=(
-        "the probe rounds with TFLite's ROUND op (halves to even); TFLite's QUANTIZE and the integer kernels' "
-        "requantization round halves away from zero. Preprocessed 8-bit images land on exact halves"))),
-])
+#: Spans where ``x / scale`` of the preprocessed digits lands on exact halves (where rounding half to even and half
+#: away from zero differ: (-1, 1) puts every pixel of (p - 127.5) / 127.5 on one), and spans where none does.
+TIES = ((-1.0, 1.0), (-0.7, 0.5))
+
+
+@pytest.mark.parametrize("span", [(-1.0, 1.2), (-0.8, 0.6), (-2.0, 0.3), *TIES])
 def test_input_alone_is_the_float_model_on_fake_quantized_input(demo: dict, span: tuple[float, float]) -> None:
     sim = demo["sim"]
     key = (0, int(tfl.parse(demo["model"]).subgraphs[0].inputs[0]))
     assert sim.activations[0].key == key and sim.activations[0].producer == "INPUT"
     config = sim.params({key: span}, quantized={key}, weights=set())
     near_halves = sum(ties(s[0], *span) for s in demo["samples"])
-    assert near_halves == 0 or span == (-0.7, 0.5), near_halves  # the tie-free spans are what they claim
+    assert (near_halves > 0) == (span in TIES), near_halves  # each span is the case it claims to be
     quantized_input = [[fake_quantize(s[0], *span)] for s in demo["samples"]]
     expected = run_float(demo["model"], quantized_input)
     got = sim.run(config, demo["samples"])
@@ -142,16 +142,10 @@ def test_input_alone_is_the_float_model_on_fake_quantized_input(demo: dict, span
         np.testing.assert_allclose(g, e, rtol=0, atol=1e-6)  # ... and the probe's is numpy's
 
 
-@pytest.mark.parametrize("span", [
-    (-1.0, 1.2), (0.0, 3.0), (-2.0, 0.3),
-    pytest.param((-1.0, 1.0), marks=pytest.mark.xfail(strict=True, reason=(
-        "int8_params rounds the zero point with np.round (halves to even); TF's quantizer uses std::round "
-        "(halves away from zero): -128 + 127.5 = -0.5 gives zero point 0 in the probe, -1 in the real model"))),
-    pytest.param((-0.3, 2.7), marks=pytest.mark.xfail(strict=True, reason=(
-        "zero point from min -102.5: the probe takes -102, TF's quantizer -103 (see above)"))),
-])
+@pytest.mark.parametrize("span", [(-1.0, 1.2), (0.0, 3.0), (-2.0, 0.3), (-1.0, 1.0), (-0.3, 2.7)])
 def test_int8_params_match_the_real_quantizer(demo: dict, span: tuple[float, float]) -> None:
-    """The scale and zero point the probe uses are the ones the real INT8 model gets for the same range."""
+    """The scale and zero point the probe uses are the ones the real INT8 model gets for the same range, ties
+    included: (-1, 1) gives a zero point from min of -0.5 (TF: -1), (-0.3, 2.7) one of -102.5 (TF: -103)."""
     key = (0, int(tfl.parse(demo["model"]).subgraphs[0].inputs[0]))
     ranges = dict(demo["ranges"])
     ranges[key] = span
