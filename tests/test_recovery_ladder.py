@@ -67,7 +67,7 @@ def test_when_no_rung_meets_the_gate_the_verdict_names_the_tensors(hard_case, tm
     recovery = report.recovery
     assert recovery is not None and not recovery.passed and recovery.met_by is None
     assert recovery.remaining and "consider QAT" in recovery.verdict
-    assert all(name in recovery.verdict for name in recovery.remaining)
+    assert all(name.split(";")[0] in recovery.verdict for name in recovery.remaining)
     assert recovery.rungs[0].status in ("kept", "reverted")
 
 

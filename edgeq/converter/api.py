@@ -67,7 +67,8 @@ def _int16_versions() -> dict[str, str]:
     return package_versions(("ai-edge-quantizer",))
 
 
-def _real_quantize(float_model: bytes, ranges: Mapping[TensorKey, tuple[float, float]], recipe: QuantRecipe) -> bytes:
+def quantize_with(float_model: bytes, ranges: Mapping[TensorKey, tuple[float, float]], recipe: QuantRecipe) -> bytes:
+    """The INT8 model for given ranges under a recipe's granularity and I/O (what the search compares)."""
     return quantize(float_model, ranges, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
 
 
@@ -97,7 +98,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
             raise UsageError("method search measures the model on calibration samples: give --calib, not --stats")
         data = _calibration_data(float_model, calib, preprocessing, limit)
         preprocessing = data.preprocessing
-        found = search(float_model.flatbuffer, data, replace(recipe, method=Estimator.AUTO), _real_quantize,
+        found = search(float_model.flatbuffer, data, replace(recipe, method=Estimator.AUTO), quantize_with,
                        progress=progress)
         activation_stats, recipe, searched = found.stats, found.recipe, found.record
         samples = searched.fit_samples

@@ -79,6 +79,9 @@ class State:
     recipe: QuantRecipe
     transforms: tuple[TransformRecord, ...] = ()
     int16: tuple[str, ...] = ()
+    # Bias correction is measured for the ranges the model is converted with, so it is applied last, when a
+    # model is built, on whatever the other rungs left (a correction for other ranges can do harm).
+    bias_corrected: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,16 +173,28 @@ def _equalize(state: State, ctx: Context, rung: Rung) -> list[Candidate]:
 
 
 def _bias_correction(state: State, ctx: Context, rung: Rung) -> list[Candidate]:
-    from edgeq.recover.bias_correction import correct_biases
+    return [(replace(state, bias_corrected=True), "biases corrected for the ranges the model is built with")]
 
-    ranges, _ = _ranges(state, ctx)
-    result = correct_biases(state.float_model.flatbuffer, ranges, _calibration_samples(state, ctx),
-                            per_tensor=state.recipe.per_tensor, per_tensor_dense=state.recipe.per_tensor_dense)
-    if not result.changed:
-        return []
-    record = TransformRecord(name="bias_correction", changed=result.changed,
-                             settings={"samples": str(CALIBRATION_SAMPLES)})
-    return [(_with_model(state, result.model, record), f"{result.changed} biases corrected")]
+
+def _corrected(state: State, ctx: Context) -> State:
+    """``state`` with its biases corrected for the ranges it is converted with (a search is resolved first, so
+    that the correction and the conversion use the same ranges)."""
+    from edgeq.converter.api import quantize_with
+    from edgeq.recover.bias_correction import correct_biases
+    from edgeq.recover.search import search
+
+    model, recipe = state.float_model, state.recipe
+    if Estimator(recipe.method) is Estimator.SEARCH:
+        interpreter, _ = make_interpreter(model.flatbuffer, CpuKernels.CPU)
+        data = load_calibration(ctx.calib, model_inputs(interpreter), ctx.calib_preprocessing,
+                                model=model.flatbuffer)
+        recipe = search(model.flatbuffer, data, replace(recipe, method=Estimator.AUTO), quantize_with).recipe
+    ranges, _ = _ranges(replace(state, recipe=recipe), ctx)
+    result = correct_biases(model.flatbuffer, ranges, _calibration_samples(state, ctx),
+                            per_tensor=recipe.per_tensor, per_tensor_dense=recipe.per_tensor_dense)
+    settings = {"samples": str(CALIBRATION_SAMPLES), "ranges": Estimator(state.recipe.method).value}
+    record = TransformRecord(name="bias_correction", changed=result.changed, settings=settings)
+    return replace(_with_model(state, result.model, record), recipe=recipe, bias_corrected=False)
 
 
 def _int16(state: State, ctx: Context, rung: Rung) -> list[Candidate]:
@@ -236,9 +251,16 @@ def _result(rung: str, status: str, note: str, verdict: Verdict | None, model: P
 
 
 def _build(state: State, ctx: Context, path: Path) -> Path:
+    if state.bias_corrected:
+        state = _corrected(state, ctx)
     convert(state.float_model, path, calib=ctx.calib, recipe=state.recipe, preprocessing=ctx.calib_preprocessing,
             int16=state.int16, transforms=state.transforms)
     return path
+
+
+def _short(name: str) -> str:
+    """A TFLite tensor name is often several ';'-joined op names: the first says which layer it is."""
+    return name.split(";")[0] or name
 
 
 def run_ladder(rungs: Sequence[Rung], start: State, start_model: Path, ctx: Context) -> RecoveryReport:
@@ -297,7 +319,7 @@ def run_ladder(rungs: Sequence[Rung], start: State, start_model: Path, ctx: Cont
         text = f"rung {met_by} met the gate: {model.name if model else ''}"
     else:
         text = ("no rung met the gate; the tensors that remain the problem (most to gain from higher precision): "
-                f"{', '.join(remaining)} — consider QAT for these layers")
+                f"{', '.join(_short(name) for name in remaining)} — consider QAT for these layers")
     return RecoveryReport(ladder=tuple(r.name for r in rungs), targets=tuple(ctx.targets), start=first,
                           rungs=tuple(results), met_by=met_by, passed=bool(first.gate_passed) or met_by is not None,
                           model=None if model is None else model.name, remaining=remaining, verdict=text)
