@@ -12,7 +12,7 @@ import pytest
 from edgeq.artifacts import IOType
 from edgeq.converter.quantize import quantize
 from edgeq.errors import InputError
-from edgeq.recover.bias_correction import BiasCorrection, correct_biases, quantized_input
+from edgeq.recover.bias_correction import BiasCorrection, correct_biases
 from edgeq.recover.simulate import Simulator
 from edgeq.tflite import model as tfl
 from edgeq.tflite.model import TensorKey
@@ -178,15 +178,13 @@ def test_corrected_linear_layers_have_no_simulated_mean_error_left(tiny: bytes, 
     ranges, samples, result = calibrated
     original = Simulator(tiny, preserve_all_tensors=True)
     corrected = Simulator(result.model, per_tensor=True, preserve_all_tensors=True)
-    inputs = [int(i) for i in tfl.parse(tiny).subgraphs[0].inputs]
-    quantized = corrected.params(ranges, quantized=set(ranges) - {(0, i) for i in inputs})
+    quantized = corrected.params(ranges)
     linear = [r for r in result.layers if r.activation == "NONE"]
     left = {r.tensor: np.zeros(r.channels) for r in linear}
     keys = {tfl.tensor_name(t): (0, i) for i, t in enumerate(tfl.parse(tiny).subgraphs[0].tensors)}
     for sample in samples:
         original.run(original.float_config(), [sample])
-        fed = [quantized_input(sample[0], *ranges[(0, inputs[0])])]
-        corrected.run(quantized, [fed])
+        corrected.run(quantized, [sample])
         for r in linear:
             diff = corrected.tensor(keys[r.tensor]) - original.tensor(keys[r.tensor])
             left[r.tensor] += diff.reshape(-1, r.channels).mean(axis=0) / len(samples)

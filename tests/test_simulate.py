@@ -74,9 +74,10 @@ def tflite_int8(lo: float, hi: float) -> tuple[float, int]:
 
 
 def fake_quantize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(clamp(round(x / s) + zp, -128, 127) - zp) · s in float32, the slow way."""
+    """(clamp(round(x / s) + zp, -128, 127) - zp) · s in float32, the slow way; x / s rounds half to even, as the
+    harness quantizes a model's input (np.rint) and XNNPACK's QUANTIZE does (the zero point rounds half away)."""
     scale, zero_point = tflite_int8(lo, hi)
-    q = np.clip(round_away(x.astype(np.float64) / scale) + zero_point, -128, 127)
+    q = np.clip(np.rint(x.astype(np.float32) / np.float32(scale)).astype(np.float64) + zero_point, -128, 127)
     return (q - zero_point).astype(np.float32) * np.float32(scale)
 
 

@@ -31,10 +31,6 @@ Cost: one probe is built once; every layer's bias is a run-time input of it (the
 extra inputs), so a correction is a new input array, not a rebuilt model. One float pass plus one simulated pass
 per layer over the samples: (layers + 1) × samples invocations of the probe, which are 98 % of the time (zoo
 mobilenet_v2, 18 layers, 64 samples: 1216 invocations, 9 s on a loaded 2-core box; cnn 0.5 s).
-
-The model's inputs are not fake-quantized by the probe here but quantized beforehand exactly as the real
-QUANTIZE op does (:func:`quantized_input`): the probe rounds half to even, and for the usual [-1, 1] input range
-that alone gave the first layer a per-channel error the real model does not have, and made the correction hurt.
 """
 
 from __future__ import annotations
@@ -246,25 +242,6 @@ def _write(float_model: bytes, layers: Sequence[_Layer], biases: Sequence[np.nda
     return tfl.serialize(model)
 
 
-def _round_half_away(values: np.ndarray) -> np.ndarray:
-    return np.sign(values) * np.floor(np.abs(values) + 0.5)
-
-
-def quantized_input(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``values`` as the real INT8 model's input QUANTIZE sees them, dequantized: float32 scale ``(hi − lo)/255``
-    (the range widened to include 0), zero point and values rounded half away from zero, as TF's quantizer and
-    LiteRT's QUANTIZE round. The probe's ROUND rounds half to even, and its zero point too: for the common input
-    range [-1, 1] (``(x − 127.5)/127.5`` preprocessing) the real zero point is −1, not 0, and every uint8 pixel
-    lands on a tie, so simulating the input there would add a per-channel error the real model does not have."""
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    scale = np.float32((hi - lo) / 255.0)
-    if not np.isfinite(scale) or scale <= 0:
-        return np.asarray(values, dtype=np.float32)
-    zero_point = float(np.clip(_round_half_away(np.float64(-128.0 - lo / float(scale))), -128, 127))
-    steps = _round_half_away(np.asarray(values, dtype=np.float32) / scale).astype(np.float64)
-    return ((np.clip(steps + zero_point, -128, 127) - zero_point) * float(scale)).astype(np.float32)
-
-
 def _check_samples(samples: Sequence[Sequence[np.ndarray]], inputs: int) -> None:
     if not len(samples):
         raise InputError("bias correction needs at least one calibration sample")
@@ -317,13 +294,8 @@ def correct_biases(float_model: bytes, ranges: Mapping[TensorKey, tuple[float, f
             counts[k] += inside.sum(axis=0)
             total[k] += value.size
 
-    # The model's inputs are quantized here as the real model's QUANTIZE does it, and left alone in the probe.
-    inputs = [int(i) for i in _ints(parsed.subgraphs[0].inputs)]
-    fed = [(0, i) in ranges and parsed.subgraphs[0].tensors[i].type == tfl.tensor_type("FLOAT32") for i in inputs]
-    quantized_samples = [[quantized_input(v, *ranges[(0, i)]) if on else v for v, i, on in zip(sample, inputs, fed,
-                                                                                          strict=True)]
-                         for sample in samples]
-    quantized = sim.params(ranges, quantized={k for k in ranges if k not in {(0, i) for i in inputs}})
+    quantized_samples = samples
+    quantized = sim.params(ranges)
     records: list[CorrectedLayer] = []
     changed = 0
     for k, layer in enumerate(layers):

@@ -39,6 +39,8 @@ SAME_SCALE_OPS = frozenset({"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZ
                             "SLICE", "STRIDED_SLICE", "GATHER", "PAD", "PADV2", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
                             "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "BATCH_TO_SPACE_ND",
                             "SPACE_TO_BATCH_ND", "SPLIT", "SPLIT_V", "UNPACK", "TILE"})
+#: Same-scale ops that only move or pick values (no arithmetic): their output needs no quantization of its own.
+DATA_MOVEMENT_OPS = SAME_SCALE_OPS - {"AVERAGE_POOL_2D", "RESIZE_BILINEAR"}
 ACTIVATION_PARAMS = 5  # per activation: 1/scale, qmin, qmax, scale, gate
 INT8 = (-128, 127)
 INT16 = (-32768, 32767)
@@ -57,8 +59,8 @@ class SimTensor:
 
 
 def round_half_away(values: np.ndarray | float) -> np.ndarray:
-    """Round half away from zero, as TFLite's QUANTIZE and TF's quantizer do (numpy and TFLite's ROUND op round
-    half to even: with ``(x - 127.5) / 127.5`` preprocessing every pixel is a tie, and the two disagree)."""
+    """Round half away from zero, as TF's quantizer rounds zero points and weights (numpy rounds half to even:
+    for the common input range [-1, 1] the zero point is -128 + 127.5, a tie, and the converter makes it -1)."""
     values = np.asarray(values, dtype=np.float64)
     return np.sign(values) * np.floor(np.abs(values) + 0.5)
 
@@ -132,7 +134,8 @@ class _Graph:
     def binary(self, kind: str, a: int, b: int, name: str, shape: Sequence[int], ops: list[Any]) -> int:
         out = self.tensor(name, shape)
         option = {"MUL": ("MulOptions", self.schema.MulOptionsT()), "ADD": ("AddOptions", self.schema.AddOptionsT()),
-                  "SUB": ("SubOptions", self.schema.SubOptionsT())}.get(kind)
+                  "SUB": ("SubOptions", self.schema.SubOptionsT()),
+                  "DIV": ("DivOptions", self.schema.DivOptionsT())}.get(kind)
         ops.append(self.op(kind, [a, b], [out], option))
         return out
 
@@ -228,20 +231,18 @@ class Simulator:
             effective = graph.binary("ADD", index, scaled, f"edgeq_sim/{w.name}/w", values.shape, head)
             for op in weight_users[index]:
                 op.inputs[1] = effective
-        half = graph.tensor("edgeq_sim/half", [], values=np.array(0.5, dtype="<f4"))
         for i, a in enumerate(self.activations):
-            inv, qmin, qmax, scale, gate = scalars[i]
+            if a.producer in DATA_MOVEMENT_OPS and a.key in self.same_scale:
+                continue  # its values are its input's, already on the input's grid: quantizing again is identity
+            _, qmin, qmax, scale, gate = scalars[i]
             t = a.key[1]
             shape = _shape(main.tensors[t])
             ops: list[Any] = []
             name = f"edgeq_sim/{a.name}"
-            x = graph.binary("MUL", t, inv, f"{name}/scaled", shape, ops)
-            # round half away from zero: sign(x) * floor(|x| + 0.5) (the ROUND op rounds half to even)
-            sign = graph.unary("SIGN", x, f"{name}/sign", shape, ops)
-            x = graph.unary("ABS", x, f"{name}/abs", shape, ops)
-            x = graph.binary("ADD", x, half, f"{name}/half_up", shape, ops)
-            x = graph.unary("FLOOR", x, f"{name}/floor", shape, ops)
-            x = graph.binary("MUL", x, sign, f"{name}/round", shape, ops)
+            x = graph.binary("DIV", t, scale, f"{name}/scaled", shape, ops)  # x / s, as the harness divides
+            # ROUND rounds half to even, as the harness quantizes a model's input (np.rint) and XNNPACK's and
+            # the optimized QUANTIZE do; inside the graph exact ties have probability zero
+            x = graph.unary("ROUND", x, f"{name}/round", shape, ops)
             x = graph.binary("MAXIMUM", x, qmin, f"{name}/lo", shape, ops)
             x = graph.binary("MINIMUM", x, qmax, f"{name}/hi", shape, ops)
             x = graph.binary("MUL", x, scale, f"{name}/fq", shape, ops)
