@@ -108,7 +108,8 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     sim = Simulator(float_model.flatbuffer, per_tensor=recipe.per_tensor, per_tensor_dense=recipe.per_tensor_dense)
     samples = [[x[i:i + 1]] for i in range(len(x))]
     reference = sim.run(sim.float_config(), samples)
-    report = analyse(sim, ranges, samples, reference=reference, described_as=recipe.method.value)
+    report = analyse(sim, ranges, samples, reference=reference, described_as=recipe.method.value,
+                     progress=progress_printer("analysing tensors"))
     analysis_seconds = time.perf_counter() - analysed
 
     int8 = quantize(float_model.flatbuffer, ranges, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)

@@ -16,6 +16,7 @@ INT8 model on the same data, so a reader knows what the ranking rests on.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,8 @@ SAME_SCALE_OPS = frozenset({"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZ
                             "SPACE_TO_BATCH_ND", "SPLIT", "SPLIT_V", "UNPACK", "TILE"})
 #: Same-scale ops that only move or pick values (no arithmetic): their output needs no quantization of its own.
 DATA_MOVEMENT_OPS = SAME_SCALE_OPS - {"AVERAGE_POOL_2D", "RESIZE_BILINEAR"}
-ACTIVATION_PARAMS = 5  # per activation: 1/scale, qmin, qmax, scale, gate
+ACTIVATION_PARAMS = 5
+WEIGHT_MODES = ("gated", "float", "quantized")  # per activation: 1/scale, qmin, qmax, scale, gate
 INT8 = (-128, 127)
 INT16 = (-32768, 32767)
 CAP_DB = 100.0  # an output reproduced exactly scores this, so that means over outputs stay finite
@@ -170,7 +172,13 @@ class Simulator:
     """
 
     def __init__(self, float_model: bytes, *, per_tensor: bool = False, per_tensor_dense: bool = False,
-                 preserve_all_tensors: bool = False) -> None:
+                 preserve_all_tensors: bool = False, weights: str = "gated") -> None:
+        """``weights``: ``gated`` (each weight's int8 rounding switchable, :attr:`weights` lists them; the builtin
+        kernels run the probe, since a switchable filter is not a constant), or fixed ``float`` / ``quantized``
+        (constants: XNNPACK runs the probe, several times faster; :attr:`weights` is empty)."""
+        if weights not in WEIGHT_MODES:
+            raise UsageError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
+        self.per_tensor, self.per_tensor_dense, self.weight_mode = per_tensor, per_tensor_dense, weights
         parsed = tfl.parse(float_model)
         if not parsed.subgraphs:
             raise InputError("the model has no graph to simulate")
@@ -195,6 +203,17 @@ class Simulator:
             per_tensor_here = per_tensor or (per_tensor_dense and kind == "FULLY_CONNECTED")
             weight_users.setdefault(index, []).append(op)
             weight_axis[index] = None if per_tensor_here else WEIGHT_AXES[kind]
+        self._weight_axis = dict(weight_axis)
+        self._parsed: Any = None  # the float model, parsed when with_weight first needs its values
+        if weights == "quantized":
+            for index in sorted(weight_users):
+                values = quantized_weights(_weights(parsed, main.tensors[index]), weight_axis[index])
+                buffer = graph.schema.BufferT()
+                buffer.data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8).copy()
+                parsed.buffers.append(buffer)
+                main.tensors[index].buffer = len(parsed.buffers) - 1
+        if weights != "gated":
+            weight_users = {}
         self.weights = tuple(SimTensor((0, i), tfl.tensor_name(main.tensors[i]),
                                        tfl.op_type(parsed, weight_users[i][0]), "weight") for i in sorted(weight_users))
         self.fixed = {t.key: FIXED_OUTPUT[t.producer] for t in self.activations if t.producer in FIXED_OUTPUT}
@@ -268,8 +287,10 @@ class Simulator:
         parsed.signatureDefs = []
         self.probe = tfl.serialize(parsed)
         self._replaced = replaced
+        self._buffers = {i: int(main.tensors[i].buffer) for i in weight_axis}
         self._preserve_all_tensors = preserve_all_tensors
-        self._interpreter, _ = make_interpreter(self.probe, CpuKernels.CPU, preserve_all_tensors=preserve_all_tensors)
+        kernels = CpuKernels.CPU if weights == "gated" or preserve_all_tensors else CpuKernels.XNNPACK
+        self._interpreter, _ = make_interpreter(self.probe, kernels, preserve_all_tensors=preserve_all_tensors)
         details = self._interpreter.get_input_details()
         self._model_inputs = [d["index"] for d in details[: len(inputs)]]
         self._params_index = details[len(inputs)]["index"] if n_act else None
@@ -286,6 +307,27 @@ class Simulator:
             raise InputError(f"tensor {key} is not in the main graph: the probe leaves control flow float")
         index = self._replaced.get(key[1], key[1]) if quantized else key[1]
         return np.array(self._interpreter.get_tensor(index), dtype=np.float32)
+
+    def with_weight(self, key: TensorKey, quantized: bool) -> Simulator:
+        """This probe with one weight's values swapped (its int8 rounding, or back to float) in the model bytes,
+        reloaded: how a fixed-weights probe measures one weight without switchable (slower) weights."""
+        if self.weight_mode == "gated" or key[1] not in self._buffers:
+            raise UsageError("with_weight needs a probe with fixed weights and a conv/dense filter")
+        if self._parsed is None:
+            self._parsed = tfl.parse(self.float_model)
+        values = _weights(self._parsed, self._parsed.subgraphs[0].tensors[key[1]])
+        if quantized:
+            values = quantized_weights(values, self._weight_axis[key[1]])
+        span = tfl.buffer_span(self.probe, self._buffers[key[1]])
+        payload = values.astype("<f4").tobytes()
+        if span is None or span[1] != len(payload):
+            raise UsageError(f"weight {key} keeps its data outside the flatbuffer")
+        patched = bytearray(self.probe)
+        patched[span[0]:span[0] + span[1]] = payload
+        twin = copy.copy(self)
+        twin.probe = bytes(patched)
+        twin._interpreter, _ = make_interpreter(twin.probe, CpuKernels.XNNPACK)
+        return twin
 
     def keys(self) -> list[TensorKey]:
         return [a.key for a in self.activations]

@@ -252,3 +252,17 @@ def signatures(model: Any) -> list[Signature]:
             outputs={_text(m.name): int(m.tensorIndex) for m in sig.outputs or []},
         ))
     return found
+
+
+def buffer_span(data: bytes, index: int) -> tuple[int, int] | None:
+    """(byte offset, length) of buffer ``index``'s data inside the serialized model, or None when the buffer keeps
+    its data outside the flatbuffer (or has none): lets a caller swap a constant's values without reserializing."""
+    buffer = schema().Model.GetRootAs(data, 0).Buffers(index)
+    if buffer is None:
+        return None
+    table = buffer._tab
+    field_offset = table.Offset(4)  # Buffer.data, the table's first field
+    if not field_offset:
+        return None
+    start, length = table.Vector(field_offset), table.VectorLen(field_offset)
+    return (start, length) if length else None
