@@ -156,7 +156,7 @@ def _search_summary(record: Any) -> str:
     scores = {s.method: s.real_db for s in record.scores}
     singles = {m: v for m, v in scores.items() if m != "search"}
     best_single = max(singles, key=lambda m: singles[m])
-    return (f"{record.chosen} chosen ({len(record.choices)} tensors changed); held-out ({record.held_out_samples} "
+    return (f"{record.chosen} chosen ({len(record.choices)} tensor(s) changed); held-out ({record.held_out_samples} "
             f"samples, stats on the other {record.fit_samples}): search {scores['search']:.2f} dB, best single "
             f"{best_single} {singles[best_single]:.2f} dB")
 

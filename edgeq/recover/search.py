@@ -108,8 +108,10 @@ def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_q
     fit_idx, held_idx = split(len(data), seed)
     stats = collect(float_model, subset(data, fit_idx), sample_indices=[int(i) for i in fit_idx])
     held = [batch for _, batch in subset(data, held_idx).samples(inputs)]
-    sim = Simulator(float_model, per_tensor=recipe.per_tensor, per_tensor_dense=recipe.per_tensor_dense)
-    reference = sim.run(sim.float_config(), held)
+    options = {"per_tensor": recipe.per_tensor, "per_tensor_dense": recipe.per_tensor_dense}
+    sim = Simulator(float_model, weights="quantized", **options)  # what a range is judged on: int8 weights
+    alone = Simulator(float_model, weights="float", **options)  # what a tensor's own cost is measured on
+    reference = alone.run(alone.float_config(), held)
     base = replace(recipe, method=Estimator.AUTO)
     candidates = {c: _ranges(stats, replace(base, method=c[0], percentile=c[1] or recipe.percentile))
                   for c in CANDIDATES}
@@ -119,10 +121,9 @@ def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_q
 
     current = _ranges(stats, base)
     everything, nothing = sim.params(current), sim.float_config()
-    alone = []
-    for i in analysable(sim):
-        alone.append((fidelity(reference, sim.run(nothing.with_row(i, everything.activations[i]), held)), i))
-    order = [i for _, i in sorted(alone)][:top]
+    costs = [(fidelity(reference, alone.run(nothing.with_row(i, everything.activations[i]), held)), i)
+             for i in analysable(sim)]
+    order = [i for _, i in sorted(costs)][:top]
     score = simulated(current)
     choices = []
     for step, i in enumerate(order):
