@@ -259,6 +259,40 @@ class OutlierSample:
 
 
 @dataclass(frozen=True)
+class TensorSensitivity(Artifact):
+    """One tensor's row. Fidelities are the mean over the model's outputs of their SQNR in dB (higher is better):
+    ``only_db`` with just this tensor quantized (low: it alone hurts), ``all_but_db`` with every other tensor
+    quantized and this one left float; ``recovers_db`` = ``all_but_db`` − the all-quantized fidelity, what
+    keeping this tensor at higher precision (int16) would win at most."""
+
+    kind: ClassVar[str] = "tensor_sensitivity"
+    name: str
+    tensor_kind: str  # "activation" | "weight"
+    op: str  # the op computing the activation, or reading the weight
+    only_db: float
+    all_but_db: float
+    recovers_db: float
+    rank: int = 0  # 1 = the most sensitive (lowest only_db)
+
+
+@dataclass(frozen=True)
+class SensitivityReport(Artifact):
+    kind: ClassVar[str] = "sensitivity"
+    samples: int
+    all_quantized_db: float  # every activation and weight quantized (simulated)
+    activations_only_db: float  # weights left float
+    weights_only_db: float  # activations left float
+    tensors: tuple[TensorSensitivity, ...]  # ranked, most sensitive first
+    shares_scale: dict[str, str]  # tensor -> the tensor whose int8 scale it takes (not analysed separately)
+    real_int8_db: float | None = None  # the real INT8 model's fidelity on the same samples, when measured
+    ranges: str = ""  # what the activation ranges came from (e.g. "auto")
+
+    def most_sensitive(self, count: int, tensor_kind: str | None = "activation") -> list[TensorSensitivity]:
+        rows = [r for r in self.tensors if tensor_kind is None or r.tensor_kind == tensor_kind]
+        return rows[:count]
+
+
+@dataclass(frozen=True)
 class TensorChoice(Artifact):
     """One tensor whose estimator the search changed from auto's."""
 

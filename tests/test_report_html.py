@@ -26,9 +26,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeq.artifacts import Finding, Severity, Target
+from edgeq.artifacts import Finding, SensitivityReport, Severity, Target, TensorSensitivity
 from edgeq.cli import main as cli
-from edgeq.recover.sensitivity import SensitivityReport, TensorSensitivity
 from edgeq.report.content import Page, Report, page_content
 from edgeq.report.page import render_html, write_report
 from edgeq.report.sections import MAX_FINDINGS, SECTIONS

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeq.artifacts import SensitivityReport
 from edgeq.cli import main as cli
 from edgeq.cli.sensitivity import short_name
-from edgeq.recover.sensitivity import SensitivityReport
 
 DEMO = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
 PREPROCESS = "mean=127.5,std=127.5"

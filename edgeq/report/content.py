@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from edgeq.recover.sensitivity import SensitivityReport
+from edgeq.artifacts import SensitivityReport
 from edgeq.results.build import (
     ArtifactPaths,
     BuildReport,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from edgeq.recover.sensitivity import SensitivityReport, TensorSensitivity
+from edgeq.artifacts import SensitivityReport, TensorSensitivity
 from edgeq.report.format import esc, finite, fmt, table
 
 TOP = 15  # rows shown; report.json holds every tensor

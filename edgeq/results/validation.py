@@ -12,8 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeq.artifacts import Estimator, OutlierSample, Preprocessing
-from edgeq.recover.sensitivity import SensitivityReport
+from edgeq.artifacts import Estimator, OutlierSample, Preprocessing, SensitivityReport
 from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Interval, Number
 from edgeq.results.gates import Gate
 

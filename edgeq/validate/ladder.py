@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.artifacts import Estimator, Preprocessing, TransformRecord
+from edgeq.artifacts import Estimator, Preprocessing, SensitivityReport, TransformRecord
 from edgeq.calib.collect import model_inputs
 from edgeq.calib.data import load_calibration
 from edgeq.calib.ranges import choose_ranges
@@ -34,7 +34,7 @@ from edgeq.harness.backends import open_session, parse_backend
 from edgeq.harness.latency import random_inputs
 from edgeq.intake.float_model import FloatModel
 from edgeq.quant_recipe import QuantRecipe
-from edgeq.recover.sensitivity import SensitivityReport, analyse
+from edgeq.recover.sensitivity import analyse
 from edgeq.recover.simulate import Simulator
 from edgeq.results.gates import Gate
 from edgeq.results.validation import HeldOutGate, RecoveryReport, RungResult
