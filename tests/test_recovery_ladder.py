@@ -49,6 +49,7 @@ def test_ladder_recovers_the_outlier_model_and_refuses_int16_for_the_edge_tpu(ha
     assert int16.status == "refused" and "edgetpu" in int16.note
     assert equalize.status == "met the gate" and recovery.met_by == "equalize" and recovery.passed
     assert equalize.gate is not None and equalize.gate.drop_pp <= 1.0
+    assert equalize.gate.detail.startswith("rung equalize drops") and equalize.gate.method is Estimator.MINMAX
     assert equalize.selection_sqnr_db > (recovery.start.selection_sqnr_db or -np.inf) + 10
     sidecar = json.loads((tmp_path / str(recovery.model)).with_suffix(".json").read_text())
     assert [t["name"] for t in sidecar["transforms"]] == ["equalize"]
@@ -67,6 +68,7 @@ def test_when_no_rung_meets_the_gate_the_verdict_names_the_tensors(hard_case, tm
     recovery = report.recovery
     assert recovery is not None and not recovery.passed and recovery.met_by is None
     assert recovery.remaining and "consider QAT" in recovery.verdict
+    assert "serving_default_image:0" not in recovery.remaining  # layers, not the model input
     assert all(name.split(";")[0] in recovery.verdict for name in recovery.remaining)
     assert recovery.rungs[0].status in ("kept", "reverted")
 

@@ -240,9 +240,7 @@ def test_a_terrible_range_is_ranked_most_sensitive(demo: dict) -> None:
 
 
 def test_search_ships_the_best_held_out_contender_and_its_recipe_rebuilds_the_model(tmp_path: Path) -> None:
-    from edgeq.calib.collect import collect, model_inputs
-    from edgeq.calib.data import load_calibration
-    from edgeq.recover.search import split, subset
+    from edgeq.recover.search import MARGIN_DB
 
     out = tmp_path / "searched.tflite"
     pp = parse_preprocessing(PREPROCESS)
@@ -254,16 +252,15 @@ def test_search_ships_the_best_held_out_contender_and_its_recipe_rebuilds_the_mo
     assert (record.fit_samples, record.held_out_samples) == (18, 6)
     scores = {s.method: s.real_db for s in record.scores}
     assert set(scores) == {"search", "minmax", "percentile", "mse", "kl", "auto"}
-    assert scores[record.chosen] == max(scores.values())  # never worse than a single estimator, held out
-    # the sidecar's recipe on the fit part's statistics reproduces the model byte for byte
+    singles = {m: v for m, v in scores.items() if m != "search"}
+    best_single = max(singles, key=lambda m: singles[m])
+    # never worse than a single estimator on the held-out samples; per-tensor choices ship only by a margin
+    expected = "search" if scores["search"] >= singles[best_single] + MARGIN_DB else best_single
+    assert record.chosen == expected and scores[record.chosen] >= singles[best_single]
+    # the sidecar's recipe on the whole calibration set's statistics reproduces the model byte for byte
     recipe = QuantRecipe.from_dict(sidecar["recipe"])
     assert Estimator(recipe.method) is not Estimator.SEARCH
-    model = DEMO.read_bytes()
-    interpreter, _ = make_interpreter(model, CpuKernels.CPU)
-    data = load_calibration("digits:train", model_inputs(interpreter), pp, 24, model=model)
-    fit, _ = split(len(data))
-    stats_file = collect(model, subset(data, fit), sample_indices=[int(i) for i in fit]).save(tmp_path / "fit.npz")
-    again = convert(DEMO, tmp_path / "again.tflite", stats=stats_file, recipe=recipe)
+    again = convert(DEMO, tmp_path / "again.tflite", calib="digits:train", limit=24, preprocessing=pp, recipe=recipe)
     assert again.sha256 == artifact.sha256
     assert (tmp_path / "again.tflite").read_bytes() == out.read_bytes()
 

@@ -101,7 +101,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         found = search(float_model.flatbuffer, data, replace(recipe, method=Estimator.AUTO), quantize_with,
                        progress=progress)
         activation_stats, recipe, searched = found.stats, found.recipe, found.record
-        samples = searched.fit_samples
+        samples = len(data)
     elif stats is not None:
         activation_stats = ActivationStats.load(stats)
         if activation_stats.model_fingerprint != float_model.fingerprint:

@@ -86,6 +86,7 @@ class Equalization:
     groups: tuple[EqualizedGroup, ...]
     skipped: tuple[Skipped, ...]
     iterations: int  # passes run (1 for SmoothQuant)
+    output_change: float = 0.0  # largest relative output change on the check input (float32 rounding), when checked
 
 
 @dataclass(frozen=True)
@@ -537,9 +538,8 @@ def equalize(float_model: bytes, *, strength: float | None = None,
         min_scale=float(np.min(total)), max_scale=float(np.max(total)), method=method)
         for group, total in zip(groups, totals, strict=True))
     out = tfl.serialize(model) if groups else float_model
-    if verify and groups:
-        check_same_function(float_model, out, "equalization")
-    return Equalization(model=out, groups=record, skipped=tuple(skipped), iterations=passes)
+    drift = check_same_function(float_model, out, "equalization") if verify and groups else 0.0
+    return Equalization(model=out, groups=record, skipped=tuple(skipped), iterations=passes, output_change=drift)
 
 
 def scale_channels(float_model: bytes, producer_tensor: str, factors: Mapping[int, float], *,
@@ -588,12 +588,25 @@ def _run(model: bytes, inputs: Sequence[np.ndarray] | None, seed: int = 0) -> li
     return [interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()]
 
 
-def check_same_function(before: bytes, after: bytes, change: str, rtol: float = 1e-4) -> None:
-    """Both models give the same outputs on one seeded random input, else RuntimeError (an edgeq bug)."""
+#: How far an exact rescaling may move outputs (relative to their largest magnitude) through float32 rounding.
+#: Deep real models drift further than kernels disagree with each other (the 246-op selfie segmenter: 2e-4 after
+#: SmoothQuant-style scaling up to 52x, 3.7e-5 between LiteRT's builtin and XNNPACK kernels); a wrong rescaling
+#: moves them by order 1.
+SAME_FUNCTION_RTOL = 1e-3
+
+
+def check_same_function(before: bytes, after: bytes, change: str, rtol: float = SAME_FUNCTION_RTOL) -> float:
+    """The largest relative change of the outputs on one seeded random input; RuntimeError (an edgeq bug) above
+    ``rtol``."""
+    worst = 0.0
     for old, new in zip(_run(before, None), _run(after, None), strict=True):
         scale = max(float(np.max(np.abs(old), initial=0.0)), 1e-30)
-        if old.shape != new.shape or float(np.max(np.abs(old - new), initial=0.0)) > rtol * scale:
-            raise RuntimeError(f"{change} changed the float model's outputs")
+        change_here = float(np.max(np.abs(old - new), initial=0.0)) / scale if old.shape == new.shape else np.inf
+        if change_here > rtol:
+            raise RuntimeError(f"{change} changed the float model's outputs (by {change_here:.3g} of their "
+                               f"largest magnitude; rounding allows {rtol:g})")
+        worst = max(worst, change_here)
+    return worst
 
 
 def channel_absmax(float_model: bytes, samples: Iterable[Sequence[np.ndarray]],

@@ -8,6 +8,7 @@ rules: edgeq.validate.verdicts). The result is an edgeq.results.validation.Valid
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -264,13 +265,15 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
         held_gate = None
         if accuracy is not None:
             correct = _flat(int8_outputs, accuracy).argmax(-1) == labels
-            held_gate = judge_drop(best_method.value, measure_drop(fp32_correct[split.gate], correct[split.gate]),
-                                   max_drop_pp)
+            drop = measure_drop(fp32_correct[split.gate], correct[split.gate])
+            # the record keeps the method the rung started from; its text names the rung that was measured
+            named = judge_drop(best_method.value if label == "start" else f"rung {label}", drop, max_drop_pp)
+            held_gate = replace(judge_drop(best_method.value, drop, max_drop_pp).to_result(), detail=named.detail)
         rows = judge_gates(gates, plan, label, measured, split.gate)
         missed = (held_gate is not None and held_gate.passed is False) or not all(g.passed for g in rows)
         return Verdict(sort_key=half.sort_key(), sqnr_db=finite_or_none(half.output_sqnr_db),
                        agreement=half.agreement, failed=missed,
-                       gate=None if held_gate is None else held_gate.to_result(), gates=rows)
+                       gate=held_gate, gates=rows)
 
     recovery = None
     if recover and failed:
