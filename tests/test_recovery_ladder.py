@@ -87,3 +87,28 @@ def test_a_build_recipe_checks_its_ladder_at_load(tmp_path) -> None:
     recipe.write_text(body + "recover: [search, qat]\n")
     with pytest.raises(InputError, match="unknown recovery rung 'qat'"):
         load_build_recipe(recipe)
+
+
+def test_a_build_with_a_ladder_publishes_the_model_that_met_the_gate(hard_case, tmp_path) -> None:
+    from edgeq.build.pipeline import run_build
+
+    model, _, data = hard_case
+    folder = tmp_path / "recipe"
+    folder.mkdir()
+    (folder / "m.tflite").write_bytes(model.read_bytes())
+    np.save(folder / "calib.npy", load_eval_set("digits:train", limit=96).images)
+    np.savez(folder / "eval.npz", images=data.images, labels=data.labels)
+    (folder / "r.yaml").write_text(
+        "name: hard\nmodel: m.tflite\npreprocess: 'mean=127.5,std=127.5'\n"
+        "calibration: {source: calib.npy}\nevaluation: {source: eval.npz}\n"
+        "methods: [minmax]\ntargets: [generic]\nbench: {backends: [cpu], threads: [1], runs: 3, min_seconds: 0}\n"
+        "gates: {max_drop_pp: 1.0}\nrecover: [equalize]\n")
+    outcome = run_build(load_build_recipe(folder / "r.yaml"), tmp_path / "out", lambda _: None)
+    recovery = outcome.report.validation_report.recovery
+    assert recovery is not None and recovery.met_by == "equalize"
+    assert outcome.report.passed  # the gates are judged on the published (recovered) model
+    max_drop = next(g for g in outcome.report.gates if g.name == "max_drop")
+    assert max_drop.passed and "rung equalize" in max_drop.detail
+    published = json.loads(outcome.artifact.with_suffix(".json").read_text())
+    assert [t["name"] for t in published["transforms"]] == ["equalize"]
+
