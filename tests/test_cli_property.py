@@ -66,12 +66,18 @@ VERBS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
              {"--data": ["digits:test", "images.npy", "folder", "missing.npz", "lfw:nope"], "--json": OUTPUTS,
               "--preprocess": PREPROCESS, "--output": ["0", "7", "logits"], "--threads": NUMBERS}),
     "convert": (["--limit", "4"], {"--calib": ["images.npy", "floats.npy", "pair.npz", "digits:train", "folder"],
-                                   "-o": OUTPUTS, "--method": ["minmax", "kl", "median"], "--percentile": NUMBERS,
+                                   "-o": OUTPUTS, "--method": ["minmax", "kl", "median", "search"],
+                                   "--percentile": NUMBERS,
                                    "--preprocess": PREPROCESS, "--recipe": ["recipe.yaml", "pp.json", "missing"]}),
     "calibrate": (["--limit", "4"], {"--calib": ["images.npy", "floats.npy", "pair.npz"], "-o": OUTPUTS,
                                      "--preprocess": PREPROCESS}),
     "coverage": ([], {"--calib": ["images.npy", "floats.npy"], "--production": ["images.npy", "pair.npz"],
                       "--threshold": NUMBERS, "-o": OUTPUTS, "--preprocess": PREPROCESS}),
+    "sensitivity": (["--limit", "2", "--top", "3"],
+                    {"--calib": ["images.npy", "floats.npy", "pair.npz", "folder"],
+                     "--eval": ["images.npy", "missing.npz"],
+                     "-o": OUTPUTS, "--json": OUTPUTS, "--method": ["minmax", "auto", "search"],
+                     "--preprocess": PREPROCESS}),
     "build": ([], {"-o": OUTPUTS}),
     "zoo": (["list"], {"--json": ["", "x"]}),
 }
@@ -79,7 +85,7 @@ VERBS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
 
 MODELS = {"check": ["tiny.tflite", "cnn.tflite"], "bench": ["tiny.tflite", "cnn.tflite"],
           "eval": ["cnn.tflite"], "convert": ["float.tflite"], "calibrate": ["float.tflite"],
-          "coverage": ["float.tflite"]}
+          "coverage": ["float.tflite"], "sensitivity": ["float.tflite"]}
 
 
 GOOD = {  # values that let a run do real work, drawn about half the time
@@ -89,10 +95,12 @@ GOOD = {  # values that let a run do real work, drawn about half the time
     ("convert", "--preprocess"): ["mean=127.5,std=127.5"], ("calibrate", "--preprocess"): ["mean=127.5,std=127.5"],
     ("coverage", "--preprocess"): ["mean=127.5,std=127.5"], ("eval", "--preprocess"): ["mean=127.5,std=127.5"],
     ("eval", "--data"): ["digits:test"], ("bench", "--json"): ["out/b.json", "-"],
+    ("sensitivity", "--calib"): ["images.npy"], ("sensitivity", "--eval"): ["images.npy"],
+    ("sensitivity", "--preprocess"): ["mean=127.5,std=127.5"], ("sensitivity", "-o"): ["out/sens"],
 }
 REQUIRED = {"eval": ("--data", "--preprocess"), "convert": ("--calib", "-o", "--preprocess"),
             "calibrate": ("--calib", "-o", "--preprocess"), "coverage": ("--calib", "--production", "--preprocess"),
-            "build": ("-o",)}
+            "sensitivity": ("--calib", "--eval", "--preprocess"), "build": ("-o",)}
 
 
 @st.composite

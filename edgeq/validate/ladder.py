@@ -214,7 +214,10 @@ def _int16(state: State, ctx: Context, rung: Rung) -> list[Candidate]:
     chosen = tuple(r.name for r in rows[: rung.count])
     if not chosen:
         return []
-    return [(replace(state, int16=chosen), f"int16: {', '.join(chosen)}")]
+    note = f"int16: {', '.join(_short(name) for name in chosen)}"
+    if "xnnpack" in ctx.targets:
+        note += " (XNNPACK delegates no int16 op: they run on the builtin kernels, see the latency)"
+    return [(replace(state, int16=chosen), note)]
 
 
 RUNGS: dict[str, Callable[[State, Context, Rung], list[Candidate]]] = {
