@@ -34,7 +34,7 @@ def hard_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, obj
     hard.write_bytes(scale_channels(model, first, FACTORS))
     calib = root / "calib.npy"
     np.save(calib, load_eval_set("digits:train", limit=96).model_inputs(PP))
-    data = load_eval_set("digits:test").with_preprocessing(PP)
+    data = load_eval_set("digits:test", limit=200).with_preprocessing(PP)
     return hard, calib, data
 
 
