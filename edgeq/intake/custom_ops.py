@@ -85,17 +85,7 @@ def _builtin_fit(same: bool, out: int, size: int, kernel: int, stride: int) -> t
 
 
 def _int32_constant(model: Any, graph: Any, values: list[int], name: str) -> int:
-    schema = tfl.schema()
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.asarray(values, dtype="<i4").tobytes(), dtype=np.uint8).copy()
-    model.buffers.append(buffer)
-    tensor = schema.TensorT()
-    tensor.shape = np.asarray([len(values)], dtype=np.int32)
-    tensor.type = tfl.tensor_type("INT32")
-    tensor.buffer = len(model.buffers) - 1
-    tensor.name = name
-    graph.tensors.append(tensor)
-    return len(graph.tensors) - 1
+    return tfl.add_tensor(model, graph, name, [len(values)], "INT32", np.asarray(values, dtype="<i4"))
 
 
 def _rewrite_transpose_conv_bias(model: Any, graph: Any, op: Any, where: str) -> None:

@@ -29,17 +29,7 @@ from edgeq.tflite import model as tfl
 
 def _add_constant(model: Any, graph: Any, values: np.ndarray, name: str) -> int:
     """Append a float32 constant tensor with its own buffer; return its tensor index."""
-    S = tfl.schema()  # noqa: N806
-    buffer = S.BufferT()
-    buffer.data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8).copy()
-    model.buffers.append(buffer)
-    tensor = S.TensorT()
-    tensor.shape = np.asarray(values.shape, dtype=np.int32)
-    tensor.type = tfl.tensor_type("FLOAT32")
-    tensor.buffer = len(model.buffers) - 1
-    tensor.name = name
-    graph.tensors.append(tensor)
-    return len(graph.tensors) - 1
+    return tfl.add_tensor(model, graph, name, values.shape, "FLOAT32", values.astype("<f4"))
 
 
 def neg_to_mul(model: Any) -> int:

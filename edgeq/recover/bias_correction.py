@@ -168,16 +168,9 @@ def _probe_model(float_model: bytes, layers: Sequence[_Layer]) -> bytes:
     so the probe built from it takes every bias at run time."""
     model = tfl.parse(float_model)
     graph = model.subgraphs[0]
-    schema = tfl.schema()
     added = []
     for layer in layers:
-        tensor = schema.TensorT()
-        tensor.shape = np.asarray([layer.channels], dtype=np.int32)
-        tensor.type = tfl.tensor_type("FLOAT32")
-        tensor.name = f"{_PREFIX}/{layer.op}/bias"
-        tensor.buffer = 0
-        graph.tensors.append(tensor)
-        index = len(graph.tensors) - 1
+        index = tfl.add_tensor(model, graph, f"{_PREFIX}/{layer.op}/bias", [layer.channels])
         op = graph.operators[layer.op]
         inputs = _ints(op.inputs)
         inputs += [-1] * (layer.slot + 1 - len(inputs))
@@ -211,13 +204,8 @@ def _write(float_model: bytes, layers: Sequence[_Layer], biases: Sequence[np.nda
         payload = np.frombuffer(np.ascontiguousarray(values, dtype="<f4").tobytes(), dtype=np.uint8).copy()
         index = layer.bias
         if index < 0:
-            tensor = schema.TensorT()
-            tensor.shape = np.asarray([layer.channels], dtype=np.int32)
-            tensor.type = tfl.tensor_type("FLOAT32")
-            tensor.name = f"{tfl.tensor_name(graph.tensors[layer.output])}/{_PREFIX}"
-            tensor.buffer = 0
-            graph.tensors.append(tensor)
-            index = len(graph.tensors) - 1
+            index = tfl.add_tensor(model, graph, f"{tfl.tensor_name(graph.tensors[layer.output])}/{_PREFIX}",
+                                   [layer.channels])
             inputs = _ints(op.inputs)
             inputs += [-1] * (layer.slot + 1 - len(inputs))
             inputs[layer.slot] = index

@@ -109,18 +109,7 @@ class _Graph:
 
     def tensor(self, name: str, shape: Sequence[int], type_name: str = "FLOAT32",
                values: np.ndarray | None = None) -> int:
-        tensor = self.schema.TensorT()
-        tensor.shape = np.asarray(list(shape), dtype=np.int32)
-        tensor.type = tfl.tensor_type(type_name)
-        tensor.name = name
-        tensor.buffer = 0
-        if values is not None:
-            buffer = self.schema.BufferT()
-            buffer.data = np.frombuffer(np.ascontiguousarray(values).tobytes(), dtype=np.uint8).copy()
-            self.model.buffers.append(buffer)
-            tensor.buffer = len(self.model.buffers) - 1
-        self.graph.tensors.append(tensor)
-        return len(self.graph.tensors) - 1
+        return tfl.add_tensor(self.model, self.graph, name, shape, type_name, values)
 
     def op(self, kind: str, inputs: Sequence[int], outputs: Sequence[int], options: tuple[str, Any] | None = None,
            version: int = 1) -> Any:

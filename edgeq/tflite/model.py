@@ -7,12 +7,14 @@ the tiny ``flatbuffers`` runtime. This is the one module that knows the flatbuff
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import flatbuffers
+import numpy as np
 
 from edgeq.errors import InputError
 
@@ -266,3 +268,21 @@ def buffer_span(data: bytes, index: int) -> tuple[int, int] | None:
         return None
     start, length = table.Vector(field_offset), table.VectorLen(field_offset)
     return (start, length) if length else None
+
+
+def add_tensor(model: Any, graph: Any, name: str, shape: Sequence[int], type_name: str = "FLOAT32",
+               values: np.ndarray | None = None) -> int:
+    """Append a tensor to ``graph`` (its own buffer holding ``values`` when given, else none: computed at run
+    time) and return its index: the one way edgeq's float-graph rewrites add tensors."""
+    tensor = schema().TensorT()
+    tensor.shape = np.asarray(list(shape), dtype=np.int32)
+    tensor.type = tensor_type(type_name)
+    tensor.name = name
+    tensor.buffer = 0
+    if values is not None:
+        buffer = schema().BufferT()
+        buffer.data = np.frombuffer(np.ascontiguousarray(values).tobytes(), dtype=np.uint8).copy()
+        model.buffers.append(buffer)
+        tensor.buffer = len(model.buffers) - 1
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
