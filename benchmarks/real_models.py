@@ -60,6 +60,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from markdown import write_generated  # noqa: E402
 from mediapipe_accuracy import photos, run_outputs, split  # noqa: E402
 
 MEDIAPIPE = ROOT / "tests" / "data" / "mediapipe"
@@ -584,15 +585,6 @@ def render(results: list[ModelResult], command: str, aeq: str, seconds: float) -
     return "\n".join(lines)
 
 
-def write_generated(path: Path, generated: str) -> None:
-    text = path.read_text() if path.exists() else f"# Real models\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{generated}\n{END}{tail}")
-
-
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--tf-child"]:
         return _tf_child(*argv[1:])
@@ -617,7 +609,7 @@ def main(argv: list[str]) -> int:
     generated = render(results, command.strip(), aeq, time.perf_counter() - started)
     print(generated)
     if args.write:
-        write_generated(args.write, generated)
+        write_generated(args.write, generated, BEGIN, END, "Real models")
     return 0
 
 

@@ -60,6 +60,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from markdown import write_generated  # noqa: E402
 from mediapipe_accuracy import output_names, run_outputs  # noqa: E402
 from real_models import SPECS as REAL_SPECS  # noqa: E402
 from real_models import drop_unused, load_data, machine, run_child  # noqa: E402
@@ -559,7 +560,7 @@ def main(argv: list[str]) -> int:
     generated = render(results, skipped, command.strip(), time.perf_counter() - started)
     print(generated)
     if args.write:
-        write_generated_section(args.write, generated)
+        write_generated(args.write, generated, BEGIN, END, "Recovery")
     return 0
 
 
@@ -571,15 +572,6 @@ def vit_unavailable() -> str | None:
     if (cache_dir(None) / "zoo" / f"vit-{recipe_key(entry, entry.recipe)}").exists():
         return None
     return VIT_REASON
-
-
-def write_generated_section(path: Path, generated: str) -> None:
-    text = path.read_text() if path.exists() else f"# Recovery\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{generated}\n{END}{tail}")
 
 
 if __name__ == "__main__":
