@@ -202,13 +202,18 @@ def test_check_flags_a_non_symmetric_int16_tensor_and_the_edge_tpu(float_net: by
     assert {f.op_type for f in xnnpack.findings if f.rule_id == "xnnpack.int16"} == {"QUANTIZE", "CONV_2D"}
 
 
-def test_check_wants_an_int64_bias_on_int16_conv(float_net: bytes) -> None:
+def _int16_hidden_conv(float_net: bytes) -> tuple[Any, Any, Any]:
+    """The mixed model (parsed) with the hidden activation at int16, its main graph, and the conv computing it."""
     names = _names(float_net)
-    mixed = quantize_mixed(float_net, _ranges(float_net), [names["hidden"]], IOType.INT8)
-    parsed = tfl.parse(mixed)
+    parsed = tfl.parse(quantize_mixed(float_net, _ranges(float_net), [names["hidden"]], IOType.INT8))
     graph = parsed.subgraphs[0]
     conv = next(op for op in graph.operators if tfl.op_type(parsed, op) == "CONV_2D"
                 and tfl.tensor_name(graph.tensors[op.outputs[0]]) == names["hidden"])
+    return parsed, graph, conv
+
+
+def test_check_wants_an_int64_bias_on_int16_conv(float_net: bytes) -> None:
+    parsed, graph, conv = _int16_hidden_conv(float_net)
     bias = graph.tensors[conv.inputs[2]]
     buffer = parsed.buffers[bias.buffer]
     values = np.frombuffer(bytes(bytearray(buffer.data)), np.int64).astype(np.int32)
@@ -220,12 +225,7 @@ def test_check_wants_an_int64_bias_on_int16_conv(float_net: bytes) -> None:
 
 
 def test_check_flags_int16_on_an_op_without_an_int16x8_kernel(float_net: bytes) -> None:
-    names = _names(float_net)
-    mixed = quantize_mixed(float_net, _ranges(float_net), [names["hidden"]], IOType.INT8)
-    parsed = tfl.parse(mixed)
-    graph = parsed.subgraphs[0]
-    conv = next(op for op in graph.operators if tfl.op_type(parsed, op) == "CONV_2D"
-                and tfl.tensor_name(graph.tensors[op.outputs[0]]) == names["hidden"])
+    parsed, _, conv = _int16_hidden_conv(float_net)
     conv.opcodeIndex = tfl.opcode_index(parsed, "RSQRT")  # measured 548 int16 steps off: not in INT16X8_OPS
     findings = check_model(tfl.serialize(parsed), io="int8").findings
     assert any(f.rule_id == "int16.no-kernel" and f.op_type == "RSQRT" for f in findings)
