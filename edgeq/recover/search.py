@@ -92,8 +92,6 @@ def _ranges(stats: ActivationStats, recipe: QuantRecipe) -> Ranges:
 
 def _real_db(model: bytes, samples: Sequence[Sequence[np.ndarray]], reference: list[np.ndarray]) -> float:
     x = np.concatenate([s[0] for s in samples])
-    if len(samples[0]) != 1:
-        raise UsageError("the search measures single-input models; this one has several inputs")
     outputs = list(predict_outputs(open_session(model, parse_backend("cpu")), x).values())
     return fidelity([r.reshape(-1) for r in reference], [o.reshape(-1) for o in outputs])
 
@@ -108,6 +106,9 @@ def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_q
                          "another method")
     interpreter, _ = make_interpreter(float_model, CpuKernels.CPU)
     inputs = model_inputs(interpreter)
+    if len(inputs) != 1:
+        raise UsageError(f"the search measures single-input models; this one has {len(inputs)} inputs "
+                         "(pick a single estimator, or a recipe with overrides)")
     fit_idx, held_idx = split(len(data), seed)
     stats = collect(float_model, subset(data, fit_idx), sample_indices=[int(i) for i in fit_idx])
     held = [batch for _, batch in subset(data, held_idx).samples(inputs)]
