@@ -15,7 +15,7 @@ from edgeq.artifacts import Estimator, IOType, QuantizedArtifact
 from edgeq.calib.collect import ActivationStats
 from edgeq.cli import main as cli
 from edgeq.converter.api import sidecar_path
-from edgeq.errors import InputError
+from edgeq.errors import InputError, UsageError
 from edgeq.quant_recipe import Override, QuantRecipe
 from edgeq.tflite import model as tfl
 
@@ -208,6 +208,12 @@ def test_multi_input_multi_output(tmp_path: Path) -> None:
     assert_full_integer(out.read_bytes())
     parsed = tfl.parse(out.read_bytes())
     assert len(parsed.subgraphs[0].inputs) == 2 and len(parsed.subgraphs[0].outputs) == 2
+    # the search measures single-input models: a clear refusal before any work, nothing written
+    searched = tmp_path / "searched.tflite"
+    with pytest.raises(UsageError, match="single-input models; this one has 2 inputs"):
+        edgeq.convert(tmp_path / "multi.keras", searched, calib=tmp_path / "calib.npz",
+                      recipe=QuantRecipe(method=Estimator.SEARCH))
+    assert not searched.exists()
 
 
 def _npz(tmp_path: Path, rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]) -> Path:
