@@ -38,6 +38,7 @@ from edgeq.recover.sensitivity import analyse
 from edgeq.recover.simulate import Simulator
 from edgeq.results.gates import Gate
 from edgeq.results.validation import HeldOutGate, RecoveryReport, RungResult
+from edgeq.tflite.model import TensorKey
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
 #: Targets whose kernels run int16 activations (int16x8). The Edge TPU runs 8-bit only; TFLite Micro's
@@ -115,10 +116,13 @@ def parse_ladder(items: Sequence[str]) -> tuple[Rung, ...]:
 
 
 def _calibration_samples(state: State, ctx: Context) -> list[list[np.ndarray]]:
+    """``CALIBRATION_SAMPLES`` samples spread evenly over the calibration set (a datagen set is ordered by
+    condition: its first samples would all be one condition)."""
     interpreter, _ = make_interpreter(state.float_model.flatbuffer, CpuKernels.CPU)
-    data = load_calibration(ctx.calib, model_inputs(interpreter), ctx.calib_preprocessing, CALIBRATION_SAMPLES,
+    data = load_calibration(ctx.calib, model_inputs(interpreter), ctx.calib_preprocessing,
                             model=state.float_model.flatbuffer)
-    return [batch for _, batch in data.samples(model_inputs(interpreter))]
+    chosen = set(np.linspace(0, len(data) - 1, min(CALIBRATION_SAMPLES, len(data))).round().astype(int).tolist())
+    return [batch for i, batch in data.samples(model_inputs(interpreter)) if i in chosen]
 
 
 def _with_model(state: State, flatbuffer: bytes, record: TransformRecord) -> State:
@@ -126,17 +130,17 @@ def _with_model(state: State, flatbuffer: bytes, record: TransformRecord) -> Sta
                    transforms=(*state.transforms, record))
 
 
-def _ranges(state: State, ctx: Context) -> tuple[dict, dict]:
+def _ranges(state: State, ctx: Context) -> dict[TensorKey, tuple[float, float]]:
+    """The activation ranges ``state``'s recipe gives on the whole calibration set (auto's for a search)."""
     stats = calibrate(state.float_model, ctx.calib, preprocessing=ctx.calib_preprocessing).stats
     recipe = state.recipe if Estimator(state.recipe.method) is not Estimator.SEARCH else replace(
         state.recipe, method=Estimator.AUTO)
     table = choose_ranges(stats, recipe)
-    keys = sorted(stats.tensors)
-    return {k: (r.min, r.max) for k, r in zip(keys, table.ranges, strict=True)}, stats.names
+    return {k: (r.min, r.max) for k, r in zip(sorted(stats.tensors), table.ranges, strict=True)}
 
 
 def sensitivity_of(state: State, ctx: Context) -> SensitivityReport:
-    ranges, _ = _ranges(state, ctx)
+    ranges = _ranges(state, ctx)
     sim = Simulator(state.float_model.flatbuffer, per_tensor=state.recipe.per_tensor,
                     per_tensor_dense=state.recipe.per_tensor_dense)
     samples = [[x[None]] for x in ctx.eval_inputs[:SENSITIVITY_SAMPLES]]
@@ -196,7 +200,7 @@ def _corrected(state: State, ctx: Context) -> State:
         data = load_calibration(ctx.calib, model_inputs(interpreter), ctx.calib_preprocessing,
                                 model=model.flatbuffer)
         recipe = search(model.flatbuffer, data, replace(recipe, method=Estimator.AUTO), quantize_with).recipe
-    ranges, _ = _ranges(replace(state, recipe=recipe), ctx)
+    ranges = _ranges(replace(state, recipe=recipe), ctx)
     result = correct_biases(model.flatbuffer, ranges, _calibration_samples(state, ctx),
                             per_tensor=recipe.per_tensor, per_tensor_dense=recipe.per_tensor_dense)
     settings = {"samples": str(CALIBRATION_SAMPLES), "ranges": Estimator(state.recipe.method).value}
