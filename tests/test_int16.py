@@ -247,3 +247,17 @@ def test_float_ops_left_by_aeq_are_refused(tmp_path: Path) -> None:
     # the first conv's output is read by LEAKY_RELU, which has no int16x8 path: it cannot be int16
     assert [(c.op_type, c.supported) for c in int16_candidates(flat)] == [
         ("INPUT", False), ("CONV_2D", False), ("LEAKY_RELU", False), ("CONV_2D", True)]
+
+
+def test_a_model_without_signatures_is_quantized(float_net: bytes) -> None:
+    """ai-edge-quantizer 0.10 iterates the signature list unconditionally: a model without one (MediaPipe's
+    selfie segmenter) raised TypeError inside it, an exit 4."""
+    parsed = tfl.parse(float_net)
+    parsed.signatureDefs = None
+    bare = tfl.serialize(parsed)
+    assert tfl.parse(bare).signatureDefs is None
+    names = _names(bare)
+    mixed = tfl.parse(quantize_mixed(bare, _ranges(bare), [names["hidden"]], IOType.INT8))
+    graph = mixed.subgraphs[0]
+    hidden = next(t for t in graph.tensors if tfl.tensor_name(t) == names["hidden"])
+    assert tfl.tensor_type_name(hidden.type) == "INT16"

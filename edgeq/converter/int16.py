@@ -249,6 +249,9 @@ def quantize_mixed(float_model: bytes, ranges: Mapping[str, tuple[float, float]]
 
     granularity = qtyping.QuantGranularity.TENSORWISE if per_tensor else qtyping.QuantGranularity.CHANNELWISE
     graph = parsed.subgraphs[0]
+    if parsed.signatureDefs is None:  # AEQ 0.10 iterates the signature list unconditionally (TypeError on None)
+        parsed.signatureDefs = []
+        float_model = tfl.serialize(parsed)
     try:
         with warnings.catch_warnings(), native_output_captured() as captured:
             warnings.simplefilter("ignore")
@@ -269,6 +272,10 @@ def quantize_mixed(float_model: bytes, ranges: Mapping[str, tuple[float, float]]
     except (ValueError, RuntimeError) as exc:
         detail = captured.first_error_line() or str(exc).strip().splitlines()[0]
         raise InputError(f"ai-edge-quantizer refused the model: {detail}") from exc
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:  # AEQ failing inside on a model it took
+        raise InputError(f"ai-edge-quantizer failed on this model ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); keep these tensors "
+                         "int8") from exc
     if result.quantized_model is None:
         raise InputError("ai-edge-quantizer returned no model")
     quantized = bytes(result.quantized_model)
