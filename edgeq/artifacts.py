@@ -311,6 +311,7 @@ class HeldOutScore(Artifact):
     method: str  # "search" or a single estimator
     simulated_db: float
     real_db: float  # the real INT8 model
+    calibration_db: float | None = None  # the real INT8 model on every calibration sample (statistics' included)
 
 
 @dataclass(frozen=True)

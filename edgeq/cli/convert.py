@@ -152,13 +152,13 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def _search_summary(record: Any) -> str:
-    """Which contender won on the held-out calibration samples, by how much, against the best single estimator."""
-    scores = {s.method: s.real_db for s in record.scores}
-    singles = {m: v for m, v in scores.items() if m != "search"}
-    best_single = max(singles, key=lambda m: singles[m])
+    """Which contender won, against the single estimator best on the whole calibration set, on held-out samples."""
+    scores = {s.method: s for s in record.scores}
+    singles = [s for s in record.scores if s.method != "search"]
+    best = max(singles, key=lambda s: s.calibration_db if s.calibration_db is not None else float("-inf"))
     return (f"{record.chosen} chosen ({len(record.choices)} tensor(s) changed); held-out ({record.held_out_samples} "
-            f"samples, stats on the other {record.fit_samples}): search {scores['search']:.2f} dB, best single "
-            f"{best_single} {singles[best_single]:.2f} dB")
+            f"samples, stats on the other {record.fit_samples}): search {scores['search'].real_db:.2f} dB, best "
+            f"single {best.method} {best.real_db:.2f} dB")
 
 
 def _size_summary(artifact: Any) -> str:

@@ -7,10 +7,12 @@ samples held out from the statistics.
    simulated model, edgeq.recover.sensitivity) are visited in order; each tries every candidate estimator's
    range and keeps the one that gives the best simulated fidelity on the held-out samples.
 3. The simulation proposes, the real INT8 model decides: the searched ranges and every single estimator are
-   converted for real and measured on the held-out samples. The per-tensor choice ships only when it beats
-   the best single estimator there by ``MARGIN_DB``; otherwise that estimator does, so the search is never
-   worse on the held-out data than the best single estimator, and the record says which won and by how much
-   (the held-out numbers, the guard against a search that only fits its own samples).
+   converted for real and measured on the held-out samples and on every calibration sample. The best single
+   estimator is the one best on every calibration sample (a clipping range pays there for the samples that
+   set the statistics; on the zoo CNN, percentile led minmax by 1.7 dB on the held-out quarter and lost 4.9 dB
+   on the test split). The per-tensor choice ships only when it beats that estimator by ``MARGIN_DB`` on the
+   held-out samples and does not lose to it on the whole set; otherwise that estimator does. The record says
+   which won and by how much (the held-out numbers, the guard against a search that only fits its own samples).
 4. The winner's recipe is applied to statistics of the whole calibration set, as a single estimator is.
 
 The result is a recipe: the base method plus one exact-name override per changed tensor, so the same ranges
@@ -42,6 +44,7 @@ MIN_SAMPLES = 8  # below this, a held-out quarter is too small to judge anything
 HELD_OUT_FRACTION = 0.25
 MAX_HELD_OUT = 128  # judging cost grows with it; beyond this the fit part gets the rest
 SPLIT_SEED = 20261129
+MAX_FIT_JUDGED = 256  # fit samples the final comparison also runs on (spread evenly)
 MARGIN_DB = 0.25  # search must beat the best single estimator by this much on the held-out samples to ship
 DEFAULT_TOP = 24  # tensors the search visits, most sensitive first
 
@@ -90,10 +93,17 @@ def _ranges(stats: ActivationStats, recipe: QuantRecipe) -> Ranges:
     return {key: (r.min, r.max) for key, r in zip(sorted(stats.tensors), table.ranges, strict=True)}
 
 
-def _real_db(model: bytes, samples: Sequence[Sequence[np.ndarray]], reference: list[np.ndarray]) -> float:
+def _real_outputs(model: bytes, samples: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """The real INT8 model's outputs on ``samples`` (LiteRT's builtin kernels), each flattened."""
     x = np.concatenate([s[0] for s in samples])
-    outputs = list(predict_outputs(open_session(model, parse_backend("cpu")), x).values())
-    return fidelity([r.reshape(-1) for r in reference], [o.reshape(-1) for o in outputs])
+    return [o.reshape(-1) for o in predict_outputs(open_session(model, parse_backend("cpu")), x).values()]
+
+
+def _pooled(reference: Sequence[list[np.ndarray]], outputs: Sequence[list[np.ndarray]]) -> float:
+    """fidelity over several sample groups at once (each group: per output, flattened values)."""
+    joined = [np.concatenate(parts) for parts in zip(*(r for r in reference), strict=True)]
+    got = [np.concatenate(parts) for parts in zip(*(o for o in outputs), strict=True)]
+    return fidelity(joined, got)
 
 
 def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_quantize: RealQuantize, *,
@@ -149,17 +159,28 @@ def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_q
     searched = replace(base, overrides=tuple(Override(method=c.estimator, tensors=exact(c.tensor),
                                                       percentile=c.percentile) for c in choices))
     contenders = {"search": searched, **{m.value: replace(base, method=m) for m in SINGLE}}
+    judged = np.linspace(0, len(fit_idx) - 1, min(MAX_FIT_JUDGED, len(fit_idx))).round().astype(int)
+    fit = [batch for _, batch in subset(data, fit_idx[np.unique(judged)]).samples(inputs)]
+    held_reference = [r.reshape(-1) for r in reference]
+    fit_reference = [r.reshape(-1) for r in alone.run(alone.float_config(), fit)]
     scores = []
     for name, contender in contenders.items():
         ranges = _ranges(stats, contender)
-        real = _real_db(real_quantize(float_model, ranges, contender), held, reference)
-        scores.append(HeldOutScore(method=name, simulated_db=simulated(ranges), real_db=real))
+        model = real_quantize(float_model, ranges, contender)
+        on_held, on_fit = _real_outputs(model, held), _real_outputs(model, fit)
+        scores.append(HeldOutScore(method=name, simulated_db=simulated(ranges),
+                                   real_db=fidelity(held_reference, on_held),
+                                   calibration_db=_pooled([held_reference, fit_reference], [on_held, on_fit])))
     singles = [s for s in scores if s.method != "search"]
-    best_single = max(singles, key=lambda s: s.real_db)
+    # the best single estimator on every calibration sample: a range that clips shows its cost on the samples
+    # that set the statistics too, and a set that comes later (the test split, production) rewards not clipping
+    best_single = max(singles, key=lambda s: s.calibration_db or -np.inf)
     searched_score = next(s for s in scores if s.method == "search")
-    # per-tensor choices must earn their place: within MARGIN_DB of the best single estimator is noise on a
-    # held-out set this small, and the single estimator is the simpler, better-tested answer
-    winner = searched_score if searched_score.real_db >= best_single.real_db + MARGIN_DB else best_single
+    # per-tensor choices must earn their place: by MARGIN_DB on the held-out samples (within it is noise on a
+    # set this small) and without losing on the whole calibration set; else the single estimator ships
+    earned = (searched_score.real_db >= best_single.real_db + MARGIN_DB
+              and (searched_score.calibration_db or -np.inf) >= (best_single.calibration_db or -np.inf))
+    winner = searched_score if earned else best_single
     record = SearchRecord(fit_samples=len(fit_idx), held_out_samples=len(held_idx), split_seed=seed,
                           visited=len(order), choices=tuple(choices), scores=tuple(scores), chosen=winner.method)
     # what ships is the winner's recipe on statistics of every calibration sample: chosen on the split, it then
