@@ -289,3 +289,22 @@ def test_search_refuses_too_few_samples_and_stats(tmp_path: Path, capsys: pytest
                      "-o", str(tmp_path / "s.tflite")]) == 2
     assert "give --calib, not --stats" in capsys.readouterr().err
     assert not (tmp_path / "s.tflite").exists()
+
+
+def test_split_outputs_take_the_scale_of_the_split_data_not_of_its_axis(tmp_path: Path) -> None:
+    """SPLIT's first operand is the axis: its outputs follow the data (operand 1), as the quantizer scales them."""
+    import keras
+
+    from edgeq.intake.load import load_float_model
+
+    x = keras.Input((6, 6, 4), batch_size=1)
+    y = keras.layers.Conv2D(4, 3, padding="same")(x)
+    a, b = keras.ops.split(y, 2, axis=-1)
+    keras.Model(x, keras.layers.Add()([a * 2.0, b])).save(tmp_path / "split.keras")
+    model = load_float_model(tmp_path / "split.keras").flatbuffer
+    parsed = tfl.parse(model)
+    graph = parsed.subgraphs[0]
+    split = next(op for op in graph.operators if tfl.op_type(parsed, op) == "SPLIT")
+    sim = Simulator(model)
+    data = (0, int(split.inputs[1]))
+    assert all(sim.same_scale[(0, int(out))] == data for out in split.outputs)

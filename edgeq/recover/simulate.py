@@ -40,6 +40,8 @@ SAME_SCALE_OPS = frozenset({"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZ
                             "SLICE", "STRIDED_SLICE", "GATHER", "PAD", "PADV2", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
                             "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "BATCH_TO_SPACE_ND",
                             "SPACE_TO_BATCH_ND", "SPLIT", "SPLIT_V", "UNPACK", "TILE"})
+#: The operand holding a same-scale op's data when it is not the first (SPLIT's first operand is the axis).
+DATA_OPERAND = {"SPLIT": 1}
 #: Same-scale ops that only move or pick values (no arithmetic): their output needs no quantization of its own.
 DATA_MOVEMENT_OPS = SAME_SCALE_OPS - {"AVERAGE_POOL_2D", "RESIZE_BILINEAR"}
 ACTIVATION_PARAMS = 5
@@ -187,16 +189,21 @@ class Simulator:
                 continue
             index = int(op.inputs[1])
             tensor = main.tensors[index]
-            if tensor.type != float32 or not tfl.is_constant(parsed, tensor):
+            buffer = parsed.buffers[tensor.buffer] if tensor.buffer < len(parsed.buffers) else None
+            if tensor.type != float32 or buffer is None or buffer.data is None or not len(buffer.data):
+                continue  # not a float constant in the flatbuffer (a weight stored outside it is left float)
+            if not tfl.is_constant(parsed, tensor):
                 continue
             per_tensor_here = per_tensor or (per_tensor_dense and kind == "FULLY_CONNECTED")
             weight_users.setdefault(index, []).append(op)
             weight_axis[index] = None if per_tensor_here else WEIGHT_AXES[kind]
         self._weight_axis = dict(weight_axis)
         self._parsed: Any = None  # the float model, parsed when with_weight first needs its values
-        if weights == "quantized":
+        if weights != "gated":  # each weight gets a buffer of its own: with_weight may then patch one safely
             for index in sorted(weight_users):
-                values = quantized_weights(_weights(parsed, main.tensors[index]), weight_axis[index])
+                values = _weights(parsed, main.tensors[index])
+                if weights == "quantized":
+                    values = quantized_weights(values, weight_axis[index])
                 buffer = graph.schema.BufferT()
                 buffer.data = np.frombuffer(values.astype("<f4").tobytes(), dtype=np.uint8).copy()
                 parsed.buffers.append(buffer)
@@ -209,7 +216,8 @@ class Simulator:
         known = {a.key for a in self.activations}
         self.same_scale: dict[TensorKey, TensorKey] = {}
         for op in main.operators:
-            source = (0, int(op.inputs[0])) if len(op.inputs) and op.inputs[0] >= 0 else None
+            operand = DATA_OPERAND.get(tfl.op_type(parsed, op), 0)
+            source = (0, int(op.inputs[operand])) if len(op.inputs) > operand and op.inputs[operand] >= 0 else None
             if tfl.op_type(parsed, op) in SAME_SCALE_OPS and source in known:
                 for out in op.outputs:
                     self.same_scale[(0, int(out))] = self.same_scale.get(source, source)
@@ -334,8 +342,8 @@ class Simulator:
             source = self.same_scale.get(a.key, a.key)
             if a.key in int16:
                 row = int16_params(*ranges[a.key])
-            elif a.key in self.fixed:
-                row = fixed_params(*self.fixed[a.key])
+            elif a.key in self.fixed or source in self.fixed:  # a follower of SOFTMAX takes its fixed scale too
+                row = fixed_params(*self.fixed[a.key if a.key in self.fixed else source])
             else:
                 row = int8_params(*ranges.get(source, ranges[a.key]))
             table[i] = (*row, 1.0)
@@ -360,7 +368,8 @@ class Simulator:
             it.invoke()
             for k, index in enumerate(self._outputs):
                 collected[k].append(np.array(it.get_tensor(index), dtype=np.float32))
-        return [np.concatenate(values, axis=0) if values else np.zeros((0,)) for values in collected]
+        return [np.concatenate([np.atleast_1d(v) for v in values], axis=0) if values else np.zeros((0,))
+                for values in collected]
 
 
 @dataclass(frozen=True)
