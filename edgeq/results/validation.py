@@ -393,6 +393,7 @@ class RecoveryReport(Document):
     model: str | None  # the recovered model (file name in the validate output directory) when one met the gate
     remaining: tuple[str, ...] = ()  # when none met it: the tensors that remain the problem, most costly first
     verdict: str = ""
+    gate_looks: int = 1  # models judged on the gate half in turn (the start and every rung that was built)
 
 
 @dataclass(frozen=True, kw_only=True)

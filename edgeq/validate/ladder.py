@@ -144,7 +144,8 @@ def sensitivity_of(state: State, ctx: Context) -> SensitivityReport:
     sim = Simulator(state.float_model.flatbuffer, per_tensor=state.recipe.per_tensor,
                     per_tensor_dense=state.recipe.per_tensor_dense)
     samples = [[x[None]] for x in ctx.eval_inputs[:SENSITIVITY_SAMPLES]]
-    return analyse(sim, ranges, samples, described_as=str(Estimator(state.recipe.method).value))
+    method = Estimator(state.recipe.method)
+    return analyse(sim, ranges, samples, described_as=(Estimator.AUTO if method is Estimator.SEARCH else method).value)
 
 
 # ---------------------------------------------------------------- the rungs: State -> (State, note)
@@ -187,24 +188,35 @@ def _bias_correction(state: State, ctx: Context, rung: Rung) -> list[Candidate]:
     return [(replace(state, bias_corrected=True), "biases corrected for the ranges the model is built with")]
 
 
+def _resolved(state: State, ctx: Context) -> QuantRecipe:
+    """``state``'s recipe with a search resolved into the recipe it ships (a single estimator, or auto with
+    per-tensor overrides): what a rung that builds on fixed ranges (bias correction, int16) needs."""
+    from edgeq.converter.api import quantize_with
+    from edgeq.recover.search import search
+
+    recipe = state.recipe
+    if Estimator(recipe.method) is not Estimator.SEARCH:
+        return recipe
+    model = state.float_model.flatbuffer
+    interpreter, _ = make_interpreter(model, CpuKernels.CPU)
+    data = load_calibration(ctx.calib, model_inputs(interpreter), ctx.calib_preprocessing, model=model)
+    return search(model, data, replace(recipe, method=Estimator.AUTO), quantize_with).recipe
+
+
 def _corrected(state: State, ctx: Context) -> State:
     """``state`` with its biases corrected for the ranges it is converted with (a search is resolved first, so
     that the correction and the conversion use the same ranges)."""
-    from edgeq.converter.api import quantize_with
     from edgeq.recover.bias_correction import correct_biases
-    from edgeq.recover.search import search
+    from edgeq.recover.equalize import check_same_function
 
-    model, recipe = state.float_model, state.recipe
-    if Estimator(recipe.method) is Estimator.SEARCH:
-        interpreter, _ = make_interpreter(model.flatbuffer, CpuKernels.CPU)
-        data = load_calibration(ctx.calib, model_inputs(interpreter), ctx.calib_preprocessing,
-                                model=model.flatbuffer)
-        recipe = search(model.flatbuffer, data, replace(recipe, method=Estimator.AUTO), quantize_with).recipe
+    model, recipe = state.float_model, _resolved(state, ctx)
     ranges = _ranges(replace(state, recipe=recipe), ctx)
     result = correct_biases(model.flatbuffer, ranges, _calibration_samples(state, ctx),
                             per_tensor=recipe.per_tensor, per_tensor_dense=recipe.per_tensor_dense)
-    settings = {"samples": str(CALIBRATION_SAMPLES), "ranges": Estimator(state.recipe.method).value}
-    record = TransformRecord(name="bias_correction", changed=result.changed, settings=settings)
+    settings = {"samples": str(result.samples), "ranges": f"{Estimator(recipe.method).value} (before correction)"}
+    drift = check_same_function(model.flatbuffer, result.model, "bias correction", rtol=float("inf"))
+    record = TransformRecord(name="bias_correction", changed=result.changed, settings=settings,
+                             max_output_change=drift)  # by design: the float model now computes its int8 version
     return replace(_with_model(state, result.model, record), recipe=recipe, bias_corrected=False)
 
 
@@ -218,6 +230,7 @@ def _int16(state: State, ctx: Context, rung: Rung) -> list[Candidate]:
     chosen = tuple(r.name for r in rows[: rung.count])
     if not chosen:
         return []
+    state = replace(state, recipe=_resolved(state, ctx))  # the int16 model is built on these int8 ranges
     note = f"int16: {', '.join(_short(name) for name in chosen)}"
     if "xnnpack" in ctx.targets:
         note += " (XNNPACK delegates no int16 op: they run on the builtin kernels, see the latency)"
@@ -285,6 +298,7 @@ def run_ladder(rungs: Sequence[Rung], start: State, start_model: Path, ctx: Cont
     results: list[RungResult] = []
     state, best = start, verdict
     met_by = model = None
+    looks = 1  # how many models were judged on the gate half (the start included)
     for k, rung in enumerate(rungs if verdict.failed else (), 1):
         refused = _refusal(rung, ctx.targets)
         if refused is not None:
@@ -303,10 +317,11 @@ def run_ladder(rungs: Sequence[Rung], start: State, start_model: Path, ctx: Cont
             path = ctx.out_dir / f"recover_{k}_{rung.kind}{f'_{c}' if len(candidates) > 1 else ''}.tflite"
             try:
                 _build(candidate, ctx, path)
+                judged_here = ctx.judge(path, rung.name)
             except EdgeqError as exc:
                 tried.append((None, candidate, f"{note}: {exc}", None))
                 continue
-            tried.append((ctx.judge(path, rung.name), candidate, note, path))
+            tried.append((judged_here, candidate, note, path))
         judged = [t for t in tried if t[0] is not None]
         if not judged:
             results.append(_result(rung.name, "refused", "; ".join(t[2] for t in tried), None, None))
@@ -314,6 +329,7 @@ def run_ladder(rungs: Sequence[Rung], start: State, start_model: Path, ctx: Cont
         rung_verdict, candidate, note, path = min(judged, key=lambda t: t[0].sort_key)
         if len(candidates) > 1:
             note += f" (best of {len(judged)} by selection-half fidelity)"
+        looks += 1
         if not rung_verdict.failed:
             results.append(_result(rung.name, "met the gate", note, rung_verdict, path))
             met_by, model = rung.name, path
@@ -323,19 +339,30 @@ def run_ladder(rungs: Sequence[Rung], start: State, start_model: Path, ctx: Cont
         if better:
             state, best = candidate, rung_verdict
     remaining: tuple[str, ...] = ()
+    unranked = ""
     if met_by is None and not first.gate_passed:
-        report = sensitivity_of(state, ctx)
-        # layers, not the model input (its int8 range is the input's: preprocessing, not training, decides it)
-        ranked = sorted((r for r in report.tensors if r.tensor_kind == "activation" and r.op != "INPUT"),
-                        key=lambda r: -r.recovers_db)
-        remaining = tuple(r.name for r in ranked[:REMAINING])
+        try:
+            report = sensitivity_of(state, ctx)
+        except EdgeqError as exc:
+            unranked = f" (the tensors could not be ranked: {exc})"
+        else:
+            # layers, not the model input (its int8 range is the input's: preprocessing decides it, not training)
+            ranked = sorted((r for r in report.tensors if r.tensor_kind == "activation" and r.op != "INPUT"),
+                            key=lambda r: -r.recovers_db)
+            remaining = tuple(r.name for r in ranked[:REMAINING])
     if first.gate_passed:
         text = "the picked method already meets the gate; no rung ran"
-    elif met_by is not None:
-        text = f"rung {met_by} met the gate: {model.name if model else ''}"
-    else:
+    elif met_by is not None and model is not None:
+        text = f"rung {met_by} met the gate: {model.name}"
+        if looks > 2:  # the start and this rung are not the only models the gate half judged
+            text += (f" (the held-out gate half judged {looks} models in turn: a pass after several looks is "
+                     "weaker evidence than one; confirm on data the ladder did not see)")
+    elif remaining:
         text = ("no rung met the gate; the tensors that remain the problem (most to gain from higher precision): "
                 f"{', '.join(_short(name) for name in remaining)} — consider QAT for these layers")
+    else:
+        text = f"no rung met the gate{unranked} — consider QAT"
     return RecoveryReport(ladder=tuple(r.name for r in rungs), targets=tuple(ctx.targets), start=first,
                           rungs=tuple(results), met_by=met_by, passed=bool(first.gate_passed) or met_by is not None,
-                          model=None if model is None else model.name, remaining=remaining, verdict=text)
+                          model=None if model is None else model.name, remaining=remaining, verdict=text,
+                          gate_looks=looks)
