@@ -72,6 +72,14 @@ def quantize_with(float_model: bytes, ranges: Mapping[TensorKey, tuple[float, fl
     return quantize(float_model, ranges, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
 
 
+def _int16_tensors(quantized: bytes) -> tuple[str, ...]:
+    """Every int16 tensor of the model as built: the ones asked for, and those ai-edge-quantizer made int16 with
+    them (the readers' outputs, the requantize ops between int8 and int16)."""
+    parsed = tfl.parse(quantized)
+    int16 = tfl.tensor_type("INT16")
+    return tuple(sorted({tfl.tensor_name(t) for g in parsed.subgraphs for t in g.tensors if t.type == int16}))
+
+
 def sidecar_path(output: str | Path) -> Path:
     return Path(output).with_suffix(".json")
 
@@ -91,6 +99,12 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         raise UsageError(f"output must end in .tflite, got {output}")
     if (calib is None) == (stats is None):
         raise UsageError("give exactly one of a calibration set (--calib) or a stats file (--stats)")
+    if int16 and Estimator(recipe.method) is Estimator.SEARCH:
+        raise UsageError("--method search measures all-int8 models; run it first, then --int16 with the --recipe "
+                         "its sidecar records")
+    if int16 and recipe.per_tensor_dense:
+        raise UsageError("--int16 goes through ai-edge-quantizer, which takes per-tensor weights everywhere "
+                         "(--per-tensor) or nowhere, not for FULLY_CONNECTED alone (--per-tensor-dense)")
     float_model = _float_model(model, input_shape)
     searched = None
     if Estimator(recipe.method) is Estimator.SEARCH:
@@ -124,6 +138,9 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         from edgeq.converter.int16 import quantize_mixed
 
         by_name = {activation_stats.names[key]: span for key, span in keyed.items() if key[0] == 0}
+        if len(by_name) != sum(1 for key in keyed if key[0] == 0):
+            raise InputError("--int16 passes ranges to ai-edge-quantizer by tensor name, and this model has "
+                             "activations sharing a name")
         quantized = quantize_mixed(float_model.flatbuffer, by_name, int16, recipe.io, per_tensor=recipe.per_tensor)
     else:
         quantized = quantize(float_model.flatbuffer, keyed, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
@@ -139,7 +156,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
         preprocessing=preprocessing, rewrites={r.name: r.count for r in float_model.rewrites},
         float_ops=tuple(str(op) for op in left_float), outlier_samples=outliers,
         tool_versions={**_tool_versions(), **(_int16_versions() if int16 else {})},
-        search=searched, transforms=tuple(transforms), int16_tensors=tuple(sorted(int16)),
+        search=searched, transforms=tuple(transforms), int16_tensors=_int16_tensors(quantized) if int16 else (),
     )
     sidecar = json.dumps(artifact.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
     with atomic_path(output) as model_tmp, atomic_path(sidecar_path(output)) as sidecar_tmp:

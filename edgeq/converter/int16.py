@@ -224,6 +224,11 @@ def _check_result(quantized: bytes, io: IOType, int16_tensors: Collection[str]) 
                              f"(got {kind}); its producing op may have no a16w8 recipe")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def quantize_mixed(float_model: bytes, ranges: Mapping[str, tuple[float, float]], int16_tensors: Collection[str],
                    io: IOType, *, per_tensor: bool = False) -> bytes:
     """Full-integer model: int8 activations and per-channel int8 weights (a8w8), except the ops producing or
@@ -270,11 +275,10 @@ def quantize_mixed(float_model: bytes, ranges: Mapping[str, tuple[float, float]]
             _io_configs(aeq, io)
             result = aeq.quantize(qsvs, enable_progress_report=False)
     except (ValueError, RuntimeError) as exc:
-        detail = captured.first_error_line() or str(exc).strip().splitlines()[0]
+        detail = captured.first_error_line() or _first_line(exc)
         raise InputError(f"ai-edge-quantizer refused the model: {detail}") from exc
     except (TypeError, KeyError, IndexError, AttributeError) as exc:  # AEQ failing inside on a model it took
-        raise InputError(f"ai-edge-quantizer failed on this model ({type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); keep these tensors "
+        raise InputError(f"ai-edge-quantizer failed on this model ({_first_line(exc)}); keep these tensors "
                          "int8") from exc
     if result.quantized_model is None:
         raise InputError("ai-edge-quantizer returned no model")
