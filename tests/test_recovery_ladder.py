@@ -4,6 +4,7 @@ miss its gate with the plain methods and the ladder must recover it; refusals an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -111,4 +112,20 @@ def test_a_build_with_a_ladder_publishes_the_model_that_met_the_gate(hard_case, 
     assert max_drop.passed and "rung equalize" in max_drop.detail
     published = json.loads(outcome.artifact.with_suffix(".json").read_text())
     assert [t["name"] for t in published["transforms"]] == ["equalize"]
+    # the report describes the file published, not the picked method's model
+    model = outcome.report.validation_report.model
+    assert model.sha256 == published["sha256"] == hashlib.sha256(outcome.artifact.read_bytes()).hexdigest()
 
+
+
+def test_recover_without_a_gate_is_a_usage_error(hard_case, tmp_path, capsys) -> None:
+    from edgeq.cli import main as cli
+
+    model, calib, _ = hard_case
+    out = tmp_path / "v"
+    argv = ["validate", str(model), "--calib", str(calib), "--eval", "digits:test", "--preprocess",
+            "mean=127.5,std=127.5", "--recover", "equalize", "-o", str(out)]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "no gate is set" in error
+    assert not out.exists()

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeq.artifacts import QuantizedArtifact
 from edgeq.build.recipe import BuildRecipe, DataSpec, has_labels, plain_kind, resolve_source
 from edgeq.errors import InputError, UsageError
 from edgeq.files import write_bytes_atomic, write_text_atomic
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
+from edgeq.quant_recipe import QuantRecipe
 from edgeq.results.build import (
     ArtifactPaths,
     BuildReport,
@@ -263,7 +265,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
                              recipe=quant_recipe, calib_preprocessing=calib_preprocessing, tasks=recipe.tasks,
                              gates=recipe.gates.fidelity, recover=parse_ladder(recipe.recover),
-                             targets=recipe.targets)
+                             targets=tuple(dict.fromkeys((*recipe.targets, *recipe.gates.spec))))
         recovered = validated.recovery is not None and validated.recovery.passed and validated.recovery.model
         best_name = validated.recovery.model if recovered and validated.recovery else model_path(
             validate_dir, validated.best_method).name
@@ -287,13 +289,20 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
                                   recipe.gates.coverage_threshold) if recipe.gates.coverage_threshold else None)
     gates = _gates(saved.report, check_sections, latency, coverage_section, recipe)
-    named = dataclasses.replace(saved.report.model, name=recipe.name)
+    published = QuantizedArtifact.from_dict(json.loads(artifact.with_suffix(".json").read_text()))
+    # the Model section and the conversion settings describe the file published: after a recovery rung met the
+    # gates that is the rung's model, not the picked method's
+    named = dataclasses.replace(saved.report.model, name=recipe.name, sha256=published.sha256,
+                                int8_bytes=published.int8_bytes, size_ratio=published.size_ratio)
+    recovered = saved.report.recovery is not None and saved.report.recovery.met_by is not None
+    settings = (QuantRecipe.from_dict(published.recipe) if recovered
+                else quant_recipe.with_updates(method=saved.report.best_method))
     report = BuildReport(
         title=f"edgeq build: {recipe.name}", validation_report=dataclasses.replace(saved.report, model=named),
         check=check_sections, latency=latency, gates=gates, passed=all(g.passed for g in gates),
         calibration=_calibration_section(calib_dir, saved.report.calibration_samples.samples),
-        conversion=None if recipe.input_shape is None and recipe.quantization is None else ConversionSettings(
-            input_shape=recipe.input_shape, quantization=quant_recipe.with_updates(method=saved.report.best_method)),
+        conversion=None if recipe.input_shape is None and recipe.quantization is None and not recovered else
+        ConversionSettings(input_shape=recipe.input_shape, quantization=settings),
         coverage=coverage_section,
         artifact=ArtifactPaths(path=str(artifact), sidecar=str(artifact.with_suffix(".json"))))
     _, html_path = write_report(report, out)

@@ -132,6 +132,10 @@ def run_validate(args: argparse.Namespace) -> int:
                          f"(targets: {', '.join([t.value for t in Target])})")
     pp = parse_preprocessing(args.preprocess)
     declared, limits = _declarations(args), _gates(args)
+    if rungs and args.max_drop is None and not limits:
+        raise UsageError("--recover climbs while a gate is missed, and no gate is set: give --max-drop or a fidelity "
+                         "limit (--min-output-sqnr, --min-agreement, --min-detection-recall, --min-mask-iou, "
+                         "--max-landmark-error)")
     float_model = load_float_model(args.model)
     input_name, input_shape = model_input(float_model.flatbuffer)
     eval_set = load_eval_set(args.eval_set, input_shape=input_shape, input_name=input_name)
@@ -160,7 +164,7 @@ def run_validate(args: argparse.Namespace) -> int:
         raise
     gate = report.gate
     gates = ((max_drop_gate(gate),) if args.max_drop is not None and gate is not None else ()) + report.output_gates
-    recovered = report.recovery is not None and report.recovery.passed
+    recovered = report.recovery is not None and report.recovery.met_by is not None and report.recovery.model is not None
     run = ValidationRun(title=f"edgeq validate: {Path(args.model).name}", report=report, gates=gates,
                         passed=report.passed or recovered,
                         preprocessing=PreprocessingChoice.from_document(resolved.to_dict()))
