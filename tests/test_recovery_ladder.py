@@ -129,3 +129,12 @@ def test_recover_without_a_gate_is_a_usage_error(hard_case, tmp_path, capsys) ->
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "no gate is set" in error
     assert not out.exists()
+
+
+def test_a_build_recipe_refuses_search_with_overrides_at_load(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nmodel: m.tflite\ncalibration: {source: digits:train}\n"
+                      "evaluation: {source: digits:test}\nmethods: [auto, search]\n"
+                      "quantization: {overrides: [{method: minmax, ops: SOFTMAX}]}\n")
+    with pytest.raises(InputError, match="search, which chooses per-tensor estimators itself"):
+        load_build_recipe(recipe)

@@ -423,6 +423,9 @@ def _check_values(recipe: BuildRecipe, path: Path) -> None:
             _check_range(spec.n, 1, MAX_SAMPLES, f"{path}: {where}.n")
             _check_range(spec.severity, 1, 5, f"{path}: {where}.severity")
             _check_range(spec.seed, 0, 2**32 - 1, f"{path}: {where}.seed")
+    if Estimator.SEARCH in recipe.methods and recipe.quantization is not None and recipe.quantization.overrides:
+        raise InputError(f"{path}: methods include search, which chooses per-tensor estimators itself; it cannot "
+                         "take quantization.overrides (drop one of them)")
     bench = recipe.bench
     _check_range(bench.runs, 1, 1_000_000, f"{path}: bench.runs")
     _check_range(bench.min_seconds, 0, 3600, f"{path}: bench.min_seconds")
