@@ -152,13 +152,13 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def _search_summary(record: Any) -> str:
-    """Which contender won, against the single estimator best on the whole calibration set, on held-out samples."""
-    scores = {s.method: s for s in record.scores}
-    singles = [s for s in record.scores if s.method != "search"]
-    best = max(singles, key=lambda s: s.calibration_db if s.calibration_db is not None else float("-inf"))
-    return (f"{record.chosen} chosen ({len(record.choices)} tensor(s) changed); held-out ({record.held_out_samples} "
-            f"samples, stats on the other {record.fit_samples}): search {scores['search'].real_db:.2f} dB, best "
-            f"single {best.method} {best.real_db:.2f} dB")
+    """What shipped and the held-out figures it was chosen on: the per-tensor choice, the rule it starts from."""
+    scores = {s.method: s.real_db for s in record.scores}
+    proposed = len(record.choices)
+    changed = f"{proposed} tensor(s) changed" if record.chosen == "search" else f"{proposed} proposed, not shipped"
+    return (f"{record.chosen} chosen ({changed}); held-out ({record.held_out_samples} samples, stats on the other "
+            f"{record.fit_samples}): search {scores['search']:.2f} dB, auto {scores['auto']:.2f} dB, "
+            f"{record.chosen} {scores[record.chosen]:.2f} dB")
 
 
 def _size_summary(artifact: Any) -> str:

@@ -7,12 +7,13 @@ samples held out from the statistics.
    simulated model, edgeq.recover.sensitivity) are visited in order; each tries every candidate estimator's
    range and keeps the one that gives the best simulated fidelity on the held-out samples.
 3. The simulation proposes, the real INT8 model decides: the searched ranges and every single estimator are
-   converted for real and measured on the held-out samples and on every calibration sample. The best single
-   estimator is the one best on every calibration sample (a clipping range pays there for the samples that
-   set the statistics; on the zoo CNN, percentile led minmax by 1.7 dB on the held-out quarter and lost 4.9 dB
-   on the test split). The per-tensor choice ships only when it beats that estimator by ``MARGIN_DB`` on the
-   held-out samples and does not lose to it on the whole set; otherwise that estimator does. The record says
-   which won and by how much (the held-out numbers, the guard against a search that only fits its own samples).
+   converted for real and measured on the held-out samples and on every calibration sample. Each departure
+   from the outlier-ratio rule needs measured evidence (``_beats``): better by ``MARGIN_DB`` on the held-out
+   samples and not worse on every calibration sample, where a clipping range pays for the samples that set
+   the statistics (on the zoo CNN, percentile led minmax by 1.7 dB on the held-out quarter and lost 4.9 dB on
+   the test split). auto ships unless a single estimator beats it, and that estimator unless the per-tensor
+   choice beats it. The record says which won and every contender's figures (the held-out numbers, the guard
+   against a search that only fits its own samples).
 4. The winner's recipe is applied to statistics of the whole calibration set, as a single estimator is.
 
 The result is a recipe: the base method plus one exact-name override per changed tensor, so the same ranges
@@ -106,6 +107,24 @@ def _pooled(reference: Sequence[list[np.ndarray]], outputs: Sequence[list[np.nda
     return fidelity(joined, got)
 
 
+def _beats(challenger: HeldOutScore, holder: HeldOutScore) -> bool:
+    """Measured evidence: better by ``MARGIN_DB`` on the held-out samples (within it is noise on a set this
+    small) and not worse on every calibration sample (a range that clips pays there for the samples that set
+    the statistics, as it will on data that comes later)."""
+    whole = (challenger.calibration_db or -np.inf) >= (holder.calibration_db or -np.inf)
+    return challenger.real_db >= holder.real_db + MARGIN_DB and whole
+
+
+def _winner(scores: dict[str, HeldOutScore]) -> HeldOutScore:
+    """The outlier-ratio rule (auto) ships unless a single estimator beats it, and that estimator unless the
+    per-tensor choice beats it: each departure from the rule needs measured evidence."""
+    winner = scores[Estimator.AUTO.value]
+    challengers = [s for m, s in scores.items() if m not in ("search", winner.method) and _beats(s, winner)]
+    if challengers:
+        winner = max(challengers, key=lambda s: s.calibration_db or -np.inf)
+    return scores["search"] if _beats(scores["search"], winner) else winner
+
+
 def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_quantize: RealQuantize, *,
            top: int = DEFAULT_TOP, seed: int = SPLIT_SEED,
            progress: Callable[[int, int], None] | None = None) -> SearchResult:
@@ -171,16 +190,7 @@ def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_q
         scores.append(HeldOutScore(method=name, simulated_db=simulated(ranges),
                                    real_db=fidelity(held_reference, on_held),
                                    calibration_db=_pooled([held_reference, fit_reference], [on_held, on_fit])))
-    singles = [s for s in scores if s.method != "search"]
-    # the best single estimator on every calibration sample: a range that clips shows its cost on the samples
-    # that set the statistics too, and a set that comes later (the test split, production) rewards not clipping
-    best_single = max(singles, key=lambda s: s.calibration_db or -np.inf)
-    searched_score = next(s for s in scores if s.method == "search")
-    # per-tensor choices must earn their place: by MARGIN_DB on the held-out samples (within it is noise on a
-    # set this small) and without losing on the whole calibration set; else the single estimator ships
-    earned = (searched_score.real_db >= best_single.real_db + MARGIN_DB
-              and (searched_score.calibration_db or -np.inf) >= (best_single.calibration_db or -np.inf))
-    winner = searched_score if earned else best_single
+    winner = _winner({s.method: s for s in scores})
     record = SearchRecord(fit_samples=len(fit_idx), held_out_samples=len(held_idx), split_seed=seed,
                           visited=len(order), choices=tuple(choices), scores=tuple(scores), chosen=winner.method)
     # what ships is the winner's recipe on statistics of every calibration sample: chosen on the split, it then
