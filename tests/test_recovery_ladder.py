@@ -54,6 +54,8 @@ def test_ladder_recovers_the_outlier_model_and_refuses_int16_for_the_edge_tpu(ha
     assert equalize.selection_sqnr_db > (recovery.start.selection_sqnr_db or -np.inf) + 10
     sidecar = json.loads((tmp_path / str(recovery.model)).with_suffix(".json").read_text())
     assert [t["name"] for t in sidecar["transforms"]] == ["equalize"]
+    # the Model section describes the recovered file, the one validate recommends
+    assert report.model.sha256 == hashlib.sha256((tmp_path / str(recovery.model)).read_bytes()).hexdigest()
     assert sidecar["int16_tensors"] == []
     document = report.to_document()
     assert type(report).from_document(json.loads(json.dumps(document))).recovery == recovery

@@ -7,6 +7,7 @@ rules: edgeq.validate.verdicts). The result is an edgeq.results.validation.Valid
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.artifacts import Estimator, Preprocessing
+from edgeq.artifacts import Estimator, Preprocessing, QuantizedArtifact
 from edgeq.calib.estimators import METHODS, estimate
 from edgeq.calib.outliers import samples_document
 from edgeq.converter.api import ModelSource, calibrate, convert
@@ -282,6 +283,11 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
         start = State(float_model=float_model, recipe=recipe.with_updates(method=best_method))
         recovery = run_ladder(recover, start, best_path, context)
         advice = [*advice, recovery.verdict]
+    # the Model section describes the file validate recommends: the rung's model when one met the gates
+    recommended = best
+    if recovery is not None and recovery.met_by is not None and recovery.model is not None:
+        sidecar = (out_dir / recovery.model).with_suffix(".json")
+        recommended = QuantizedArtifact.from_dict(json.loads(sidecar.read_text()))
     sensitivity_report = None
     if sensitivity:
         sensitivity_report = sensitivity_of(State(float_model=float_model, recipe=recipe.with_updates(
@@ -306,8 +312,9 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
         layers=LayerReport(method=best_method, samples=int(min(len(x), LAYER_SAMPLES)), rows=tuple(layers),
                            worst=tuple(r.name for r in worst_layers)),
         histograms=_histograms(calibration.stats, [r.name for r in worst_layers], recipe),
-        model=ModelSummary(source=float_model.source, float_bytes=best.float_bytes, int8_bytes=best.int8_bytes,
-                           size_ratio=best.size_ratio, sha256=best.sha256),
+        model=ModelSummary(source=float_model.source, float_bytes=recommended.float_bytes,
+                           int8_bytes=recommended.int8_bytes, size_ratio=recommended.size_ratio,
+                           sha256=recommended.sha256),
         calibration_samples=CalibrationSamples.from_document(samples_document(best)),
         sensitivity=sensitivity_report, recovery=recovery)
 
