@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from edgeq.errors import InputError
+from edgeq.extras import require_extra
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -54,6 +55,7 @@ def stratified_split_indices(labels: np.ndarray, split: Split, seed: int = SPLIT
 
 def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of (N, H, W) uint8 images with PIL (deterministic, no TensorFlow)."""
+    require_extra("PIL", "resizing the bundled images")
     from PIL import Image
 
     out = np.empty((images.shape[0], size, size), dtype=np.uint8)
@@ -64,6 +66,7 @@ def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
 
 def load_digits(split: Split, size: int = 32, rgb: bool = True) -> LabelledImages:
     """scikit-learn's 1797 handwritten digits, 0..16 grey levels scaled to uint8 and upsampled."""
+    require_extra("sklearn", f"the bundled set digits:{split}")
     from sklearn.datasets import load_digits as sk_load_digits
 
     raw = sk_load_digits()
@@ -83,6 +86,7 @@ def load_digits(split: Split, size: int = 32, rgb: bool = True) -> LabelledImage
 
 def load_lfw(split: Split) -> LabelledImages:
     """scikit-image's ``lfw_subset``: 25×25 grey crops, label 1 for a face, 0 for a non-face."""
+    require_extra("skimage", f"the bundled set lfw:{split}")
     from skimage.data import lfw_subset
 
     raw = lfw_subset()  # float64 in [0, 1]; first 100 faces, then 100 non-faces

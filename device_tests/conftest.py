@@ -2,8 +2,10 @@
 
     pytest device_tests --model m_int8.tflite --backend xnnpack,cpu --eval-set calib/ --budget budget.yaml
 
-Without --model it takes the zoo's CNN (trained once, cached) and converts it to INT8 (needs the full
-install). A backend that cannot run here is skipped with the reason.
+Without --model it tests the CNN shipped with the suite (data/cnn_digits_int8.tflite) on the shipped digits
+test set (data/digits_test.npz): a self-test of the runtime on a board with nothing but
+``pip install 'edgeq[device-test]'`` (``edgeq device-test`` runs this suite from the install). A backend that
+cannot run here is skipped with the reason.
 
 Latency is judged by a stated percentile over enough samples (edgeq.harness.budget). On a device the
 suite measures it; with ``--latency-from bench.json`` (written by ``edgeq bench --json``) it judges
@@ -23,6 +25,9 @@ import pytest
 from edgeq.errors import InputError
 from edgeq.harness.budget import LatencyBudget
 
+DATA = Path(__file__).resolve().parent / "data"
+SHIPPED_MODEL = DATA / "cnn_digits_int8.tflite"  # the zoo CNN converted by edgeq (data/make_recorded.py)
+SHIPPED_EVAL_SET = DATA / "digits_test.npz"  # digits:test without scikit-learn (data/make_digits_test.py)
 BUDGET: pytest.StashKey[Budget] = pytest.StashKey()
 BUDGET_KEYS = {"latency", "latency_per_backend", "max_p90_ms", "min_top1", "min_output_sqnr_db",
                "require_full_delegation", "allowed_undelegated_ops", "threads", "runs"}
@@ -30,7 +35,8 @@ BUDGET_KEYS = {"latency", "latency_per_backend", "max_p90_ms", "min_top1", "min_
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("edgeq device tests")
-    group.addoption("--model", help=".tflite model to test (default: a zoo CNN converted by edgeq)")
+    group.addoption("--model", help=".tflite model to test (default: the CNN shipped with the suite, evaluated on "
+                                    "its shipped digits test set)")
     group.addoption("--backend", default="ref,cpu,xnnpack", help="comma-separated backends (ref,cpu,xnnpack)")
     group.addoption("--eval-set", help="evaluation data: a set from 'edgeq datagen', a .npy/.npz, an image folder or "
                                        "digits:test; top-1 needs labels, fidelity needs --reference")
@@ -153,24 +159,18 @@ def recorded_latency(request: pytest.FixtureRequest) -> list[dict[str, Any]] | N
 
 
 @pytest.fixture(scope="session")
-def model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_path(request: pytest.FixtureRequest) -> Path:
     given = request.config.getoption("--model")
-    if given:
-        return Path(given)
-    pytest.importorskip("tensorflow", reason="building the default zoo model needs the full install; pass --model")
-    import edgeq
-    from edgeq_models import ZOO, build
-
-    folder = tmp_path_factory.mktemp("device-model")
-    built = build("cnn")  # the full recipe, from the zoo cache (about 15 s to train the first time)
-    out = folder / "cnn_int8.tflite"
-    edgeq.convert(built.path, out, calib="digits:train", limit=256, preprocessing=ZOO["cnn"].preprocessing)
-    return out
+    return Path(given) if given else SHIPPED_MODEL
 
 
 @pytest.fixture(scope="session")
 def eval_set(request: pytest.FixtureRequest) -> str | None:
-    return request.config.getoption("--eval-set")
+    """--eval-set; without it and without --model, the shipped model's own digits test set."""
+    given = request.config.getoption("--eval-set")
+    if given or request.config.getoption("--model"):
+        return given
+    return str(SHIPPED_EVAL_SET)
 
 
 @pytest.fixture(scope="session")

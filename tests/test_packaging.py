@@ -19,6 +19,8 @@ def test_every_package_folder_is_listed() -> None:
             found.add(".".join(init.parent.relative_to(ROOT).parts))
     assert (ROOT / "models" / "__init__.py").exists()
     found.add("edgeq_models")
+    assert (ROOT / "device_tests" / "__init__.py").exists()
+    found.add("edgeq_device_tests")
     assert listed == found
 
 
