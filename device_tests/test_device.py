@@ -50,7 +50,7 @@ def test_outputs_match_reference_kernels(model_path: Path, backend_name: str) ->
 
 
 def test_latency_budget(model_path: Path, backend_name: str, budget: Any,
-                        recorded_latency: list[dict[str, Any]] | None) -> None:
+                        recorded_latency: list[dict[str, Any]] | None, record_property: Any) -> None:
     """The budget's percentile over enough samples; measured here, or read from recorded bench results."""
     latency_budget = budget.latency_for(backend_name)
     if recorded_latency is not None:
@@ -60,6 +60,9 @@ def test_latency_budget(model_path: Path, backend_name: str, budget: Any,
         run_interleaved([measurement], LatencyConfig(runs=budget.runs, min_seconds=0.2, warmup_seconds=0.1))
         stats = measurement.stats()
         assert stats.n >= budget.runs
+    for name in ("n", "p50_ms", "p90_ms", "p99_ms", "max_ms"):
+        record_property(f"latency_{name}", getattr(stats, name))
+    record_property("latency_source", "recorded" if recorded_latency is not None else "measured")
     if latency_budget is None:
         pytest.skip(f"the budget sets no latency limit for {backend_name} (measured: {summary_line(stats)})")
     verdict = judge(stats, latency_budget)
@@ -137,6 +140,8 @@ def test_accuracy_budget(model_path: Path, backend_name: str, budget: Any, eval_
                         "min_output_sqnr_db)")
         pytest.skip(f"{eval_set} has no labels: top-1 is not measured (fidelity is, with --reference)")
     accuracy = top1(predict(_session(model_path, backend_name), x), data.labels)
+    record_property("top1", accuracy)
+    record_property("samples", len(data))
     if budget.min_top1 is not None:
         assert accuracy >= budget.min_top1, f"top-1 {accuracy:.2%} < budget {budget.min_top1:.2%} on {eval_set}"
 
