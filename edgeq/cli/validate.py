@@ -106,6 +106,9 @@ def _gates(args: argparse.Namespace) -> Any:
 
 def run_validate(args: argparse.Namespace) -> int:
     from edgeq.artifacts import Estimator
+    from edgeq.extras import require_extra
+
+    require_extra("tensorflow", "edgeq validate (it converts the float model with each method)")  # before any work
     from edgeq.calib.data import parse_preprocessing
     from edgeq.harness.evaldata import load_eval_set
     from edgeq.intake.load import load_float_model
