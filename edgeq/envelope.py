@@ -31,6 +31,7 @@ RUNTIME_PACKAGES = ("ai-edge-litert", "tensorflow", "numpy", "ai-edge-quantizer"
 SCHEMA_VERSIONS: dict[str, int] = {
     "edgeq.bench": 1,
     "edgeq.build": 1,
+    "edgeq.calibrate": 1,
     "edgeq.check": 1,
     "edgeq.convert": 1,
     "edgeq.coverage": 1,

@@ -106,6 +106,8 @@ def test_zoo_list_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     import json
 
     assert cli.main(["zoo", "list", "--json", "--cache-dir", str(tmp_path)]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    document = json.loads(capsys.readouterr().out)
+    assert document["kind"] == "edgeq.zoo" and document["action"] == "list"
+    rows = document["models"]
     assert [r["name"] for r in rows] == ["cnn", "resnet", "mobilenet_v2", "vit", "face_cnn"]
     assert not any(r["cached"] for r in rows)

@@ -53,9 +53,9 @@ SHARED: dict[str, Shared] = {
                             fragment=options.INPUT_SHAPE_HELP),
     "-o": Shared((("-o", "--output"),), lambda t: bool(t.strip()), values=("out",)),
     "--force": Shared((("--force",),), lambda t: bool(t.strip())),
-    "--json": Shared((("--json",),), _has("JSON")),
-    "--json FILE": Shared((("--json",),), _has(f"as JSON {options.JSON_STDOUT}"), metavar="FILE",
-                          values=("-", "out.json"), fragment=options.JSON_STDOUT),
+    "--json": Shared((("--json",),), _has(f"as JSON {options.JSON_STDOUT}"), metavar="PATH",
+                     values=("-", "out.json", ""), fragment=options.JSON_STDOUT),
+    "--quiet": Shared((("--quiet",),), _is(options.QUIET_HELP), fragment=options.QUIET_HELP),
     "--backend": Shared((("--backend",),), _has(options.BACKENDS), values=("cpu", "ref,xnnpack"),
                         fragment=options.BACKENDS),
     "--threads": Shared((("--threads",),), _has("thread"), types=(options.THREADS, options.THREAD_COUNTS),
@@ -83,8 +83,6 @@ def shared_key(action: argparse.Action) -> str | None:
     opts = action.option_strings
     if not opts:
         return "model" if action.dest == "model" else None
-    if "--json" in opts:
-        return "--json" if action.nargs == 0 else "--json FILE"
     if opts == ["--output"]:
         return None  # eval --output: which output of the model to score, not a path edgeq writes
     for key, spec in SHARED.items():
@@ -177,7 +175,8 @@ def _results(key: str, value: str | None) -> dict[tuple[Any, ...], dict[tuple[st
             continue  # only an optional option can be left out
         argv = _argv(path, action if value is not None else None)
         if value is not None and action.option_strings:
-            argv += [action.option_strings[-1]] + ([] if action.nargs == 0 else [value])
+            bare = action.nargs == 0 or (action.nargs == "?" and value == "")  # "": the option without a value
+            argv += [action.option_strings[-1]] + ([] if bare else [value])
         elif value is not None:
             argv = [v if v != "VALUE" else value for v in argv]
         parsed = _parse(argv)
@@ -228,5 +227,16 @@ def test_path_roles_name_real_options_and_cover_the_shared_ones(path: tuple[str,
     read = args.read - {"verb"}
     assert read <= dests, read - dests
     path_options = {a.dest for p, key, a in DECLARED
-                    if p == path and key in ("model", "--calib", "labelled set", "--preprocess", "-o", "--json FILE")}
+                    if p == path and key in ("model", "--calib", "labelled set", "--preprocess", "-o", "--json")}
     assert path_options <= read, path_options - read
+
+
+@pytest.mark.parametrize("key", ["--json", "--quiet"])
+def test_every_verb_has_the_machine_output_options(key: str) -> None:
+    """``--json [PATH]`` and ``--quiet`` are on every verb and zoo action (docs/json.md), not only some."""
+    assert {path for path, declared, _ in DECLARED if declared == key} == set(VERBS)
+
+
+def test_json_without_a_value_is_stdout_everywhere() -> None:
+    for group in _results("--json", "").values():
+        assert set(group.values()) == {"-"}, group

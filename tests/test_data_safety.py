@@ -123,8 +123,8 @@ def test_write_errors_are_the_environment_not_a_bug(code: int, work: Path, monke
     monkeypatch.setattr(os, "replace", refuse)  # the last step of every atomic write
     before = snapshot(work)
     assert cli.main(["bench", "m.tflite", "--backend", "cpu", "--runs", "3", "--min-seconds", "0",
-                     "--warmup-seconds", "0", "--json", "b.json"]) == 2
-    err = capsys.readouterr().err
+                     "--warmup-seconds", "0", "--json", "b.json", "--quiet"]) == 2
+    err = capsys.readouterr().err  # --quiet: no progress lines, only the error
     assert f"cannot write to b.json: {os.strerror(code)}" in err and err.count("\n") == 1
     assert snapshot(work) == before  # no temporary left behind
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.cli import options
-from edgeq.cli.output import print_json, print_table
+from edgeq.cli.output import emit_json, print_table, tables_wanted
 from edgeq.spec.check import IO_CHOICES
 from edgeq.spec.rules import PROFILES
 
@@ -27,7 +27,7 @@ def register(verbs: Any) -> None:
     check.add_argument("--ignore", default="", metavar="RULE[,RULE]", help="rule ids to waive")
     check.add_argument("--compile", action="store_true",
                        help="edgetpu target: also run edgetpu_compiler (when on PATH) and parse its log")
-    options.add_json_flag(check, "print JSON instead of tables")
+    options.add_machine_output_options(check, "the verdict, findings and size")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -50,10 +50,9 @@ def run_check(args: argparse.Namespace) -> int:
                                 "size": size.to_dict()}
     if args.target == "edgetpu":
         document.update(_edgetpu_sections(data, args))
-    if args.json:
-        print_json(document)
-    else:
+    if tables_wanted(args):
         _print_human(args.model, report, size, document)
+    emit_json(args.json, "edgeq.check", document)
     return 0 if report.passed else 1
 
 

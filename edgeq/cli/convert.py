@@ -8,8 +8,7 @@ from typing import Any
 
 from edgeq.artifacts import Estimator, IOType
 from edgeq.cli import options
-from edgeq.cli.output import print_json, print_table
-from edgeq.cli.progress import progress_printer
+from edgeq.cli.output import emit_json, print_table, tables_wanted
 from edgeq.errors import UsageError
 
 
@@ -46,6 +45,7 @@ def register(verbs: Any) -> None:
     options.add_calib_option(calibrate)
     options.add_output_option(calibrate, "statistics file to write (.npz)")
     _add_data_arguments(calibrate)
+    options.add_machine_output_options(calibrate, "the statistics file, its counts and outlier samples")
 
     convert = options.verb_parser(verbs, "convert", help="full-integer INT8 .tflite with chosen activation ranges",
                                   description="Convert a float model to a full-integer INT8 TFLite model and a JSON "
@@ -82,7 +82,7 @@ def register(verbs: Any) -> None:
                          help="keep these activations at int16 (int16x8 kernels: LiteRT CPU, not the Edge TPU; "
                               "XNNPACK runs them on the builtin kernels) through ai-edge-quantizer with edgeq's "
                               "ranges; 'edgeq sensitivity' ranks which tensors gain most (docs/int16.md)")
-    options.add_json_flag(convert, "print the sidecar JSON instead of a summary")
+    options.add_machine_output_options(convert, "the model, its sidecar path and the sidecar")
     _add_data_arguments(convert)
 
 
@@ -101,19 +101,23 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if Path(args.output).suffix != ".npz":
         raise UsageError(f"statistics output must end in .npz, got {args.output}")
     result = calibrate(args.model, args.calib, preprocessing=parse_preprocessing(args.preprocess),
-                       input_shape=args.input_shape, limit=args.limit, progress=progress_printer("calibrating"))
+                       input_shape=args.input_shape, limit=args.limit)
     result.stats.save(args.output)
     print(f"{len(result.stats.tensors)} activation tensors over {result.stats.samples} samples -> {args.output}")
     from edgeq.calib.outliers import outlier_samples, summary
 
-    for outlier in outlier_samples(result.stats):
+    outliers = outlier_samples(result.stats)
+    for outlier in outliers:
         print(f"outlier calibration sample: {summary(outlier, len(result.stats.tensors))}")
+    emit_json(args.json, "edgeq.calibrate", {
+        "model": args.model, "calib": args.calib, "stats": args.output, "tensors": len(result.stats.tensors),
+        "samples": result.stats.samples, "outlier_samples": outliers})
     return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from edgeq.calib.data import parse_preprocessing
-    from edgeq.converter.api import convert
+    from edgeq.converter.api import convert, sidecar_path
     from edgeq.quant_recipe import QuantRecipe, load_recipe
 
     _check_limit(args.limit)
@@ -127,10 +131,12 @@ def run_convert(args: argparse.Namespace) -> int:
         sample_guard_follow=args.sample_guard_factors[1] if args.sample_guard_factors else None)
     artifact = convert(args.model, args.output, calib=args.calib, stats=args.stats, recipe=recipe,
                        preprocessing=parse_preprocessing(args.preprocess), input_shape=args.input_shape,
-                       limit=args.limit, progress=progress_printer("calibrating"),
+                       limit=args.limit,
                        int16=[t.strip() for t in (args.int16 or "").split(",") if t.strip()])
-    if args.json:
-        print_json(artifact.to_dict())
+    sidecar = str(sidecar_path(artifact.path))
+    emit_json(args.json, "edgeq.convert", {"model": str(artifact.path), "sidecar_path": sidecar,
+                                           "sidecar": artifact.to_dict()})
+    if not tables_wanted(args):
         return 0
     chosen = Counter(r.estimator.value for r in artifact.ranges.ranges)
     clipped = max(artifact.ranges.ranges, key=lambda r: r.clip_fraction)
@@ -146,7 +152,7 @@ def run_convert(args: argparse.Namespace) -> int:
         ["size", _size_summary(artifact)],
         ["float ops left", _float_ops_summary(artifact.float_ops)],
         ["outlier samples", _outliers_summary(artifact)],
-        ["sidecar", str(artifact.path).removesuffix(".tflite") + ".json"],
+        ["sidecar", sidecar],
     ])
     return 0
 

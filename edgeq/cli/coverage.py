@@ -12,7 +12,7 @@ from typing import Any
 
 from edgeq.cli import options
 from edgeq.cli.argtypes import number
-from edgeq.cli.output import print_json, print_table
+from edgeq.cli.output import emit_json, info, json_text, print_table, tables_wanted
 from edgeq.errors import UsageError
 
 
@@ -30,7 +30,7 @@ def register(verbs: Any) -> None:
                      help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
     options.add_float_input_options(cov)
     options.add_output_option(cov, "write coverage.json and coverage.png here", metavar="DIR", required=False)
-    options.add_json_flag(cov)
+    options.add_machine_output_options(cov, "every layer's ranges and the flagged gaps")
 
 
 def run_coverage(args: argparse.Namespace) -> int:
@@ -53,8 +53,7 @@ def run_coverage(args: argparse.Namespace) -> int:
                                        None)
     said = list(dict.fromkeys([*calibration.warnings, *production.warnings]))
     source = calibration.preprocessing_source or Source.NONE
-    info = sys.stderr if args.json else sys.stdout
-    print(f"preprocessing: {describe(calibration.preprocessing)} (from {source.text})", file=info)
+    info(f"preprocessing: {describe(calibration.preprocessing)} (from {source.text})")
     for message in said:
         print(f"edgeq: warning: {message}", file=sys.stderr)
     report = coverage(float_model, calibration, production, args.threshold)
@@ -67,14 +66,10 @@ def run_coverage(args: argparse.Namespace) -> int:
     if args.output:
         out = Path(args.output)
         with atomic_path(out / "coverage.json") as tmp:
-            import json
-
-            tmp.write_text(json.dumps(document, indent=2) + "\n")
+            tmp.write_text(json_text("edgeq.coverage", document))
         with atomic_path(out / "coverage.png", suffix=".png") as tmp:
             plot_coverage(report, tmp)
-    if args.json:
-        print_json(document)
-    else:
+    if tables_wanted(args):
         rows = [[layer.name[-40:], layer.producer, f"{layer.calib_max:.4g}", f"{layer.production_max:.4g}",
                  f"{layer.ratio:.3f}", "GAP" if layer.flagged else "",
                  ", ".join(layer.closing_conditions) if layer.flagged else ""] for layer in report.layers]
@@ -82,6 +77,7 @@ def run_coverage(args: argparse.Namespace) -> int:
         print(f"\n{len(report.flagged)} of {len(report.layers)} layers flagged (threshold {report.threshold})")
         for outlier in report.outlier_samples:
             print(f"outlier calibration sample: {summary(outlier, len(report.layers))}")
+    emit_json(args.json, "edgeq.coverage", document)
     return 1 if report.flagged else 0
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.cli import options
-from edgeq.cli.output import print_table
-from edgeq.cli.progress import progress_printer
+from edgeq.cli.output import emit_json, print_table, tables_wanted
 from edgeq.errors import UsageError
 
 
@@ -66,6 +65,7 @@ def register(verbs: Any) -> None:
     options.add_force_option(datagen, "replace the output folder if it is a calibration set edgeq wrote (never a "
                                       "folder with other files, the current or home folder, or a source)")
     options.add_output_option(datagen, "output folder (created; written atomically)")
+    options.add_machine_output_options(datagen, "the set's folder, files, fingerprint and counts")
 
 
 def run_datagen(args: argparse.Namespace) -> int:
@@ -82,13 +82,17 @@ def run_datagen(args: argparse.Namespace) -> int:
         preprocessing=_preprocessing(args.preprocess), strict=args.strict,
         custom_conditions=args.custom_conditions)
     try:
-        result = generate(config, args.output, workers=args.workers, force=args.force,
-                          progress=progress_printer("rendering"))
+        result = generate(config, args.output, workers=args.workers, force=args.force)
     except Terminated as stop:
         print(f"edgeq: terminated by signal {stop.signum}; workers stopped, nothing written", file=sys.stderr)
         return 128 + stop.signum
-    print_table(["condition", "samples"], [[c, n] for c, n in result.counts.items()])
+    if tables_wanted(args):
+        print_table(["condition", "samples"], [[c, n] for c, n in result.counts.items()])
     print(f"\n{len(result.samples)} samples -> {result.path} (manifest.jsonl, datagen.json, preview.png)")
     if result.rejects:
         print(f"skipped {len(result.rejects)} undecodable image(s); listed under 'rejects' in datagen.json")
+    emit_json(args.json, "edgeq.datagen", {
+        "path": str(result.path), "samples": len(result.samples), "fingerprint": result.fingerprint,
+        "counts": result.counts, "rejects": result.rejects,
+        "files": {name: str(result.path / name) for name in ("manifest.jsonl", "datagen.json", "preview.png")}})
     return 0

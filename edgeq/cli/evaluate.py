@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeq.cli import options
 from edgeq.cli.argtypes import integer
-from edgeq.cli.output import print_json, print_table
+from edgeq.cli.output import emit_json, info, print_table, tables_wanted
 
 
 def register(verbs: Any) -> None:
@@ -28,7 +28,7 @@ def register(verbs: Any) -> None:
     options.add_preprocess_option(ev, default="the model's own TFLite Metadata, else its edgeq sidecar, else the "
                                               "set's datagen.json; none known is an error")
     ev.add_argument("--limit", type=integer(1, 100_000_000), help="evaluate only the first N samples")
-    options.add_json_file_option(ev, "the result")
+    options.add_machine_output_options(ev, "the result")
 
 
 def _fidelity(outputs: dict[str, Any], reference: dict[str, Any],
@@ -67,7 +67,6 @@ def _fidelity_rows(fidelity: dict[str, Any]) -> list[list[Any]]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from edgeq.calib.data import parse_preprocessing
-    from edgeq.cli.progress import progress_printer
     from edgeq.errors import BackendUnavailable, UsageError
     from edgeq.harness.accuracy import evaluate, output_index, predict, predict_outputs
     from edgeq.harness.backends import availability, open_session, parse_backend
@@ -104,8 +103,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if theirs is not None and not same_normalization(theirs[0], pp):
             warnings.append(f"the reference {Path(args.reference).name} asks for other preprocessing "
                             f"({theirs[1].text}); it is fed the same inputs as the model")
-    info = sys.stdout if args.json != "-" else sys.stderr
-    print(resolved.line(), file=info)
+    info(resolved.line())
     for warning in warnings:
         print(f"edgeq: warning: {warning}", file=sys.stderr)
     x = data.model_inputs(pp)
@@ -113,22 +111,22 @@ def run_eval(args: argparse.Namespace) -> int:
     ref_session = open_session(reference_bytes, parse_backend("cpu"), args.threads) if reference_bytes else None
     conditions = tuple(data.conditions) if data.conditions is not None else None
     document: dict[str, Any] = {"model": args.model, "model_sha256": tfl.sha256(model_bytes), "data": args.data,
-                                "backend": str(backend), "runtime": session.runtime, "n": len(data)}
+                                "backend": str(backend), "interpreter": session.runtime, "n": len(data)}
     result = None
     if data.labelled:
         out = output_index(session, args.output)
-        scores = predict(session, x, out, progress_printer("evaluating"))
+        scores = predict(session, x, out)
         reference = None if ref_session is None else predict(ref_session, x, output_index(ref_session, args.output))
         result = evaluate(scores, data.labels, list(conditions) if conditions else None, reference)
         document.update({"n": result.n, "top1": result.top1, "top5": result.top5, "agreement": result.agreement,
                          "per_condition": result.per_condition})
     if ref_session is not None:
-        outputs = predict_outputs(session, x, None if data.labelled else progress_printer("evaluating"))
+        outputs = predict_outputs(session, x)
         document["fidelity"] = _fidelity(outputs, predict_outputs(ref_session, x), conditions)
     document.update({"preprocessing": None if pp is None else pp.to_dict(),
                      "preprocessing_source": resolved.source.value, "warnings": warnings})
-    if args.json == "-":
-        print_json(document)
+    emit_json(args.json, "edgeq.eval", document)
+    if not tables_wanted(args):
         return 0
     print(f"{Path(args.model).name} on {backend} ({session.runtime}), data {args.data}")
     if result is not None:
@@ -142,10 +140,4 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"fidelity to {Path(args.reference).name} (FP32 on cpu), per output:")
         print_table(["output", "condition", "n", "SQNR dB", "cosine", "max |error|", "mean |error|"],
                     _fidelity_rows(document["fidelity"]))
-    if args.json:
-        import json
-
-        from edgeq.files import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(document, indent=2) + "\n")
     return 0

@@ -30,7 +30,8 @@ PREPROCESS_FORMS = ("inline 'mean=127.5,std=127.5' (also size=HxW, order=bgr), n
 # Examples only: the registry (edgeq.harness.backends.BACKENDS) is the list, and an unknown name prints it.
 BACKENDS = "e.g. ref, cpu, xnnpack, edgetpu[:DEVICE], tflm"
 CACHE_DIR_HELP = "zoo cache folder (default: $EDGEQ_CACHE_DIR or ~/.cache/edgeq)"
-JSON_STDOUT = "('-': stdout)"
+JSON_STDOUT = "to PATH (.json), or to stdout with no PATH or '-' (then stdout holds only the JSON)"
+QUIET_HELP = "no progress or informational lines: results, warnings and errors only"
 
 THREADS = integer(1, 256)
 THREAD_COUNTS = integer_list(1, 256)
@@ -90,14 +91,21 @@ def add_force_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--force", action="store_true", help=help)
 
 
-def add_json_flag(parser: argparse.ArgumentParser, help: str = "print JSON instead of a table") -> None:
-    """``--json`` without a value: the document goes to standard output instead of the human summary."""
-    parser.add_argument("--json", action="store_true", help=help)
+def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """``--json [PATH]`` on every verb: ``what`` as an enveloped JSON document (docs/json.md), to standard output
+    with no value or ``-`` (then stdout carries nothing else), else written atomically to PATH (a .json file)."""
+    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help=f"write {what} as JSON {JSON_STDOUT}")
 
 
-def add_json_file_option(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--json FILE``: ``what`` is written there as JSON; ``-`` is standard output (then it carries nothing else)."""
-    parser.add_argument("--json", metavar="FILE", help=f"write {what} as JSON {JSON_STDOUT}")
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` on every verb: results, warnings and errors only."""
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+
+
+def add_machine_output_options(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """What every verb has: ``--json [PATH]`` and ``--quiet``."""
+    add_json_option(parser, what)
+    add_quiet_option(parser)
 
 
 def add_runtime_options(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
@@ -113,3 +121,15 @@ def add_runtime_options(parser: argparse.ArgumentParser, *, several: bool = Fals
 
 def add_cache_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+
+
+SUMMARY_MD_HELP = ("write a GitHub-flavoured Markdown summary (verdict, gates, accuracy, size, ...) to FILE; "
+                   "under GitHub Actions it is also appended to $GITHUB_STEP_SUMMARY")
+JUNIT_HELP = "write each gate as a JUnit XML test case to FILE (failure: not met; skipped: not judged)"
+
+
+def add_ci_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--summary-md FILE`` and ``--junit FILE``: the gates of a build or a validation, for CI (docs/ci.md)."""
+    group = parser.add_argument_group("CI outputs (docs/ci.md)")
+    group.add_argument("--summary-md", metavar="FILE", help=SUMMARY_MD_HELP)
+    group.add_argument("--junit", metavar="FILE", help=JUNIT_HELP)

@@ -42,7 +42,7 @@ def _convert_outputs(args: argparse.Namespace) -> list[str | None]:
 
 
 def _stdout_or_file(name: str) -> Paths:
-    """A ``--json FILE`` option where ``-`` means standard output."""
+    """A ``--json [PATH]`` option where ``-`` (or no value) means standard output."""
 
     def values(args: argparse.Namespace) -> list[str | None]:
         value = getattr(args, name, None)
@@ -51,33 +51,44 @@ def _stdout_or_file(name: str) -> Paths:
     return values
 
 
+def _and_json(paths: Paths) -> Paths:
+    """``paths`` and the ``--json`` file every verb may write."""
+
+    def values(args: argparse.Namespace) -> list[str | None]:
+        return [*paths(args), *JSON(args)]
+
+    return values
+
+
 NOTHING: Paths = _args()
+JSON: Paths = _stdout_or_file("json")
 
 
 @dataclass(frozen=True)
 class PathRoles:
     inputs: Paths
-    file_outputs: Paths = NOTHING
+    file_outputs: Paths = JSON
     folder_outputs: Paths = NOTHING
 
 
 ROLES: dict[str, PathRoles] = {
-    "bench": PathRoles(inputs=_args("models", "android_binary", "preprocess"), file_outputs=_stdout_or_file("json")),
-    "build": PathRoles(inputs=_args("recipe"), folder_outputs=_args("output")),
-    "calibrate": PathRoles(inputs=_args("model", "calib", "preprocess"), file_outputs=_args("output")),
+    "bench": PathRoles(inputs=_args("models", "android_binary", "preprocess")),
+    "build": PathRoles(inputs=_args("recipe", "baseline"), file_outputs=_and_json(_args("summary_md", "junit")),
+                       folder_outputs=_args("output")),
+    "calibrate": PathRoles(inputs=_args("model", "calib", "preprocess"), file_outputs=_and_json(_args("output"))),
     "check": PathRoles(inputs=_args("model", "float_model")),
     "convert": PathRoles(inputs=_args("model", "calib", "stats", "recipe", "preprocess"),
-                         file_outputs=_convert_outputs),
+                         file_outputs=_and_json(_convert_outputs)),
     "coverage": PathRoles(inputs=_args("model", "calib", "production", "preprocess"),
                           folder_outputs=_args("output")),
     "datagen": PathRoles(inputs=_args("source", "custom_conditions", "preprocess"), folder_outputs=_args("output")),
-    "eval": PathRoles(inputs=_args("model", "data", "reference", "preprocess"), file_outputs=_stdout_or_file("json")),
-    "sensitivity": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess"),
-                             file_outputs=_stdout_or_file("json"), folder_outputs=_args("output")),
+    "device-test": PathRoles(inputs=NOTHING),  # the rest of its command line is pytest's
+    "eval": PathRoles(inputs=_args("model", "data", "reference", "preprocess")),
+    "sensitivity": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess"), folder_outputs=_args("output")),
     "validate": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess", "tasks"),
                           folder_outputs=_args("output")),
     "zoo list": PathRoles(inputs=NOTHING),
-    "zoo build": PathRoles(inputs=NOTHING, file_outputs=_args("output")),
+    "zoo build": PathRoles(inputs=NOTHING, file_outputs=_and_json(_args("output"))),
 }
 
 
@@ -130,3 +141,16 @@ def check_paths(args: argparse.Namespace) -> None:
                 raise UsageError(f"output folder {value} is inside the input folder {given}")
         if os.path.lexists(value) and not os.path.isdir(value):
             raise UsageError(f"output {value} exists and is not a folder")
+        for file_value, path in files:
+            if _inside(path, folder):
+                raise UsageError(f"output {file_value} is inside the output folder {value}, which the verb writes; "
+                                 "put it beside the folder")
+    _check_json_name(getattr(args, "json", None))
+
+
+def _check_json_name(value: object) -> None:
+    """A ``--json`` path ends in .json: ``--json model.tflite`` is most likely a positional the optional
+    value took, and must not be replaced by a document."""
+    if isinstance(value, str) and value != "-" and Path(value).suffix.lower() != ".json":
+        raise UsageError(f"--json {value}: a JSON output's name ends in .json (or give no value or '-' for stdout; "
+                         "put --json after the positional arguments)")

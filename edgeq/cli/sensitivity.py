@@ -11,7 +11,7 @@ from typing import Any
 from edgeq.artifacts import Estimator
 from edgeq.cli import options
 from edgeq.cli.argtypes import integer
-from edgeq.cli.output import print_json, print_table
+from edgeq.cli.output import emit_json, info, json_text, print_table, tables_wanted
 
 DEFAULT_LIMIT = 64  # evaluation samples: each is run 2 × (activations + weights) times through the probe
 DEFAULT_TOP = 15
@@ -42,7 +42,7 @@ def register(verbs: Any) -> None:
                                                 "none known is an error")
     options.add_input_shape_option(sens)
     options.add_output_option(sens, f"write {JSON_NAME} here", metavar="DIR", required=False)
-    options.add_json_file_option(sens, "the analysis")
+    options.add_machine_output_options(sens, "the analysis")
 
 
 def short_name(name: str, limit: int = NAME_CHARS) -> str:
@@ -62,12 +62,10 @@ def short_name(name: str, limit: int = NAME_CHARS) -> str:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
     import time
 
     from edgeq.calib.data import parse_preprocessing
     from edgeq.calib.ranges import choose_ranges
-    from edgeq.cli.progress import progress_printer
     from edgeq.converter.api import calibrate
     from edgeq.converter.quantize import quantize
     from edgeq.errors import UsageError
@@ -84,7 +82,6 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     from edgeq.validate.declarations import model_input
 
     started = time.perf_counter()
-    info = sys.stderr if args.json == "-" else sys.stdout
     recipe = QuantRecipe().with_updates(method=Estimator(args.method))
     pp = parse_preprocessing(args.preprocess)
     float_model = load_float_model(args.model, args.input_shape)
@@ -95,11 +92,11 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     resolved = resolve(pp, model=model_file_preprocessing(args.model), data_set=eval_set.preprocessing,
                        images=eval_set.images is not None, model_name=Path(args.model).name,
                        data_name=args.eval_set)
-    print(resolved.line(), file=info)
+    info(resolved.line())
     for warning in resolved.warnings:
         print(f"edgeq: warning: {warning}", file=sys.stderr)
     x = eval_set.with_preprocessing(resolved.spec).model_inputs()
-    calibration = calibrate(float_model, args.calib, preprocessing=pp, progress=progress_printer("calibrating"))
+    calibration = calibrate(float_model, args.calib, preprocessing=pp)
     stats = calibration.stats
     table = choose_ranges(stats, recipe)
     ranges = {key: (r.min, r.max) for key, r in zip(sorted(stats.tensors), table.ranges, strict=True)}
@@ -108,8 +105,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     sim = Simulator(float_model.flatbuffer, per_tensor=recipe.per_tensor, per_tensor_dense=recipe.per_tensor_dense)
     samples = [[x[i:i + 1]] for i in range(len(x))]
     reference = sim.run(sim.float_config(), samples)
-    report = analyse(sim, ranges, samples, reference=reference, described_as=recipe.method.value,
-                     progress=progress_printer("analysing tensors"))
+    report = analyse(sim, ranges, samples, reference=reference, described_as=recipe.method.value)
     analysis_seconds = time.perf_counter() - analysed
 
     int8 = quantize(float_model.flatbuffer, ranges, recipe.io, recipe.per_tensor, recipe.per_tensor_dense)
@@ -125,18 +121,14 @@ def run_sensitivity(args: argparse.Namespace) -> int:
                 "preprocessing": None if resolved.spec is None else resolved.spec.to_dict(),
                 "preprocessing_source": resolved.source.value, "warnings": list(resolved.warnings),
                 "sensitivity": report.to_dict()}
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     written = []
     if args.output:
-        written.append(write_text_atomic(Path(args.output) / JSON_NAME, text))
-    if args.json and args.json != "-":
-        written.append(write_text_atomic(args.json, text))
-    if args.json == "-":
-        print_json(document)
-        return 0
-    print_summary(report, args.top, len(sim.activations), len(sim.weights), analysis_seconds, seconds)
-    for path in written:
-        print(f"written: {path}")
+        written.append(write_text_atomic(Path(args.output) / JSON_NAME, json_text("edgeq.sensitivity", document)))
+    if tables_wanted(args):
+        print_summary(report, args.top, len(sim.activations), len(sim.weights), analysis_seconds, seconds)
+    written.append(emit_json(args.json, "edgeq.sensitivity", document))
+    for path in filter(None, written):
+        info(f"written: {path}")
     return 0
 
 

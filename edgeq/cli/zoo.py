@@ -9,7 +9,7 @@ from typing import Any
 
 from edgeq.cli import options
 from edgeq.cli.argtypes import integer
-from edgeq.cli.output import print_json, print_table
+from edgeq.cli.output import emit_json, print_table, tables_wanted
 from edgeq.errors import UsageError
 from edgeq.tfimport import import_tensorflow
 
@@ -22,7 +22,7 @@ def register(verbs: Any) -> None:
     listing = options.verb_parser(actions, "list", help="list the zoo models and whether they are cached",
                                   handler=run_list)
     options.add_cache_dir_option(listing)
-    options.add_json_flag(listing)
+    options.add_machine_output_options(listing, "the models")
 
     build = options.verb_parser(actions, "build", help="train a zoo model (or reuse the cache) and save it as .keras",
                                 handler=run_build)
@@ -32,7 +32,7 @@ def register(verbs: Any) -> None:
                        help="override the recipe's epochs (a reduced budget)")
     options.add_cache_dir_option(build)
     options.add_force_option(build, "retrain even when a cached model exists")
-    options.add_json_flag(build, "print the model card as JSON")
+    options.add_machine_output_options(build, "the model card")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -46,12 +46,11 @@ def run_list(args: argparse.Namespace) -> int:
         rows.append({"name": name, "dataset": entry.dataset, "input_shape": list(entry.input_shape),
                      "classes": entry.num_classes, "epochs": entry.recipe.epochs,
                      "cached": (root / f"{name}-{key}").exists(), "description": entry.description})
-    if args.json:
-        print_json(rows)
-    else:
+    if tables_wanted(args):
         print_table(["name", "dataset", "input", "epochs", "cached", "description"],
                     [[r["name"], r["dataset"], "x".join(map(str, r["input_shape"])), r["epochs"],
                       "yes" if r["cached"] else "no", r["description"]] for r in rows])
+    emit_json(args.json, "edgeq.zoo", {"action": "list", "cache": str(root), "models": rows})
     return 0
 
 
@@ -69,10 +68,9 @@ def run_build(args: argparse.Namespace) -> int:
     built = build(args.name, recipe=recipe, cache=args.cache_dir, force=args.force)
     copy_atomic(built.path, output)
     card = built.card
-    if args.json:
-        print_json({**card.to_dict(), "output": str(output), "reused": built.reused})
-    else:
-        how = "reused from cache" if built.reused else f"trained in {card.train_seconds:.1f} s"
-        print(f"{card.name}: test top-1 {card.test_accuracy:.2%} on {card.dataset}:test "
-              f"({card.params:,} params, {how}) -> {output}")
+    how = "reused from cache" if built.reused else f"trained in {card.train_seconds:.1f} s"
+    print(f"{card.name}: test top-1 {card.test_accuracy:.2%} on {card.dataset}:test "
+          f"({card.params:,} params, {how}) -> {output}")
+    emit_json(args.json, "edgeq.zoo", {"action": "build", "output": str(output), "reused": built.reused,
+                                       "card": card.to_dict()})
     return 0
