@@ -62,6 +62,20 @@ class BenchSpec:
 
 
 @dataclass(frozen=True)
+class MaxRegression:
+    """How much worse than the ``--baseline`` build the published model may be (None: that figure is not gated).
+
+    Accuracy is the published method's top-1 on the whole evaluation set, fidelity each of its outputs' SQNR
+    against FP32, size the INT8 file, latency each INT8 configuration's p50 (judged only when both builds were
+    benchmarked on the same environment; edgeq.build.baseline)."""
+
+    accuracy_pp: float | None = None  # top-1 may drop by at most this many points
+    sqnr_db: float | None = None  # an output's SQNR may drop by at most this many dB
+    size_pct: float | None = None  # the INT8 file may grow by at most this many percent
+    latency_pct: float | None = None  # an INT8 p50 may grow by at most this many percent
+
+
+@dataclass(frozen=True)
 class Gates:
     max_drop_pp: float | None = None
     spec: tuple[str, ...] = ()  # targets whose check must pass
@@ -74,6 +88,7 @@ class Gates:
     max_landmark_error: float | None = None  # normalized mean error, every landmarks output
     min_mask_iou: float | None = None  # mean IoU 0..1, every segmentation output
     min_detection_recall: float | None = None  # share 0..1, every detection output
+    max_regression: MaxRegression | None = None  # against the --baseline build
 
     @property
     def fidelity(self) -> FidelityGates:
@@ -142,6 +157,7 @@ FIELD_KINDS: dict[type, dict[str, tuple[str, bool]]] = {  # field -> (element ki
                "severity": (_INT, False), "seed": (_INT, False)},
     BenchSpec: {"backends": (_TEXT, True), "threads": (_INT, True), "runs": (_INT, False),
                 "min_seconds": (_NUMBER, False)},
+    MaxRegression: {key: (_NUMBER, False) for key in ("accuracy_pp", "sqnr_db", "size_pct", "latency_pct")},
     Gates: {"max_drop_pp": (_NUMBER, False), "spec": (_TEXT, True), "coverage_threshold": (_NUMBER, False),
             **{key: (_NUMBER, False) for key in (*SHARE_LIMITS, "max_landmark_error")}},
 }
@@ -252,7 +268,8 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
     gates = _section(Gates, {k: v for k, v in gates_given.items() if v is not None or k not in budgets},
                      f"{path}: gates")
     gates = replace(gates, min_output_sqnr_db=_output_limits(gates.min_output_sqnr_db,
-                                                             f"{path}: gates.min_output_sqnr_db"))
+                                                             f"{path}: gates.min_output_sqnr_db"),
+                    max_regression=_max_regression(gates.max_regression, f"{path}: gates.max_regression"))
     for target in (*targets, *gates.spec):
         if target not in PROFILES:
             raise InputError(f"{path}: unknown target {target!r} (choose from {', '.join(PROFILES)})")
@@ -289,6 +306,10 @@ def load_build_recipe(path: str | Path) -> BuildRecipe:
         recover=_ladder(document.get("recover", []), f"{path}: recover"),
         base_dir=str(base_dir), path=str(path))
     _check_values(recipe, path)
+    accuracy_regression = gates.max_regression is not None and gates.max_regression.accuracy_pp is not None
+    if accuracy_regression and not has_labels(recipe.evaluation, base_dir):
+        raise InputError(f"{path}: gates.max_regression.accuracy_pp compares top-1, which needs labels, and the "
+                         f"evaluation data from {recipe.evaluation.source} has none; use sqnr_db instead")
     if gates.max_drop_pp is not None and not has_labels(recipe.evaluation, base_dir):
         raise InputError(f"{path}: gates.max_drop_pp gates the top-1 drop, which needs labels, and the evaluation "
                          f"data from {recipe.evaluation.source} has none; gate fidelity instead "
@@ -386,6 +407,21 @@ def _output_limits(value: Any, where: str) -> dict[str, float]:
     for output, db in value.items():
         _check_number(db, f"{where}.{output}", positive=False)
     return {str(output): float(db) for output, db in value.items()}
+
+
+def _max_regression(value: Any, where: str) -> MaxRegression | None:
+    """``{accuracy_pp, sqnr_db, size_pct, latency_pct}``: each a number at least 0, at least one given."""
+    if value is None:
+        return None
+    limits = _section(MaxRegression, value, where)
+    given = {f.name: getattr(limits, f.name) for f in fields(MaxRegression) if getattr(limits, f.name) is not None}
+    if not given:
+        raise InputError(f"{where} sets no limit (give accuracy_pp, sqnr_db, size_pct or latency_pct)")
+    for key, limit in given.items():
+        _check_number(limit, f"{where}.{key}", positive=False)
+        if limit < 0:
+            raise InputError(f"{where}.{key} must be at least 0, got {limit}")
+    return limits
 
 
 def _input_shape(value: Any, where: str) -> tuple[int, ...]:

@@ -41,9 +41,9 @@ class LatencyVerdict(Document):
 
 @dataclass(frozen=True, kw_only=True)
 class Gate(Document):
-    """One gate: ``max_drop``, ``spec:TARGET``, ``latency:BACKEND``, ``coverage``, or a fidelity limit of
-    ``validate`` (``min_output_sqnr:OUTPUT``, ``min_agreement:OUTPUT``, ``min_detection_recall:OUTPUT``,
-    ``min_mask_iou:OUTPUT``, ``max_landmark_error:OUTPUT``).
+    """One gate: ``max_drop``, ``spec:TARGET``, ``latency:BACKEND``, ``coverage``, ``max_regression:KEY``, or a
+    fidelity limit of ``validate`` (``min_output_sqnr:OUTPUT``, ``min_agreement:OUTPUT``,
+    ``min_detection_recall:OUTPUT``, ``min_mask_iou:OUTPUT``, ``max_landmark_error:OUTPUT``).
 
     The max-drop gate also carries its held-out measurement (``clear`` to ``drop_ci_pp``), a fidelity limit
     its held-out ``n``, measured ``value`` and ``limit``, a latency gate one verdict per measured thread count;
@@ -63,3 +63,6 @@ class Gate(Document):
     limit: Number | None = field(default=None, metadata=OMIT_NONE)
     # latency: one verdict per thread count; None when nothing was measured
     verdicts: tuple[LatencyVerdict, ...] | None = field(default=None, metadata=OMIT_NONE)
+    # False: the gate could not be judged (max_regression without a comparable baseline figure); it passes,
+    # and the summary and JUnit show it as skipped. None (left out): judged
+    judged: bool | None = field(default=None, metadata=OMIT_NONE)
