@@ -22,13 +22,14 @@ from edgeq.harness.backends import (
 )
 from edgeq.harness.session import Availability, TensorInfo
 
-UNKNOWN = "unknown backend {!r}; choose from ref, cpu, xnnpack, edgetpu, tflm, android:SERIAL"
+UNKNOWN = "unknown backend {!r}; choose from ref, cpu, xnnpack, litert-cpu, litert-gpu, litert-npu, edgetpu, tflm, android:SERIAL"
 
 
 def test_the_registered_backends_and_their_order() -> None:
-    assert list(BACKENDS) == ["ref", "cpu", "xnnpack", "edgetpu", "tflm", "android"]
+    assert list(BACKENDS) == ["ref", "cpu", "xnnpack", "litert-cpu", "litert-gpu", "litert-npu", "edgetpu", "tflm",
+                             "android"]
     assert all(name == spec.name for name, spec in BACKENDS.items())
-    assert LOCAL_BACKENDS == ("ref", "cpu", "xnnpack", "edgetpu", "tflm")
+    assert LOCAL_BACKENDS == ("ref", "cpu", "xnnpack", "litert-cpu", "litert-gpu", "litert-npu", "edgetpu", "tflm")
     assert [name for name, spec in BACKENDS.items() if spec.remote] == ["android"]
 
 
@@ -124,7 +125,7 @@ def test_a_backend_registered_in_the_dict_alone_works_end_to_end(monkeypatch: py
     session.invoke()
     assert session.backend == "echo:left" and session.get_outputs()[0].tolist() == [[1, 1]]
     assert opened == [(b"model", "left", 3)]
-    with pytest.raises(UsageError, match=r"choose from ref, cpu, xnnpack, edgetpu, tflm, android:SERIAL, echo$"):
+    with pytest.raises(UsageError, match=r"choose from ref, cpu, xnnpack, litert-cpu, litert-gpu, litert-npu, edgetpu, tflm, android:SERIAL, echo$"):
         parse_backend("nope")
 
 

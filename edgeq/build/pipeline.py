@@ -37,6 +37,7 @@ from edgeq.results.build import (
     Precision,
 )
 from edgeq.results.gates import Gate, LatencyVerdict
+from edgeq.results.latency import LatencySummary
 from edgeq.results.validation import StoredValidation, ValidationReport
 
 Log = Callable[[str], None]
@@ -283,7 +284,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         write_bytes_atomic(float_copy, float_model.flatbuffer)
 
     check_sections = _checks(artifact, recipe)
-    latency, bench_reused = _bench(artifact, float_copy, recipe, cache)
+    latency, latency_summary, bench_reused = _bench(artifact, float_copy, recipe, cache)
     if bench_reused:
         reused.append("bench")
     coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
@@ -299,7 +300,8 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
                 else quant_recipe.with_updates(method=saved.report.best_method))
     report = BuildReport(
         title=f"edgeq build: {recipe.name}", validation_report=dataclasses.replace(saved.report, model=named),
-        check=check_sections, latency=latency, gates=gates, passed=all(g.passed for g in gates),
+        check=check_sections, latency=latency, latency_summary=latency_summary, gates=gates,
+        passed=all(g.passed for g in gates),
         calibration=_calibration_section(calib_dir, saved.report.calibration_samples.samples),
         conversion=None if recipe.input_shape is None and recipe.quantization is None and not recovered else
         ConversionSettings(input_shape=recipe.input_shape, quantization=settings),
@@ -324,16 +326,21 @@ def _checks(artifact: Path, recipe: BuildRecipe) -> tuple[CheckSummary, ...]:
     return tuple(sections)
 
 
-def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) -> tuple[tuple[LatencyRow, ...], bool]:
+def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe,
+           cache: Path) -> tuple[tuple[LatencyRow, ...], LatencySummary | None, bool]:
+    from edgeq.build import latency as latency_data
     from edgeq.harness import environment
     from edgeq.harness.backends import availability, open_session, parse_backend
     from edgeq.harness.latency import LatencyConfig, open_timed, run_interleaved
 
     key = _key(_fingerprint(artifact), _fingerprint(float_model), dataclasses.asdict(recipe.bench),
-               environment.cpu_model())
+               environment.cpu_model(), "rows+summary")  # the cache holds rows and the run's summary
     stored = cache / f"bench-{key}.json"
     if stored.is_file():
-        return tuple(LatencyRow.from_document(row) for row in json.loads(stored.read_text())), True
+        document = json.loads(stored.read_text())
+        rows = tuple(LatencyRow.from_document(row) for row in document["rows"])
+        return rows, None if document["summary"] is None else LatencySummary.from_document(document["summary"]), True
+    started_on = environment.capture()  # the load average before the measurement
     measurements = []
     for name in recipe.bench.backends:
         backend = parse_backend(name)
@@ -346,14 +353,13 @@ def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path) 
                 measurements.append((backend, threads, kind, m))
     run_interleaved([m for *_, m in measurements],
                     LatencyConfig(runs=recipe.bench.runs, min_seconds=recipe.bench.min_seconds))
-    latency = []
-    for backend, threads, kind, m in measurements:
-        stats = m.stats()
-        latency.append(LatencyRow(label=m.label, backend=str(backend), threads=threads, model=Precision(kind),
-                                  p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, mean_ms=stats.mean_ms,
-                                  samples_ms=stats.samples_ms, slice_runs=stats.slice_runs))
-    write_text_atomic(stored, json.dumps([row.to_document() for row in latency]) + "\n")
-    return tuple(latency), False
+    for *_, m in measurements:
+        getattr(m.session, "close", lambda: None)()  # CompiledModel: released with its teardown log captured
+    latency = tuple(latency_data.row(m, str(backend), threads, kind) for backend, threads, kind, m in measurements)
+    summary = latency_data.summary(latency, started_on) if latency else None
+    write_text_atomic(stored, json.dumps({"rows": [row.to_document() for row in latency],
+                                          "summary": None if summary is None else summary.to_document()}) + "\n")
+    return latency, summary, False
 
 
 def _coverage(float_model: FloatModel, calibration: tuple[Path, Any], evaluation: tuple[Path, Any],

@@ -80,9 +80,11 @@ def run_bench(args: argparse.Namespace) -> int:
         _bench_local(models, local, args, document)
     for backend in (b for b in backends if b.kind == "android"):
         _bench_android(models, backend, args, document)
-    from edgeq.harness.latency import peak_rss_mib
+    from edgeq.harness.latency import PEAK_RSS_SOURCE, peak_rss_mib
 
     document["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    document["peak_rss_source"] = PEAK_RSS_SOURCE
+    document["warnings"] = list(dict.fromkeys(document["warnings"]))  # each distinct warning once per run
     if args.json == "-":  # machine output only: stdout stays parseable
         from edgeq.cli.output import print_json
 
@@ -106,7 +108,7 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
     from edgeq.cli.progress import progress_printer
     from edgeq.harness import environment
     from edgeq.harness.backends import open_session
-    from edgeq.harness.latency import LatencyConfig, open_timed, ratio, run_interleaved
+    from edgeq.harness.latency import LatencyConfig, classify, open_timed, ratio_of, run_interleaved
     from edgeq.tflite import model as tfl
 
     config = LatencyConfig(warmup_runs=args.warmup_runs, warmup_seconds=args.warmup_seconds, runs=args.runs,
@@ -128,6 +130,8 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
                 measurements.append(open_timed(label, opener))
                 keys.append((model, backend, threads))
     run_interleaved(measurements, config, progress_printer("benchmarking"))
+    for m in measurements:
+        getattr(m.session, "close", lambda: None)()  # CompiledModel: release it with its teardown log captured
     by_key = dict(zip(keys, measurements, strict=True))
     for (model, backend, threads), m in by_key.items():
         runtime_name, _, runtime_version = m.session.runtime.partition(" ")
@@ -138,27 +142,40 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
                              runtime=runtime_name, runtime_version=runtime_version, init_ms=round(m.init_ms, 3),
                              first_inference_ms=round(m.first_ms, 3), latency=m.stats(),
                              environment=environment.capture(threads), model=str(model), delegation=delegation)
-        document["results"].append(result.to_dict())
+        steady = classify(m.samples_ms)
+        fully = getattr(m.session, "fully_accelerated", None)
+        document["results"].append({**result.to_dict(), "stability": steady.to_dict(),
+                                    **({} if fully is None else {"fully_accelerated": fully})})
+        if steady.stable is False:
+            document["warnings"].append(f"unstable: {m.label}: {'; '.join(steady.reasons)} (ratios using it are "
+                                        "marked; measure on a quiet machine or pin with --cpus)")
+        if fully is False:
+            document["warnings"].append(f"not fully delegated: {model.name} on {backend}: LiteRT reports the model "
+                                        "not fully accelerated (some ops run on its CPU fallback kernels)")
         d = m.session.delegation
         if d is not None and not d.full:
             document["warnings"].append(
                 f"not fully delegated: {model.name} on {backend}: {d.nodes_delegated} of {d.nodes_total} nodes in "
                 f"{d.partitions} partition(s); left on the builtin kernels: {', '.join(d.undelegated_ops) or '-'}")
-    for (model, backend, threads), m in by_key.items():  # XNNPACK vs CPU, same model and threads
-        if backend.kind == "xnnpack":
-            for (model2, backend2, threads2), m2 in by_key.items():
-                if model2 == model and threads2 == threads and backend2.kind == "cpu":
-                    what = f"{model.name} t{threads}: xnnpack / cpu"
-                    document["ratios"].append({"what": what, "ratio": ratio(m, m2)})
+    for (model, backend, threads), m in by_key.items():  # backend pairs, same model and threads
+        for (model2, backend2, threads2), m2 in by_key.items():
+            if model2 == model and threads2 == threads and (backend.kind, backend2.kind) in BACKEND_PAIRS:
+                what = f"{model.name} t{threads}: {backend} / {backend2}"
+                document["ratios"].append(ratio_of(what, m, m2).to_dict())
     floats = [m for m in models if _is_float(data[m])]
     ints = [m for m in models if not _is_float(data[m])]
     for int_model in ints:
         for float_model in floats:
             for backend in backends:
                 for threads in args.threads:
-                    document["ratios"].append({
-                        "what": f"{backend} t{threads}: {int_model.name} / {float_model.name} (int8 / fp32)",
-                        "ratio": ratio(by_key[(int_model, backend, threads)], by_key[(float_model, backend, threads)])})
+                    what = f"{backend} t{threads}: {int_model.name} / {float_model.name} (int8 / fp32)"
+                    document["ratios"].append(ratio_of(what, by_key[(int_model, backend, threads)],
+                                                       by_key[(float_model, backend, threads)]).to_dict())
+
+
+#: (numerator, denominator) backends compared on the same model and threads: what XNNPACK buys over the
+#: builtin kernels, and LiteRT's CompiledModel CPU path against the interpreter with XNNPACK.
+BACKEND_PAIRS = (("xnnpack", "cpu"), ("litert-cpu", "xnnpack"))
 
 
 class _FedSession:
@@ -256,32 +273,38 @@ def _print(document: dict[str, Any]) -> None:
         if r.get("kind") == "android_benchmark":
             rows.append([Path(r["model"]).name, f"android:{r['serial']} {r['accelerator']}", r["threads"],
                          _ms(r["init_us"], 1e-3), _ms(r["first_us"], 1e-3), _ms(r["avg_us"], 1e-3), "-", "-",
-                         r["count"], "-", "-", "-"])
+                         r["count"], "-", "-", "-", "-", "-"])
             continue
         lat = r["latency"]
         d = r.get("delegation")
-        took = f"{d['nodes_delegated']}/{d['nodes_total']} in {d['partitions']}" if d else "-"
+        fully = r.get("fully_accelerated")
+        took = (f"{d['nodes_delegated']}/{d['nodes_total']} in {d['partitions']}" if d else
+                "-" if fully is None else "all" if fully else "partial")
         rows.append([Path(r["model"]).name, r["backend"], r["threads"], f"{r['init_ms']:.1f}",
                      f"{r['first_inference_ms']:.2f}", f"{lat['mean_ms']:.3f}", f"{lat['p50_ms']:.3f}",
                      f"{lat['p90_ms']:.3f}", lat["n"], *_steadiness(lat), took])
     print_table(["model", "backend", "threads", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "n",
-                 "stalls", "slice spread", "delegated"], rows)
+                 "stalls", "p90/p50", "drift", "stable", "delegated"], rows)
     for entry in document["ratios"]:
-        print(f"ratio {entry['what']}: {entry['ratio']:.3f}")
+        print(f"ratio {entry['what']}: {entry['ratio']:.3f}" + (" (unstable)" if entry.get("unstable") else ""))
     for warning in document["warnings"]:
         print(f"warning: {warning}")
     env = document["environment"]
     print(f"environment: {env['cpu_model']}, {env['cpu_count']} cores, affinity {env['affinity']}, governor "
-          f"{env['governor']}; peak RSS {document['peak_rss_mib']} MiB")
+          f"{env['governor']}, load {env.get('loadavg', '?')} at start; ai-edge-litert "
+          f"{env.get('ai-edge-litert_version', '?')}; peak RSS {document['peak_rss_mib']} MiB (whole process)")
 
 
 def _steadiness(latency: dict[str, Any]) -> list[str]:
-    """Share of runs over 2x the median, and the spread of the slice medians: how far to trust p90."""
-    from edgeq.harness.budget import stability, stall_fraction
+    """Share of runs over 2x the median, p90/p50, the drift between the medians of the run's thirds, and the
+    verdict of edgeq.harness.latency.classify on them: how far to trust the figures."""
+    from edgeq.harness.budget import stall_fraction
+    from edgeq.harness.latency import classify
 
     samples = latency.get("samples_ms") or []
-    steady = stability(samples, latency.get("slice_runs", 0))
-    return [f"{stall_fraction(samples):.0%}", "-" if steady is None else f"{steady.spread:.0%}"]
+    steady = classify(samples)
+    verdict = {True: "yes", False: "NO", None: "?"}[steady.stable]
+    return [f"{stall_fraction(samples):.0%}", f"{steady.tail:.2f}", f"{steady.drift:.0%}", verdict]
 
 
 def _ms(value: float | None, factor: float) -> str:

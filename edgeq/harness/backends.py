@@ -1,4 +1,5 @@
-"""Backends by name, one registry: ref, cpu, xnnpack (LiteRT in process), edgetpu[:device], tflm; android is remote.
+"""Backends by name, one registry: ref, cpu, xnnpack (LiteRT in process), litert-cpu/gpu/npu (LiteRT's
+CompiledModel accelerators), edgetpu[:device], tflm; android is remote.
 
 ``BACKENDS`` is the only list of backends: parsing a name, checking availability and opening a
 session all read it, so adding a backend is its own module plus one entry here. Entries for optional
@@ -115,6 +116,18 @@ def _tflm_session(model: bytes | Path, option: str | None, threads: int) -> Sess
     return tflm.open_session(model)
 
 
+def _compiled_availability(backend: str, option: str | None) -> Availability:
+    from edgeq.harness import compiled_model
+
+    return compiled_model.availability(backend)
+
+
+def _compiled_session(backend: str, model: bytes | Path, option: str | None, threads: int) -> Session:
+    from edgeq.harness import compiled_model
+
+    return compiled_model.open_session(backend, model, option, threads)
+
+
 def _android_availability(serial: str | None) -> Availability:
     from edgeq.harness import adb
 
@@ -129,6 +142,8 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec("ref", False, _litert_availability, partial(_litert_session, CpuKernels.REF)),
     BackendSpec("cpu", False, _litert_availability, partial(_litert_session, CpuKernels.CPU)),
     BackendSpec("xnnpack", False, _litert_availability, partial(_litert_session, CpuKernels.XNNPACK)),
+    *(BackendSpec(name, False, partial(_compiled_availability, name), partial(_compiled_session, name))
+      for name in ("litert-cpu", "litert-gpu", "litert-npu")),
     BackendSpec("edgetpu", True, lazy("edgeq.harness.edgetpu:availability"),
                 lazy("edgeq.harness.edgetpu:open_session")),
     BackendSpec("tflm", False, _tflm_availability, _tflm_session),

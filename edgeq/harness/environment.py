@@ -27,8 +27,22 @@ def pin_cpus(cpus: list[int]) -> None:
     os.sched_setaffinity(0, set(cpus))
 
 
+#: Packages whose versions decide a latency figure (the runtime's kernels, the array library feeding it).
+VERSIONED = ("edgeq", "ai-edge-litert", "numpy")
+
+
+def loadavg() -> str:
+    """1/5/15-minute load averages: how busy the machine already was when the measurement started."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unreadable"
+
+
 def capture(threads: int | None = None) -> dict[str, str]:
-    """CPU model, cores, governor and frequency where readable, affinity, Python and OS."""
+    """CPU model, cores, governor and frequency where readable, affinity, load, Python, OS and versions."""
+    from edgeq.versions import package_versions
+
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     env = {
         "cpu_model": cpu_model(),
@@ -37,6 +51,8 @@ def capture(threads: int | None = None) -> dict[str, str]:
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "loadavg": loadavg(),
+        **{f"{name}_version": v for name, v in package_versions(VERSIONED).items()},
     }
     governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")

@@ -1,8 +1,13 @@
 """Latency the way benchmark_model measures it, for several configurations interleaved.
 
-Per configuration: init time (load + allocate), the first (cold) inference, warm-up by count and by
-time, then measured runs by count and minimum time. Configurations run in rounds, a slice of each per
-round, so drift on a shared machine hits them all alike and their ratios stay meaningful.
+Per configuration: init time (load + allocate + delegate), the first (cold) inference, warm-up by count
+and by time, then measured runs by count and minimum time. Configurations run in rounds, a slice of each
+per round, so drift on a shared machine hits them all alike and their ratios stay meaningful.
+
+Interleaving keeps ratios fair only while the machine's disturbance is mild: a run where another process
+took the core for a while gives a median that is not the model's. :func:`classify` reads that from the
+raw samples (the tail over the median, and the drift between the medians of the run's thirds) so a
+ratio built on such samples is marked instead of trusted.
 """
 
 from __future__ import annotations
@@ -57,6 +62,56 @@ def summarize(samples_ms: list[float], slice_runs: int = 0) -> LatencyStats:
                         slice_runs=slice_runs)
 
 
+#: p90 / p50 above this: over a tenth of the runs took 1.5x the median or more. On a quiet, pinned core
+#: per-invoke times of the same model vary by a few percent (docs/harness.md: edgeq and litert-benchmark
+#: medians agree within 2.1 %), so a tail this heavy is other work on the machine, not the model.
+TAIL_LIMIT = 1.5
+#: (max - min) / median of the medians of the run's three consecutive thirds, above this: the machine's
+#: speed changed during the run (frequency scaling, another process). A third holds at least
+#: MIN_SAMPLES // 3 runs, enough that its median moves by a few percent by chance, far below 25 %.
+DRIFT_LIMIT = 0.25
+#: Fewer samples than this: too few thirds of five to judge (stability unknown, never "stable").
+MIN_SAMPLES = 15
+
+
+@dataclass(frozen=True)
+class Stability:
+    """How far one configuration's samples can be trusted (see TAIL_LIMIT and DRIFT_LIMIT)."""
+
+    tail: float  # p90 / p50
+    drift: float  # spread of the medians of consecutive thirds, relative to their median
+    third_medians_ms: tuple[float, ...]
+    stable: bool | None  # None: fewer than MIN_SAMPLES samples
+    reasons: tuple[str, ...] = ()  # why not stable, one phrase each
+
+    def to_dict(self) -> dict[str, object]:
+        return {"stable": self.stable, "tail_p90_p50": round(self.tail, 4), "drift_thirds": round(self.drift, 4),
+                "third_medians_ms": [round(v, 4) for v in self.third_medians_ms], "reasons": list(self.reasons),
+                "tail_limit": TAIL_LIMIT, "drift_limit": DRIFT_LIMIT}
+
+
+def classify(samples_ms: list[float] | tuple[float, ...] | np.ndarray) -> Stability:
+    """Stability of one configuration from its raw samples in measurement order."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Stability(math.nan, math.nan, (), None, ("no samples",))
+    p50, p90 = np.percentile(values, [50, 90])
+    tail = float(p90 / p50) if p50 > 0 else math.inf
+    thirds = tuple(float(np.median(part)) for part in np.array_split(values, 3) if part.size)
+    center = float(np.median(thirds))
+    drift = float((max(thirds) - min(thirds)) / center) if center > 0 else math.inf
+    if values.size < MIN_SAMPLES:
+        return Stability(tail, drift, thirds, None, (f"only {values.size} samples (stability needs {MIN_SAMPLES})",))
+    reasons = []
+    if tail > TAIL_LIMIT:
+        reasons.append(f"p90/p50 {tail:.2f} > {TAIL_LIMIT:g}")
+    if drift > DRIFT_LIMIT:
+        reasons.append(f"medians of thirds {' / '.join(f'{t:.3g}' for t in thirds)} ms differ by {drift:.0%} "
+                       f"> {DRIFT_LIMIT:.0%}")
+    return Stability(tail, drift, thirds, not reasons, tuple(reasons))
+
+
 def random_inputs(session: Session, seed: int) -> list[np.ndarray]:
     """Seeded random data in each input's own dtype (as benchmark_model feeds)."""
     return seeded_inputs([(info.shape, info.dtype) for info in session.inputs], seed)
@@ -106,9 +161,37 @@ def run_interleaved(measurements: list[Measurement], config: LatencyConfig,
             progress(total, config.runs * len(measurements))
 
 
+#: Where peak_rss_mib comes from, said beside the figure: it is the whole process, not one configuration.
+PEAK_RSS_SOURCE = "getrusage(RUSAGE_SELF).ru_maxrss: this whole process (runtime, every model loaded so far)"
+
+
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far (Linux reports KiB). Configurations run interleaved in one
+    process, so this cannot be split per model or backend."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """p50 of one configuration over another's; ``unstable`` when either one's samples are not stable."""
+
+    what: str
+    ratio: float
+    unstable: bool
+    unstable_configs: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        return f"{self.ratio:.3f}" + (" (unstable)" if self.unstable else "")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"what": self.what, "ratio": self.ratio, "unstable": self.unstable,
+                "unstable_configs": list(self.unstable_configs)}
+
+
+def ratio_of(what: str, numerator: Measurement, denominator: Measurement) -> Ratio:
+    """Median latency ratio; below 1 means the numerator is faster."""
+    shaky = tuple(m.label for m in (numerator, denominator) if classify(m.samples_ms).stable is False)
+    return Ratio(what, ratio(numerator, denominator), bool(shaky), shaky)
 
 
 def ratio(numerator: Measurement, denominator: Measurement) -> float:

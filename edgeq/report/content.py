@@ -22,6 +22,7 @@ from edgeq.results.build import (
 )
 from edgeq.results.document import top_level
 from edgeq.results.gates import Gate
+from edgeq.results.latency import LatencySummary
 from edgeq.results.validation import (
     CalibrationSamples,
     Histogram,
@@ -50,6 +51,7 @@ class Page:
     calibration_samples: CalibrationSamples | None = None
     check: tuple[CheckSummary, ...] = ()
     latency: tuple[LatencyRow, ...] = ()
+    latency_summary: LatencySummary | None = None
     calibration: CalibrationSetSummary | None = None
     coverage: CoverageSection | None = None
     artifact: ArtifactPaths | None = None

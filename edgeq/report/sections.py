@@ -14,10 +14,10 @@ import math
 from collections.abc import Callable
 
 from edgeq.artifacts import Finding, Severity
-from edgeq.report import accuracy, layers, outputs, recovery
+from edgeq.report import accuracy, latency, layers, outputs, recovery
 from edgeq.report.content import Page
 from edgeq.report.format import bool_badge, esc, finite, fmt, img, kib, name_cell, pct, table
-from edgeq.report.plots import figure, plot_coverage, plot_latency
+from edgeq.report.plots import figure, plot_coverage
 
 MAX_FINDINGS = 50  # per target; the rest stay in report.json
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -45,31 +45,6 @@ def _model(page: Page) -> str:
     if page.artifact is not None:
         cells += [["artifact path", esc(page.artifact.path)], ["artifact sidecar", esc(page.artifact.sidecar)]]
     return table(None, cells)
-
-
-def _latency(page: Page) -> str:
-    configs = page.latency
-    if not configs:
-        return ""
-    has_mean = any(finite(c.mean_ms) is not None for c in configs)
-    headers = ["Configuration", "Model", "Backend", "Threads", "p50 (ms)", "p90 (ms)",
-               *(["mean (ms)"] if has_mean else []), "Samples"]
-    cells, labels, samples = [], [], []
-    for c in configs:
-        runs = [v for v in c.samples_ms if math.isfinite(v)]
-        label = c.label or f"{c.backend} t{c.threads}"
-        cells.append([esc(label), esc(c.model), esc(c.backend), fmt(c.threads, "d"), fmt(c.p50_ms, ".4f"),
-                      fmt(c.p90_ms, ".4f"), *([fmt(c.mean_ms, ".4f")] if has_mean else []),
-                      str(len(runs)) if runs else "—"])
-        if runs:
-            labels.append(label)
-            samples.append(runs)
-    numeric = {i for i, h in enumerate(headers) if h.endswith("(ms)") or h in ("Threads", "Samples")}
-    parts = [table(headers, cells, numeric=numeric)]
-    parts.append(figure(plot_latency, labels, samples, alt="Latency distributions",
-                        caption="Per-invoke latency of every timed run; whiskers reach 1.5 IQR, dots beyond "
-                                "them are outliers."))
-    return "\n".join(p for p in parts if p)
 
 
 def _finding_cells(target: str, f: Finding) -> list[str]:
@@ -188,7 +163,7 @@ SECTIONS: dict[str, tuple[str, Renderer]] = {
     "sensitivity": ("Sensitivity", recovery.render_sensitivity),
     "layers": ("Per-layer error", layers.render_layers),
     "histograms": ("Activation ranges", layers.render_histograms),
-    "latency": ("Latency", _latency),
+    "latency": ("Latency", latency.render),
     "check": ("Target checks", _check),
     "calibration": ("Calibration set", _calibration),
     "coverage": ("Calibration coverage", _coverage),

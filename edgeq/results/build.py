@@ -10,6 +10,7 @@ from edgeq.artifacts import Finding, Target
 from edgeq.quant_recipe import QuantRecipe
 from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Number
 from edgeq.results.gates import Gate
+from edgeq.results.latency import LatencyDelegation, LatencyStability, LatencySummary
 from edgeq.results.validation import ValidationReport
 
 
@@ -42,6 +43,11 @@ class LatencyRow(Document):
     mean_ms: float
     samples_ms: tuple[float, ...]  # in measurement order
     slice_runs: int  # consecutive runs per interleaving slice
+    # init (interpreter creation, allocation, delegate) and the first inference; None: a row from before them
+    init_ms: float | None = field(default=None, metadata=OMIT_NONE)
+    first_inference_ms: float | None = field(default=None, metadata=OMIT_NONE)
+    delegation: LatencyDelegation | None = field(default=None, metadata=OMIT_NONE)  # None: no delegate
+    stability: LatencyStability | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,3 +112,5 @@ class BuildReport(Document):
     conversion: ConversionSettings | None = field(default=None, metadata=OMIT_NONE)
     coverage: CoverageSection | None = field(default=None, metadata=OMIT_NONE)
     artifact: ArtifactPaths
+    # ratios, environment and peak RSS of the latency measurement; None: nothing was measured, or an older report
+    latency_summary: LatencySummary | None = field(default=None, metadata=OMIT_NONE)
