@@ -26,8 +26,8 @@ lint: $(STAMP)
 # 2 idle cores (docs/testing.md).
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
-	$(BIN)/python -m pytest -q device_tests --model device_tests/data/cnn_digits_int8.tflite \
-		--eval-set digits:test --reference tests/data/demo/cnn_digits_float32.tflite \
+	$(BIN)/edgeq device-test -q --model device_tests/data/cnn_digits_int8.tflite \
+		--eval-set device_tests/data/digits_test.npz --reference tests/data/demo/cnn_digits_float32.tflite \
 		--budget device_tests/budget.ci.yaml \
 		--latency-from device_tests/data/recorded_bench_cnn_digits_int8_quiet.json
 

@@ -24,7 +24,7 @@ from edgeq.errors import EdgeqError, ExitCode, Terminated, UsageError
 #: Verb modules, each exposing ``register(subparsers)``. A verb is listed here when its issue lands.
 VERB_MODULES: tuple[str, ...] = (
     "edgeq.cli.bench", "edgeq.cli.build", "edgeq.cli.check", "edgeq.cli.convert", "edgeq.cli.coverage",
-    "edgeq.cli.datagen",
+    "edgeq.cli.datagen", "edgeq.cli.device_test",
     "edgeq.cli.evaluate", "edgeq.cli.sensitivity", "edgeq.cli.validate", "edgeq.cli.zoo",
 )
 
@@ -132,6 +132,16 @@ def _run(argv: list[str], debug: bool) -> int:
         print("edgeq: error: out of memory: the input is too large for this machine (reduce it, or use --limit)",
               file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
+    except ModuleNotFoundError as exc:  # an optional package the installed extras leave out: say which extra
+        from edgeq.extras import missing_dependency
+
+        missing = missing_dependency(exc)
+        if missing is None:
+            return _internal(exc, debug)
+        if debug:
+            traceback.print_exc()
+        print(f"edgeq: error: {missing}", file=sys.stderr)
+        return int(missing.exit_code)
     except Exception as exc:  # a bug, not a user mistake: still one line unless --debug
         return _internal(exc, debug)
 

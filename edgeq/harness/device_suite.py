@@ -94,14 +94,16 @@ def suite_folder() -> Path:
 def run_suite(arguments: Sequence[str]) -> SuiteRun:
     """pytest on the installed suite with ``arguments`` (the suite's options and pytest's); its own output goes
     to the terminal as usual. No ini file applies (a project's pytest settings around the install must not change
-    the suite), and no cache is written into the install."""
+    the suite) and no cache is written into the install. The suite's conftest.py is loaded as a plugin before
+    pytest parses the arguments, and no other conftest.py is loaded: otherwise pytest reads the value of
+    ``--reference tests/m.tflite`` as a path before it knows the suite's options, and loads tests/conftest.py."""
     require_extra("pytest", "edgeq device-test")
     import pytest
 
     folder = suite_folder()
     collector = _Collector()
-    status = pytest.main([str(folder), "-c", os.devnull, "--rootdir", str(folder), "-p", "no:cacheprovider",
-                          *arguments], plugins=[collector])
+    status = pytest.main([str(folder), "-c", os.devnull, "--rootdir", str(folder), "--noconftest",
+                          "-p", f"{SUITE_PACKAGE}.conftest", "-p", "no:cacheprovider", *arguments], plugins=[collector])
     return SuiteRun(suite=str(folder), pytest_exit=int(status), options=collector.options,
                     tests=tuple(collector.outcomes))
 

@@ -1,0 +1,121 @@
+"""The slim install works on its own: a venv with only the wheel and ``[device-test]`` (no TensorFlow, no
+scikit-learn) checks, benchmarks and evaluates a model and runs the shipped device suite, and every feature
+that needs a bigger extra says which one (exit 2), never ``internal error: ModuleNotFoundError`` (exit 4).
+
+One venv for the module, built from a wheel of this working tree; pip installs from the registry or its cache
+(about 10 s warm). The first tests need no venv: the CLI's safety net for an optional import nobody checked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeq.cli.main import main
+from edgeq.extras import OPTIONAL, missing_dependency
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "device_tests" / "data" / "cnn_digits_int8.tflite"
+DIGITS = ROOT / "device_tests" / "data" / "digits_test.npz"
+REFERENCE = ROOT / "tests" / "data" / "demo" / "cnn_digits_float32.tflite"
+#: What the slim venv must not be able to import.
+HEAVY = ("tensorflow", "keras", "sklearn", "skimage", "cv2", "albumentations", "PIL", "matplotlib")
+#: Top-level folders not copied to build the wheel: large, generated, or not part of the distribution.
+NOT_SOURCES = {".venv", ".git", "out", "build", "dist", "edgeq.egg-info", ".pytest_cache", ".ruff_cache", ".hypothesis",
+               "tests", "benchmarks"}
+
+
+def _not_sources(folder: str, names: list[str]) -> set[str]:
+    return {n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n in NOT_SOURCES)}
+
+
+def test_an_unchecked_optional_import_is_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Resizing to --preprocess size= imports pillow with no require_extra in front: the CLI still names the extra."""
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    code = main(["eval", str(MODEL), "--data", str(DIGITS), "--limit", "2",
+                 "--preprocess", "size=16x16,mean=127.5,std=127.5"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "edgeq: error: this needs the 'PIL' package (pillow)" in err and "pip install 'edgeq[full]'" in err
+
+
+def test_only_registered_modules_become_a_missing_extra() -> None:
+    assert missing_dependency(ModuleNotFoundError("x", name="edgeq.nothing")) is None  # a bug: exit 4
+    assert missing_dependency(ModuleNotFoundError("x", name="skimage.data")) is not None
+    assert {package.extra for package in OPTIONAL.values()} <= {"device", "device-test", "tflm", "full", "onnx"}
+
+
+@pytest.fixture(scope="module")
+def slim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bin/ folder of a venv holding the wheel with [device-test] and nothing else."""
+    work = tmp_path_factory.mktemp("slim")
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=_not_sources)  # setuptools writes build/ next to its sources
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "wheel"), str(source)])
+    (wheel,) = (work / "wheel").glob("edgeq-*.whl")
+    run([sys.executable, "-m", "venv", str(work / "venv")])
+    bin_dir = work / "venv" / "bin"
+    run([str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheel}[device-test]"])
+    return bin_dir
+
+
+def run(argv: list[str], cwd: Path | None = None, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=cwd)
+    if expect is not None:
+        assert result.returncode == expect, f"{argv}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def edgeq(slim: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    return run([str(slim / "edgeq"), *args], cwd=slim, expect=expect)
+
+
+def test_slim_venv_has_no_heavy_package(slim: Path) -> None:
+    code = ("import importlib.util as u, sys\n"
+            f"print(' '.join(m for m in {HEAVY!r} if u.find_spec(m)))")
+    assert run([str(slim / "python"), "-c", code], cwd=slim).stdout.strip() == ""
+
+
+def test_slim_venv_checks_benchmarks_and_evaluates(slim: Path) -> None:
+    installed = run([str(slim / "python"), "-c", "import edgeq_device_tests as s; print(s.__file__)"],
+                    cwd=slim).stdout.strip()
+    shipped = Path(installed).parent / "data"
+    assert "site-packages" in installed and (shipped / "digits_test.npz").is_file()
+    assert "PASS" in edgeq(slim, "check", str(MODEL)).stdout
+    bench = edgeq(slim, "bench", str(MODEL), "--backend", "xnnpack", "--warmup-runs", "1", "--runs", "3",
+                  "--min-seconds", "0").stdout
+    assert "cnn_digits_int8.tflite" in bench and "xnnpack" in bench
+    evaluated = edgeq(slim, "eval", str(MODEL), "--data", str(shipped / "digits_test.npz")).stdout
+    assert "98.33%" in evaluated  # the committed CNN on the 360 shipped digits
+
+
+@pytest.mark.parametrize(("args", "extra"), [
+    (["eval", str(MODEL), "--data", "digits:test"], "full"),
+    (["eval", str(MODEL), "--data", "lfw:test"], "full"),
+    (["validate", str(REFERENCE), "--calib", str(DIGITS), "--eval", str(DIGITS), "-o", "val"], "full"),
+])
+def test_slim_venv_names_the_extra(slim: Path, args: list[str], extra: str) -> None:
+    err = edgeq(slim, *args, expect=2).stderr
+    assert err.startswith("edgeq: error: ") and len(err.strip().splitlines()) == 1, err
+    assert f"pip install 'edgeq[{extra}]'" in err
+
+
+def test_slim_venv_runs_the_shipped_device_suite(slim: Path) -> None:
+    """On the shipped CNN and its digits, with the shipped CI budget judged on the shipped recordings."""
+    import json
+
+    suite = Path(run([str(slim / "python"), "-c", "import edgeq_device_tests as s; print(s.__file__)"],
+                     cwd=slim).stdout.strip()).parent
+    result = edgeq(slim, "device-test", "--backend", "xnnpack", "--reference", str(REFERENCE),
+                   "--budget", str(suite / "budget.ci.yaml"),
+                   "--latency-from", str(suite / "data" / "recorded_bench_cnn_digits_int8_quiet.json"),
+                   "-q", "--json", "-")
+    document = json.loads(result.stdout)
+    assert document["kind"] == "edgeq.device-test" and document["runtime"]["packages"]["tensorflow"] == "absent"
+    assert document["counts"] == {"passed": 6, "failed": 0, "skipped": 0, "error": 0}, document["tests"]
+    assert document["budget"]["verdict"] == "pass"
