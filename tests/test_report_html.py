@@ -573,6 +573,8 @@ def test_chromium_dom_has_every_section_and_decoded_image(built: Path, tmp_path:
     plain = _chromium(tmp_path, "--dump-dom", written_report.as_uri()).stdout
     for headings_of in (dom, plain):
         assert _Page(headings_of).h2 == HEADINGS
+    # the latency section as the browser parsed it: the INT8/FP32 ratio said in words, and where it ran
+    assert "than FP32 on xnnpack with 1 thread" in plain and "Where it ran" in plain
     body = [dict((n, v) for t, n, v in _Page(dom).attrs if t == "body")][0]
     assert body["data-images"] == str(images)
     assert json.loads(body["data-resources"]) == []  # nothing fetched: no file, no network
