@@ -279,8 +279,8 @@ def test_tflm_availability_without_the_package(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "tflite_micro", None)  # what an uninstalled package looks like to import
     found = tflm.availability()
     assert not found.available
-    assert found.reason == "TFLite Micro needs the tflite-micro package: pip install tflite-micro"
-    with pytest.raises(BackendUnavailable, match="pip install tflite-micro") as caught:
+    assert found.reason == "TFLite Micro needs the tflite-micro package: pip install 'edgeq[tflm]' (x86_64 Linux only)"
+    with pytest.raises(BackendUnavailable, match=r"pip install 'edgeq\[tflm\]'") as caught:
         tflm.open_session(TINY)
     assert caught.value.exit_code == ExitCode.BACKEND_UNAVAILABLE == 3
 

@@ -30,7 +30,8 @@ from edgeq.tflite import model as tfl
 
 ARENA_CAP = 128 << 20  # bytes; far beyond any microcontroller, so only a broken model fails to fit
 _MIN_ARENA = 4096  # below about 500 bytes TFLM crashes creating its allocator
-_INSTALL = "pip install tflite-micro"
+#: Only nightlies of tflite-micro exist, for x86_64 Linux; the tflm extra pins one (pyproject.toml).
+_INSTALL = "pip install 'edgeq[tflm]' (x86_64 Linux only)"
 _MISSING_BUILTIN = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
 _MISSING_ANY = re.compile(r"Failed to get registration from op code (\S+)")
 #: TFLM's own messages when memory runs out (case-sensitive: the binding's generic "TFLM failed to allocate
