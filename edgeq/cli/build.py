@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.cli import options
-from edgeq.cli.output import print_table
+from edgeq.cli.output import emit_json, print_table, tables_wanted
 from edgeq.cli.validate import OUTPUT_HEADERS, method_headers, method_rows, output_rows, selection_lines
 from edgeq.errors import GateFailed
 
@@ -23,37 +23,73 @@ def register(verbs: Any) -> None:
     build.add_argument("recipe", help="build recipe (YAML)")
     options.add_output_option(build, "folder for the INT8 artifact, its sidecar and report.html", metavar="DIR")
     build.add_argument("--no-cache", action="store_true", help="recompute every step")
+    build.add_argument("--baseline", metavar="REPORT",
+                       help="an earlier build's report.json: show accuracy, fidelity, size and latency deltas "
+                            "against it and judge the recipe's gates.max_regression (docs/ci.md)")
+    options.add_ci_output_options(build)
+    options.add_machine_output_options(build, "the verdict, the gates and where the artifact and report are")
 
 
 def run_build_command(args: argparse.Namespace) -> int:
+    from edgeq.build.baseline import load_baseline
     from edgeq.build.pipeline import run_build
     from edgeq.build.recipe import load_build_recipe
     from edgeq.tfimport import import_tensorflow
 
     recipe = load_build_recipe(args.recipe)
+    baseline = load_baseline(args.baseline) if args.baseline else None  # a bad one fails before any work
     import_tensorflow("edgeq build")
     started = time.perf_counter()
 
     def log(line: str) -> None:  # one line per step: readable in CI logs; progress bars only on a terminal
         print(f"[{time.perf_counter() - started:6.1f} s] {line}", flush=True)
 
-    outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache)
+    outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache, baseline=baseline)
     validation = outcome.report.validation_report.validation
-    print()
-    print_table(method_headers(validation), method_rows(validation))
-    if recipe.tasks or validation.baseline is None:  # every output, as the recipe's tasks read it
+    if tables_wanted(args):
         print()
-        print_table(OUTPUT_HEADERS, output_rows(outcome.report.validation_report))
-    for line in selection_lines(validation):
-        print(line)
-    print()
-    print_table(["gate", "result", "detail"], [[g.name, "pass" if g.passed else "FAIL", g.detail]
-                                               for g in outcome.gates])
+        print_table(method_headers(validation), method_rows(validation))
+        if recipe.tasks or validation.baseline is None:  # every output, as the recipe's tasks read it
+            print()
+            print_table(OUTPUT_HEADERS, output_rows(outcome.report.validation_report))
+        for line in selection_lines(validation):
+            print(line)
+        print()
+        print_table(["gate", "result", "detail"], [[g.name, "pass" if g.passed else "FAIL", g.detail]
+                                                   for g in outcome.gates])
     if outcome.reused:
         print(f"\nreused cached steps: {', '.join(outcome.reused)}")
     print(f"artifact: {outcome.artifact} (+ {outcome.artifact.with_suffix('.json').name})")
     print(f"report:   {outcome.report_html}")
+    emit_json(args.json, "edgeq.build", {
+        "recipe": args.recipe, "name": recipe.name, "output": args.output, "passed": outcome.passed,
+        "exit_status": 0 if outcome.passed else 1, "best_method": validation.best_method, "gates": outcome.gates,
+        "artifact": str(outcome.artifact), "sidecar": str(outcome.artifact.with_suffix(".json")),
+        "report": str(outcome.report_html.with_name("report.json")), "report_html": str(outcome.report_html),
+        "reused": outcome.reused})
+    _ci_outputs(args, outcome.report, Path(args.output))
     failed = [g for g in outcome.gates if not g.passed]
     if failed:
         raise GateFailed("gate(s) failed: " + "; ".join(f"{g.name} ({g.detail})" for g in failed))
     return 0
+
+
+def _ci_outputs(args: argparse.Namespace, report: Any, report_dir: Path) -> None:
+    """``--summary-md`` (and $GITHUB_STEP_SUMMARY), ``--junit`` and, after a --baseline, its notes; written
+    whatever the verdict, since a failed build is when CI readers need them most."""
+    from edgeq.build.junit import write_junit
+    from edgeq.build.summary import render, write_summary
+
+    comparison = getattr(report, "baseline_comparison", None)
+    for note in comparison.notes if comparison is not None else ():
+        print(f"baseline: {note}")
+    for gate in report.gates if hasattr(report, "gates") else ():
+        if gate.judged is False:
+            print(f"warning: {gate.name} {gate.detail}")
+    for written in write_summary(render(report, report_dir), args.summary_md):
+        print(f"summary:  {written}")
+    if args.junit:
+        validation = getattr(report, "validation_report", report)
+        write_junit(report, f"edgeq.{args.verb}.{validation.model.name or Path(validation.model.source).stem}",
+                    args.junit)
+        print(f"junit:    {args.junit}")
