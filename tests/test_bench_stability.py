@@ -210,3 +210,17 @@ def test_the_latency_section_says_when_int8_is_slower() -> None:
 def test_ratio_sentence_without_an_fp32_median() -> None:
     r = LatencyRatio(backend="cpu", threads=2, int8_p50_ms=1.0, fp32_p50_ms=0.0, ratio=None, unstable=False)
     assert ratio_sentence(r).endswith("no ratio.")
+
+
+def test_a_recovery_rung_records_and_shows_an_unstable_latency() -> None:
+    """validate --recover times each rung briefly: a run that classify calls unstable is marked, not trusted."""
+    from edgeq.report.recovery import _row
+    from edgeq.results.validation import RungResult
+    from edgeq.validate.ladder import LATENCY_BACKENDS, _latency
+
+    medians, unstable = _latency(INT8)  # a real short run on each backend
+    assert set(medians) == set(LATENCY_BACKENDS) and set(unstable) <= set(LATENCY_BACKENDS)
+    rung = RungResult(rung="start", status="kept", latency_ms={"xnnpack": 0.1, "cpu": 0.2}, latency_unstable=("cpu",))
+    assert "xnnpack 0.1 ms, cpu 0.2 ms (unstable)" in _row(rung)
+    assert RungResult.from_document(rung.to_document()) == rung
+    assert "latency_unstable" not in RungResult(rung="start", status="kept").to_document()  # old documents read

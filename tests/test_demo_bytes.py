@@ -43,6 +43,7 @@ def _normalized(data: bytes, root: Path) -> bytes:
 def _without_latency(data: bytes) -> bytes:
     document = json.loads(data)
     document.pop("latency", None)
+    document.pop("latency_summary", None)  # measured: ratios, load average, peak RSS
     return (json.dumps(document, indent=2) + "\n").encode()
 
 

@@ -190,7 +190,8 @@ def print_recovery(recovery: RecoveryReport) -> None:
     """The ladder as a table: each rung's status, selection-half fidelity, gate and size/latency."""
     rows = []
     for r in (recovery.start, *recovery.rungs):
-        latency = ", ".join(f"{k} {v:.3g} ms" for k, v in r.latency_ms.items())
+        latency = ", ".join(f"{k} {v:.3g} ms" + (" (unstable)" if k in r.latency_unstable else "")
+                            for k, v in r.latency_ms.items())
         fidelity = "-" if r.selection_sqnr_db is None else f"{r.selection_sqnr_db:.1f} dB"
         if r.selection_agreement is not None:
             fidelity += f", agree {r.selection_agreement:.1%}"

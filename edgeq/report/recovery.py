@@ -9,7 +9,8 @@ from edgeq.results.validation import RungResult
 
 
 def _row(rung: RungResult) -> list[str]:
-    latency = ", ".join(f"{esc(backend)} {value:.3g} ms" for backend, value in rung.latency_ms.items()) or "-"
+    latency = ", ".join(f"{esc(backend)} {value:.3g} ms" + (" (unstable)" if backend in rung.latency_unstable else "")
+                        for backend, value in rung.latency_ms.items()) or "-"
     agreement = "-" if rung.selection_agreement is None else pct(rung.selection_agreement, 1)
     gate = "-" if rung.gate_passed is None else bool_badge(rung.gate_passed)
     return [esc(rung.rung), esc(rung.status), fmt(rung.selection_sqnr_db, ".1f"), agreement, gate,

@@ -379,6 +379,8 @@ class RungResult(Document):
     gates: tuple[Gate, ...] = field(default=(), metadata=OMIT_EMPTY)  # fidelity limits on the gate half
     int8_bytes: int | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)  # backend -> median ms (one thread)
+    # backends whose timed runs were unstable (edgeq.harness.latency.classify): their median may not be the model's
+    latency_unstable: tuple[str, ...] = field(default=(), metadata=OMIT_EMPTY)
     model: str | None = None  # file name in the validate output directory
 
 

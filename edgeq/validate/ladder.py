@@ -31,7 +31,7 @@ from edgeq.calib.ranges import choose_ranges
 from edgeq.converter.api import calibrate, convert
 from edgeq.errors import EdgeqError, UsageError
 from edgeq.harness.backends import open_session, parse_backend
-from edgeq.harness.latency import random_inputs
+from edgeq.harness.latency import classify, random_inputs
 from edgeq.intake.float_model import FloatModel
 from edgeq.quant_recipe import QuantRecipe
 from edgeq.recover.sensitivity import analyse
@@ -249,8 +249,9 @@ def _refusal(rung: Rung, targets: Sequence[str]) -> str | None:
     return None
 
 
-def _latency(model: Path) -> dict[str, float]:
-    found = {}
+def _latency(model: Path) -> tuple[dict[str, float], tuple[str, ...]]:
+    """The median of a short run per backend, and the backends whose run was unstable (classify)."""
+    found, unstable = {}, []
     for name in LATENCY_BACKENDS:
         try:
             session = open_session(model.read_bytes(), parse_backend(name))
@@ -264,17 +265,20 @@ def _latency(model: Path) -> dict[str, float]:
             session.invoke()
             times.append((time.perf_counter() - started) * 1e3)
         found[name] = round(statistics.median(times), 4)
-    return found
+        if classify(times).stable is False:
+            unstable.append(name)
+    return found, tuple(unstable)
 
 
 def _result(rung: str, status: str, note: str, verdict: Verdict | None, model: Path | None) -> RungResult:
+    latency, unstable = ({}, ()) if model is None else _latency(model)
     return RungResult(rung=rung, status=status, note=note,
                       selection_sqnr_db=None if verdict is None else verdict.sqnr_db,
                       selection_agreement=None if verdict is None else verdict.agreement,
                       gate_passed=None if verdict is None else not verdict.failed,
                       gate=None if verdict is None else verdict.gate, gates=() if verdict is None else verdict.gates,
                       int8_bytes=None if model is None else model.stat().st_size,
-                      latency_ms={} if model is None else _latency(model), model=None if model is None else model.name)
+                      latency_ms=latency, latency_unstable=unstable, model=None if model is None else model.name)
 
 
 def _build(state: State, ctx: Context, path: Path) -> Path:
