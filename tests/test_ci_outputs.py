@@ -286,3 +286,22 @@ def test_the_example_workflow_installs_caches_and_runs_real_edgeq_flags(tmp_path
     download = next(r for r in runs if "gh run download" in r)
     assert upload["with"]["name"].replace("${{ matrix.python }}", "X") in download.replace(
         "${{ matrix.python }}", "X") and "baseline/report.json" in download
+
+
+def test_validate_writes_the_same_summary_and_junit(built: dict[str, Any], tmp_path: Path) -> None:
+    """validate's report has gates too: its summary and JUnit come from the same code (on the build's sets)."""
+    calib, data = (next((built["out"] / "cache").glob(f"{kind}-*")) for kind in ("calibration", "evaluation"))
+    summary, junit = tmp_path / "validate.md", tmp_path / "validate.xml"
+    code = cli.main(["validate", str(DEMO), "--calib", str(calib), "--eval", str(data), "--methods", "minmax",
+                     "--max-drop", "50", "--min-output-sqnr", "0=200", "-o", str(tmp_path / "out"),
+                     "--summary-md", str(summary), "--junit", str(junit)])
+    assert code == 1  # 200 dB: the fidelity limit fails
+    gates = _report(tmp_path / "out")["gates"]
+    cases = [c for suite in JUnitXml.fromfile(str(junit)) for c in suite]
+    assert [(c.name, c.is_passed) for c in cases] == [(g["name"], g["passed"]) for g in gates]
+    assert [g["passed"] for g in gates] == [True, False]
+    text = summary.read_text()
+    assert text.startswith("## edgeq validate: cnn_digits_float32.tflite: ❌ FAIL")
+    rows = _table(text, "gate")
+    assert rows[1]["result"] == "❌ FAIL" and rows[1]["limit"] == "200 dB"
+    assert rows[1]["value"] == f"{gates[1]['value']:.4f} dB"

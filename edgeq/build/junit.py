@@ -11,15 +11,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgeq.build.summary import gate_figures, gates_of
-from edgeq.results.build import BuildReport
-from edgeq.results.validation import ValidationReport
+from edgeq.build.summary import Judged, gate_figures, validation_of
 
 
-def junit_xml(report: BuildReport | ValidationReport, suite: str) -> bytes:
+def junit_xml(report: Judged, suite: str) -> bytes:
     """One ``testcase`` per gate, in the report's order; the case's message gives measured value and limit."""
-    gates = gates_of(report)
-    validation = report.validation_report if isinstance(report, BuildReport) else report
+    gates = report.gates
+    validation = validation_of(report)
     failures = sum(not g.passed for g in gates)
     skipped = sum(g.judged is False for g in gates)
     root = ET.Element("testsuites", name="edgeq", tests=str(len(gates)), failures=str(failures), errors="0",
@@ -47,7 +45,7 @@ def junit_xml(report: BuildReport | ValidationReport, suite: str) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
-def write_junit(report: BuildReport | ValidationReport, suite: str, path: str | Path) -> Path:
+def write_junit(report: Judged, suite: str, path: str | Path) -> Path:
     from edgeq.files import write_bytes_atomic
 
     return write_bytes_atomic(path, junit_xml(report, suite))

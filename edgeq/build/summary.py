@@ -15,7 +15,7 @@ from pathlib import Path
 from edgeq.results.baseline import BaselineComparison, Delta
 from edgeq.results.build import BuildReport
 from edgeq.results.gates import Gate
-from edgeq.results.validation import ValidationReport
+from edgeq.results.validation import ValidationReport, ValidationRun
 
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 
@@ -73,9 +73,13 @@ def _regression(gate: Gate, report: ValidationReport) -> GateFigures:
     return GateFigures(value, "-" if gate.limit is None else f"{gate.limit:g} {unit}")
 
 
+FIDELITY_UNITS = {"min_output_sqnr": " dB"}  # the others are shares or normalized errors
+
+
 def _fidelity(gate: Gate, report: ValidationReport) -> GateFigures:
     """A validate fidelity limit carries its measured value and limit."""
-    return GateFigures(_num(gate.value, 4), "-" if gate.limit is None else f"{gate.limit:g}")
+    unit = FIDELITY_UNITS.get(gate.name.partition(":")[0], "")
+    return GateFigures(_num(gate.value, 4, unit), "-" if gate.limit is None else f"{gate.limit:g}{unit}")
 
 
 # gate name (before the first ':') -> its measured value and limit; anything else is a fidelity limit
@@ -96,22 +100,18 @@ def _result(gate: Gate) -> str:
     return "✅ pass" if gate.passed else "❌ FAIL"
 
 
-def gates_of(report: BuildReport | ValidationReport) -> tuple[Gate, ...]:
-    """A build's gates; for a validation, its max-drop gate (when a limit was set) and its fidelity limits."""
-    if isinstance(report, BuildReport):
-        return report.gates
-    from edgeq.validate.verdicts import max_drop_gate
-
-    held_out = report.gate
-    return (*((max_drop_gate(held_out),) if held_out is not None and held_out.passed is not None else ()),
-            *report.output_gates)
+Judged = BuildReport | ValidationRun  # what a build or a validation writes to report.json
 
 
-def _gates(report: BuildReport | ValidationReport) -> list[str]:
-    gates = gates_of(report)
+def validation_of(report: Judged) -> ValidationReport:
+    return report.validation_report if isinstance(report, BuildReport) else report.report
+
+
+def _gates(report: Judged) -> list[str]:
+    gates = report.gates
     if not gates:
         return ["No gates were set.", ""]
-    validation = report.validation_report if isinstance(report, BuildReport) else report
+    validation = validation_of(report)
     rows = []
     for gate in gates:
         figures = gate_figures(gate, validation)
@@ -128,10 +128,10 @@ def _methods(report: ValidationReport) -> list[str]:
         sqnr = "bit-exact" if m.bit_exact else _num(m.output_sqnr_db, 1)
         rows.append([f"INT8 {m.method.value}", _pct(m.top1), _num(m.drop_pp, 2), _pct(m.agreement), sqnr,
                      "✔" if m.method is validation.best_method else ""])
+    recovered = report.recovery.met_by if report.recovery is not None else None
     lines = ["### Accuracy and fidelity", "",
-             f"On {validation.eval_set}; the picked method is published"
-             + (f" (recovered by the rung {report.recovery.met_by})" if report.recovery and report.recovery.met_by
-                else "") + ".", ""]
+             f"On {validation.eval_set}; ✔ marks the picked method"
+             + (f" (the recovery rung {recovered} then met the gates)" if recovered else "") + ".", ""]
     lines += table(["model", "top-1", "drop pp", "agrees with FP32", "output SQNR dB", "picked"], rows)
     if report.outputs is not None and len(report.outputs.model_outputs) > 1:
         best = next((m for m in report.outputs.methods if m.method is validation.best_method), None)
@@ -193,16 +193,13 @@ def _artifacts(report: BuildReport, report_dir: Path | None) -> list[str]:
     return ["### Artifacts", "", *[f"- {what}: `{path}`" for what, path in paths], ""]
 
 
-def render(report: BuildReport | ValidationReport, report_dir: Path | None = None) -> str:
-    """The summary of a build report (or a validation report: its gates, accuracy, fidelity and size)."""
+def render(report: Judged, report_dir: Path | None = None) -> str:
+    """The summary of a build's report (or a validation's: its gates, accuracy, fidelity and size)."""
     build = report if isinstance(report, BuildReport) else None
-    validation = report.validation_report if build is not None else report
-    passed = build.passed if build is not None else validation.passed
-    name = build.title if build is not None else f"edgeq validate: {validation.model.source}"
-    gates = gates_of(report)
-    failed = [g.name for g in gates if not g.passed]
-    verdict = "✅ PASS" if passed else "❌ FAIL"
-    lines = [f"## {name}: {verdict}", ""]
+    validation = validation_of(report)
+    failed = [g.name for g in report.gates if not g.passed]
+    verdict = "✅ PASS" if report.passed else "❌ FAIL"
+    lines = [f"## {report.title}: {verdict}", ""]
     if failed:
         lines += [f"Failed: {', '.join(failed)}.", ""]
     lines += _gates(report) + _methods(validation) + _size(validation)

@@ -86,7 +86,7 @@ ROLES: dict[str, PathRoles] = {
     "eval": PathRoles(inputs=_args("model", "data", "reference", "preprocess")),
     "sensitivity": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess"), folder_outputs=_args("output")),
     "validate": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess", "tasks"),
-                          folder_outputs=_args("output")),
+                          file_outputs=_and_json(_args("summary_md", "junit")), folder_outputs=_args("output")),
     "zoo list": PathRoles(inputs=NOTHING),
     "zoo build": PathRoles(inputs=NOTHING, file_outputs=_and_json(_args("output"))),
 }
