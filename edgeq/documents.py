@@ -81,6 +81,9 @@ class EvalDocument(TypedDict):
 class BenchRatio(TypedDict):
     what: str
     ratio: float | None
+    unstable: bool  # either configuration's samples were unstable (edgeq.harness.latency.classify)
+    unstable_configs: list[str]
+    unjudged: bool  # not unstable, but a configuration had too few runs to judge
 
 
 class BenchDocument(TypedDict):
@@ -91,6 +94,7 @@ class BenchDocument(TypedDict):
     warnings: list[str]
     inputs: NotRequired[dict[str, dict[str, Any]]]  # per local model: how its inputs were generated
     peak_rss_mib: float
+    peak_rss_source: str  # what the peak RSS covers: the whole process
 
 
 class SensitivityDocument(TypedDict):

@@ -97,6 +97,9 @@ def test_ratios_from_unstable_samples_are_marked() -> None:
     assert marked.to_dict()["unstable"] is True
     clean = ratio_of("cpu t2: fp32 / fp32", steady, steady)
     assert not clean.unstable and clean.text() == "1.000"
+    few = ratio_of("cpu t1: int8 / fp32", _measurement("int8 cpu t1", [0.1] * 5), steady)  # the demo's 5 runs
+    assert not few.unstable and few.unjudged and few.text() == f"{0.1 / 0.115:.3f} (too few runs to judge stability)"
+    assert not ratio_of("x", disturbed, _measurement("few", [0.1] * 5)).unjudged  # unstable says more
 
 
 def test_bench_prints_each_warning_once_and_records_what_it_measured(
@@ -205,6 +208,15 @@ def test_the_latency_section_says_when_int8_is_slower() -> None:
     assert "Test CPU" in html and "12.5 MiB" in html and "0.10 0.20 0.30" in html
     assert html.count("badge bad\">unstable") == 2  # the disturbed row and the ratio built on it
     assert render(Page(latency=rows)).count("INT8 is") == 0  # an old report without a summary: no ratios
+
+
+def test_a_ratio_from_too_few_runs_says_so() -> None:
+    rows = (_row(Precision.INT8, 0.1, [0.1] * 5, "cpu"), _row(Precision.FP32, 0.4, [0.4] * 30, "cpu"))
+    (ratio,) = latency_data.ratios(rows)
+    assert not ratio.unstable and ratio.unjudged
+    assert ratio_sentence(ratio).endswith("Too few runs to judge whether the samples were stable (docs/harness.md).")
+    judged = latency_data.ratios((*rows[1:], _row(Precision.INT8, 0.1, [0.1] * 30, "cpu")))
+    assert "unjudged" not in judged[0].to_document()
 
 
 def test_ratio_sentence_without_an_fp32_median() -> None:

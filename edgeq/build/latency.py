@@ -44,9 +44,11 @@ def ratios(rows: tuple[LatencyRow, ...] | list[LatencyRow]) -> tuple[LatencyRati
         fp32 = by_key.get((backend, threads, Precision.FP32))
         if precision is not Precision.INT8 or fp32 is None:
             continue
-        unstable = any((r.stability or stability(r.samples_ms)).stable is False for r in (int8, fp32))
+        verdicts = [(r.stability or stability(r.samples_ms)).stable for r in (int8, fp32)]
+        unstable = False in verdicts
         found.append(LatencyRatio(backend=backend, threads=threads, int8_p50_ms=int8.p50_ms, fp32_p50_ms=fp32.p50_ms,
-                                  ratio=int8.p50_ms / fp32.p50_ms if fp32.p50_ms > 0 else None, unstable=unstable))
+                                  ratio=int8.p50_ms / fp32.p50_ms if fp32.p50_ms > 0 else None, unstable=unstable,
+                                  unjudged=not unstable and None in verdicts))
     return tuple(found)
 
 

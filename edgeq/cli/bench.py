@@ -286,7 +286,9 @@ def _print(document: dict[str, Any]) -> None:
     print_table(["model", "backend", "threads", "init ms", "first ms", "mean ms", "p50 ms", "p90 ms", "n",
                  "stalls", "p90/p50", "drift", "stable", "delegated"], rows)
     for entry in document["ratios"]:
-        print(f"ratio {entry['what']}: {entry['ratio']:.3f}" + (" (unstable)" if entry.get("unstable") else ""))
+        print(f"ratio {entry['what']}: {entry['ratio']:.3f}" + (" (unstable)" if entry.get("unstable") else
+                                                               " (too few runs to judge stability)"
+                                                               if entry.get("unjudged") else ""))
     for warning in document["warnings"]:
         print(f"warning: {warning}")
     env = document["environment"]

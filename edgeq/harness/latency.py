@@ -179,19 +179,23 @@ class Ratio:
     ratio: float
     unstable: bool
     unstable_configs: tuple[str, ...] = ()
+    unjudged: bool = False  # not unstable, but one side had too few runs (MIN_SAMPLES) to judge
 
     def text(self) -> str:
-        return f"{self.ratio:.3f}" + (" (unstable)" if self.unstable else "")
+        return f"{self.ratio:.3f}" + (" (unstable)" if self.unstable else
+                                      " (too few runs to judge stability)" if self.unjudged else "")
 
     def to_dict(self) -> dict[str, object]:
         return {"what": self.what, "ratio": self.ratio, "unstable": self.unstable,
-                "unstable_configs": list(self.unstable_configs)}
+                "unstable_configs": list(self.unstable_configs), "unjudged": self.unjudged}
 
 
 def ratio_of(what: str, numerator: Measurement, denominator: Measurement) -> Ratio:
     """Median latency ratio; below 1 means the numerator is faster."""
-    shaky = tuple(m.label for m in (numerator, denominator) if classify(m.samples_ms).stable is False)
-    return Ratio(what, ratio(numerator, denominator), bool(shaky), shaky)
+    verdicts = {m.label: classify(m.samples_ms).stable for m in (numerator, denominator)}
+    shaky = tuple(label for label, stable in verdicts.items() if stable is False)
+    return Ratio(what, ratio(numerator, denominator), bool(shaky), shaky,
+                 unjudged=not shaky and None in verdicts.values())
 
 
 def ratio(numerator: Measurement, denominator: Measurement) -> float:

@@ -79,6 +79,8 @@ def ratio_sentence(r: LatencyRatio) -> str:
                 f"({r.int8_p50_ms:.4g} ms vs {r.fp32_p50_ms:.4g} ms).")
     if r.unstable:
         said += " The samples behind it were unstable: the ratio may not be the models'."
+    elif r.unjudged:
+        said += " Too few runs to judge whether the samples were stable (docs/harness.md)."
     return said
 
 

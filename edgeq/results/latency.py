@@ -41,6 +41,8 @@ class LatencyRatio(Document):
     fp32_p50_ms: float
     ratio: float | None  # None: the FP32 median was 0
     unstable: bool  # either configuration's samples were unstable: the ratio may not be the models'
+    # neither unstable, but one had too few runs to judge (edgeq.harness.latency.MIN_SAMPLES)
+    unjudged: bool = field(default=False, metadata=OMIT_EMPTY)
 
 
 @dataclass(frozen=True, kw_only=True)
