@@ -17,8 +17,11 @@ the library shape this module:
 
 from __future__ import annotations
 
+import atexit
 import gc
+import os
 import re
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -150,10 +153,26 @@ def _quantization(data: bytes) -> dict[int, tuple[float, int]]:
     return found
 
 
+@cache
+def _quiet_teardown() -> None:
+    """The first tensor write makes LiteRT create a process-wide environment that is torn down only after Python
+    has finished (its destructor logs "DestroyAccelerator" lines to fd 2, after edgeq's last line). So once such
+    a session exists, fd 2 goes to /dev/null at exit, after every message of edgeq's and the atexit handlers
+    registered before it (atexit runs last-registered first)."""
+    def silence() -> None:
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+    atexit.register(silence)
+
+
 class CompiledModelSession:
     """The Session protocol over a LiteRT CompiledModel (first signature)."""
 
     def __init__(self, model: Any, data: bytes, backend: str, runtime: str) -> None:
+        _quiet_teardown()
         self.model, self.backend, self.runtime = model, backend, runtime
         self.delegation = None  # CompiledModel does not say which nodes an accelerator took; see fully_accelerated
         self.fully_accelerated = bool(model.is_fully_accelerated())
