@@ -329,12 +329,12 @@ def test_cli_flags_turn_the_guard_off_and_set_its_factors(model_path: Path, sets
     assert f"sample {PATHOLOGICAL} alone sets the range of" in capsys.readouterr().out
     assert cli.main(["convert", str(model_path), "--calib", str(sets["pathological"]), "--no-sample-guard",
                      "--json", "-o", str(tmp_path / "b.tflite")]) == 0
-    document = json.loads(capsys.readouterr().out)
+    document = json.loads(capsys.readouterr().out)["sidecar"]  # edgeq.convert: the sidecar is under 'sidecar'
     assert document["recipe"]["sample_guard"] is False
     assert all(r["trimmed_sample"] is None for r in document["ranges"]["ranges"])
     assert cli.main(["convert", str(model_path), "--calib", str(sets["pathological"]), "--sample-guard-factors",
                      "2000,3", "--json", "-o", str(tmp_path / "c.tflite")]) == 0
-    document = json.loads(capsys.readouterr().out)
+    document = json.loads(capsys.readouterr().out)["sidecar"]
     assert document["recipe"]["sample_guard_factor"] == 2000.0  # 1000x is below it: nothing trimmed
     assert all(r["trimmed_sample"] is None for r in document["ranges"]["ranges"])
     assert cli.main(["convert", str(model_path), "--calib", str(sets["pathological"]), "--sample-guard-factors",

@@ -107,7 +107,7 @@ def test_cli_build_writes_the_model_and_reuses_cache(tiny_cnn: zoo.BuiltModel, z
     code = cli.main(["zoo", "build", "cnn", "--epochs", "1", "--cache-dir", str(zoo_cache), "-o", str(out),
                      "--json"])
     assert code == 0
-    card = json.loads(capsys.readouterr().out)
-    assert card["reused"] is True
-    assert card["test_accuracy"] == tiny_cnn.card.test_accuracy
+    document = json.loads(capsys.readouterr().out)
+    assert document["kind"] == "edgeq.zoo" and document["reused"] is True and document["output"] == str(out)
+    assert document["card"]["test_accuracy"] == tiny_cnn.card.test_accuracy
     assert out.read_bytes() == tiny_cnn.path.read_bytes()
