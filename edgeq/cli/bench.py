@@ -41,7 +41,7 @@ def register(verbs: Any) -> None:
         bench, purpose="how image inputs are generated: random 0-255 pixels through this preprocessing, then quantized",
         default="each model's own TFLite Metadata or sidecar, else random values over the input type's range")
     bench.add_argument("--taskset", metavar="MASK", help="android backend: CPU mask for taskset (e.g. f0 = big cores)")
-    options.add_json_file_option(bench, "all results with their raw samples")
+    options.add_machine_output_options(bench, "all results with their raw samples")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -85,18 +85,11 @@ def run_bench(args: argparse.Namespace) -> int:
     document["peak_rss_mib"] = round(peak_rss_mib(), 1)
     document["peak_rss_source"] = PEAK_RSS_SOURCE
     document["warnings"] = list(dict.fromkeys(document["warnings"]))  # each distinct warning once per run
-    if args.json == "-":  # machine output only: stdout stays parseable
-        from edgeq.cli.output import print_json
+    from edgeq.cli.output import emit_json, tables_wanted
 
-        print_json(document)
-    else:
+    if tables_wanted(args):
         _print(document)
-    if args.json and args.json != "-":
-        import json
-
-        from edgeq.files import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(document, indent=2) + "\n")
+    emit_json(args.json, "edgeq.bench", document)
     failures = [w for w in document["warnings"] if w.startswith("not fully delegated")]
     if args.require_full_delegation and failures:
         raise GateFailed(failures[0])
@@ -105,7 +98,6 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespace,
                  document: dict[str, Any]) -> None:
-    from edgeq.cli.progress import progress_printer
     from edgeq.harness import environment
     from edgeq.harness.backends import open_session
     from edgeq.harness.latency import LatencyConfig, classify, open_timed, ratio_of, run_interleaved
@@ -129,7 +121,7 @@ def _bench_local(models: list[Path], backends: list[Any], args: argparse.Namespa
                                                                           feeds[m])
                 measurements.append(open_timed(label, opener))
                 keys.append((model, backend, threads))
-    run_interleaved(measurements, config, progress_printer("benchmarking"))
+    run_interleaved(measurements, config)
     for m in measurements:
         getattr(m.session, "close", lambda: None)()  # CompiledModel: release it with its teardown log captured
     by_key = dict(zip(keys, measurements, strict=True))

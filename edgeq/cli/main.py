@@ -105,10 +105,14 @@ def _run(argv: list[str], debug: bool) -> int:
         if handler is None:
             build_parser().print_help(sys.stderr)
             return ExitCode.BAD_INPUT
+        from edgeq.cli.output import machine_stdout
         from edgeq.cli.paths import check_paths
+        from edgeq.cli.progress import configure
 
         check_paths(args)
-        return int(handler(args))
+        configure(quiet=bool(getattr(args, "quiet", False)))  # progress and informational lines
+        with machine_stdout(getattr(args, "json", None) == "-"):
+            return int(handler(args))
     except EdgeqError as exc:
         if debug:
             traceback.print_exc()
