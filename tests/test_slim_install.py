@@ -58,9 +58,9 @@ def slim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT, source, ignore=_not_sources)  # setuptools writes build/ next to its sources
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "wheel"), str(source)])
     (wheel,) = (work / "wheel").glob("edgeq-*.whl")
-    run([sys.executable, "-m", "venv", str(work / "venv")])
+    run([sys.executable, "-m", "venv", "--without-pip", str(work / "venv")])  # this pip installs into it: 6 s less
     bin_dir = work / "venv" / "bin"
-    run([str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{wheel}[device-test]"])
+    run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "-q", f"{wheel}[device-test]"])
     return bin_dir
 
 
@@ -98,6 +98,8 @@ def test_slim_venv_checks_benchmarks_and_evaluates(slim: Path) -> None:
     (["eval", str(MODEL), "--data", "digits:test"], "full"),
     (["eval", str(MODEL), "--data", "lfw:test"], "full"),
     (["validate", str(REFERENCE), "--calib", str(DIGITS), "--eval", str(DIGITS), "-o", "val"], "full"),
+    (["coverage", str(REFERENCE), "--calib", str(DIGITS), "--production", str(DIGITS), "-o", "cov"], "full"),
+    (["datagen", "--source", str(DIGITS), "-o", "set"], "full"),
 ])
 def test_slim_venv_names_the_extra(slim: Path, args: list[str], extra: str) -> None:
     err = edgeq(slim, *args, expect=2).stderr

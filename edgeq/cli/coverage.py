@@ -44,6 +44,10 @@ def run_coverage(args: argparse.Namespace) -> int:
 
     if not args.threshold > 0:
         raise UsageError("--threshold must be positive")
+    if args.output:
+        from edgeq.extras import require_extra
+
+        require_extra("matplotlib", "the coverage plot (-o)")  # before the work, not after it
     float_model = load_float_model(args.model, args.input_shape)
     preprocessing = parse_preprocessing(args.preprocess)
     with warnings.catch_warnings():  # said below, once, as one line each
