@@ -11,6 +11,7 @@ from typing import Any
 
 from edgeq.cli import options
 from edgeq.cli.argtypes import integer, integer_list, number
+from edgeq.cli.output import info as info_line
 from edgeq.cli.output import print_table
 from edgeq.errors import BackendUnavailable, GateFailed, UsageError
 
@@ -211,11 +212,11 @@ def _input_feeds(models: list[Path], data: dict[Path, bytes], args: argparse.Nam
                  "feed": "pixels" if resolved.spec else "type-range", "warnings": list(resolved.warnings)}
         document["inputs"][str(model)] = entry
         if resolved.spec is None:
-            print(f"inputs of {model.name}: random values over each input type's range (no preprocessing known: "
-                  "no --preprocess, TFLite Metadata or sidecar)", file=out)
+            info_line(f"inputs of {model.name}: random values over each input type's range (no preprocessing known: "
+                      "no --preprocess, TFLite Metadata or sidecar)", out)
             feeds[model] = None
             continue
-        print(f"inputs of {model.name}: random 0-255 pixels, {resolved.line()}", file=out)
+        info_line(f"inputs of {model.name}: random 0-255 pixels, {resolved.line()}", out)
         spec = dc.replace(resolved.spec, size=None)  # pixels are drawn at the input's own size
 
         def feed(session: Any, spec: Any = spec) -> list[Any]:

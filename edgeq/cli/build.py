@@ -42,7 +42,7 @@ def run_build_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def log(line: str) -> None:  # one line per step: readable in CI logs; progress bars only on a terminal
-        print(f"[{time.perf_counter() - started:6.1f} s] {line}", flush=True)
+        info(f"[{time.perf_counter() - started:6.1f} s] {line}")  # --quiet drops it
 
     outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache, baseline=baseline)
     validation = outcome.report.validation_report.validation
@@ -58,7 +58,7 @@ def run_build_command(args: argparse.Namespace) -> int:
         print_table(["gate", "result", "detail"], [[g.name, "pass" if g.passed else "FAIL", g.detail]
                                                    for g in outcome.gates])
     if outcome.reused:
-        print(f"\nreused cached steps: {', '.join(outcome.reused)}")
+        info(f"\nreused cached steps: {', '.join(outcome.reused)}")
     print(f"artifact: {outcome.artifact} (+ {outcome.artifact.with_suffix('.json').name})")
     print(f"report:   {outcome.report_html}")
     emit_json(args.json, "edgeq.build", {
