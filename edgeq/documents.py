@@ -165,7 +165,43 @@ class ZooBuildDocument(TypedDict):
     card: dict[str, Any]  # edgeq_models.zoo.ZooCard
 
 
-#: Each verb's document kind -> its body's type (edgeq.device-test's is the device suite's own run record).
+Outcome = Literal["passed", "failed", "skipped", "error"]
+
+
+class DeviceTestCase(TypedDict):
+    id: str  # pytest's node id, e.g. test_device.py::test_latency_budget[xnnpack]
+    test: str
+    backend: str | None
+    outcome: Outcome
+    message: str | None  # a skip's reason or a failure's first line
+    duration_s: Number
+    properties: dict[str, Any]  # what the test measured: top1, samples, latency_p90_ms, latency_source, ...
+
+
+class DeviceBudgetCheck(TypedDict):
+    check: str  # latency, accuracy, fidelity, full_delegation
+    backend: str | None
+    outcome: Outcome
+    message: str | None
+
+
+class DeviceBudget(TypedDict):
+    verdict: Literal["pass", "fail", "not judged"]
+    checks: list[DeviceBudgetCheck]
+
+
+class DeviceTestDocument(TypedDict):
+    """edgeq.harness.device_suite.SuiteRun.to_dict."""
+
+    suite: str  # the installed suite's folder
+    pytest_exit: int
+    options: dict[str, Any]  # the suite's options as pytest parsed them (model, backend, eval_set, budget, ...)
+    counts: dict[str, int]  # passed, failed, skipped, error
+    budget: DeviceBudget
+    tests: list[DeviceTestCase]
+
+
+#: Each verb's document kind -> its body's type.
 DOCUMENTS: dict[str, Any] = {
     "edgeq.bench": BenchDocument,
     "edgeq.build": BuildDocument,
@@ -174,7 +210,7 @@ DOCUMENTS: dict[str, Any] = {
     "edgeq.convert": ConvertDocument,
     "edgeq.coverage": CoverageDocument,
     "edgeq.datagen": DatagenDocument,
-    "edgeq.device-test": dict[str, Any],
+    "edgeq.device-test": DeviceTestDocument,
     "edgeq.eval": EvalDocument,
     "edgeq.sensitivity": SensitivityDocument,
     "edgeq.validate": ValidateDocument,

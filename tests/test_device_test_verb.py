@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -48,6 +49,8 @@ def test_budget_met_document(tmp_path: Path) -> None:
     assert "budget: pass" in result.stdout
     document = json.loads(out.read_text())
     assert document["kind"] == "edgeq.device-test"
+    schema = json.loads((ROOT / "docs" / "schemas" / "edgeq.device-test.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(document)  # the published schema (edgeq.documents)
     body = unwrap(document, "edgeq.device-test")
     assert body["pytest_exit"] == 0 and body["options"]["backend"] == "ref,xnnpack"
     assert body["counts"]["failed"] == body["counts"]["error"] == 0
