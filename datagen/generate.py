@@ -53,6 +53,7 @@ from datagen.sources import DecodeError, Source, SourceItem, open_source, source
 from edgeq.artifacts import Preprocessing
 from edgeq.errors import InputError, Terminated, UsageError  # Terminated: SIGTERM/SIGHUP, unwound like Ctrl-C
 from edgeq.npzio import save_npz
+from edgeq.progress import task
 from edgeq.versions import package_versions
 
 SET_FORMAT = "edgeq-calibration-set"
@@ -495,10 +496,10 @@ def _write_set(output: Path, config: DatagenConfig, source: Source, planned: lis
                 thumbs.append((image, sample.condition))
             if len(shard) == SHARD_SIZE:
                 flush()
-            if progress:
-                progress(len(records), len(jobs))
+            rendered.update(len(records))
 
-        _render_all(jobs, workers, consume)
+        with task("rendering", len(jobs), callback=progress) as rendered:
+            _render_all(jobs, workers, consume)
         if shard:
             flush()
         manifest = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()

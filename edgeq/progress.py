@@ -99,10 +99,14 @@ class Task:
         self._callback = callback
 
     def advance(self, n: int = 1) -> None:
-        self.done += n
-        self._bar.update(self.done)
+        self.update(self.done + n)
+
+    def update(self, done: int) -> None:
+        """Set the count to ``done`` (for loops that know their count rather than their increments)."""
+        self.done = done
+        self._bar.update(done)
         if self._callback is not None:
-            self._callback(self.done, self.total if self.total is not None else self.done)
+            self._callback(done, self.total if self.total is not None else done)
 
 
 @contextlib.contextmanager

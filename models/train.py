@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from datagen.bundled import LabelledImages
+from edgeq import progress
 from edgeq.artifacts import Preprocessing
 from edgeq.preprocess import apply_preprocessing
 
@@ -31,6 +32,7 @@ def train_classifier(model: "keras.Model", train: LabelledImages, val: LabelledI
     import keras
 
     from .determinism import seed_everything
+    from .progress import EpochProgress
 
     seed_everything(seed)
     x_train = apply_preprocessing(preprocessing, train.images)
@@ -42,7 +44,9 @@ def train_classifier(model: "keras.Model", train: LabelledImages, val: LabelledI
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     started = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
+    with progress.task("training", epochs) as counted:  # one line per epoch (Keras' verbose output prints)
+        model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+                  callbacks=[EpochProgress(epochs, counted)])
     train_seconds = time.perf_counter() - started
     return TrainOutcome(
         model=model,

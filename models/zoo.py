@@ -21,6 +21,7 @@ from datagen import bundled
 from edgeq import preprocess
 from edgeq.artifacts import Artifact, Preprocessing
 from edgeq.errors import InputError, UsageError
+from edgeq.progress import step
 from edgeq.versions import package_versions
 
 from . import architectures
@@ -170,6 +171,7 @@ def _train_into_staging(zoo_entry: ZooEntry, recipe: TrainRecipe, key: str,
     from .determinism import seed_everything
     from .train import train_classifier
 
+    step(f"zoo {zoo_entry.name}: training {recipe.epochs} epochs (cached afterwards)")
     train, val, test = load_splits(zoo_entry.dataset)
     seed_everything(recipe.seed)  # the initial weights come from the seed too
     model = zoo_entry.builder(zoo_entry.input_shape, zoo_entry.num_classes)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# A loop's progress lines reach stderr once it has run a second, so how busy the machine is would decide what a
+# test's stderr holds; tests/test_progress.py tests progress under its own setting.
+os.environ["EDGEQ_PROGRESS"] = "off"
 
 import pytest
 from hypothesis import settings

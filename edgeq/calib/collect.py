@@ -31,6 +31,7 @@ from edgeq.calib.stats import SampleExtremes, TensorStats
 from edgeq.errors import InputError
 from edgeq.files import atomic_path
 from edgeq.npzio import save_npz
+from edgeq.progress import task
 from edgeq.tflite import model as tfl
 from edgeq.tflite.model import TensorKey
 from edgeq.tflite.runtime import CpuKernels, make_interpreter
@@ -274,16 +275,16 @@ def collect(float_model: bytes, data: CalibrationSet, progress: Callable[[int, i
             raise
 
     replay = GraphReplay(parsed, float_model, extremes, observe)
-    for i, batch in data.samples(inputs):
-        current.clear()
-        for index, sample in zip(input_indices, batch, strict=True):
-            interpreter.set_tensor(index, sample)
-        interpreter.invoke()
-        replay.measure(0, interpreter, numbers[i])
-        for key, sample_stats in current.items():
-            extremes[key].add(numbers[i], sample_stats)
-        if progress is not None:
-            progress(i + 1, len(data))
+    with task("calibration statistics", len(data), callback=progress) as counted:
+        for i, batch in data.samples(inputs):
+            current.clear()
+            for index, sample in zip(input_indices, batch, strict=True):
+                interpreter.set_tensor(index, sample)
+            interpreter.invoke()
+            replay.measure(0, interpreter, numbers[i])
+            for key, sample_stats in current.items():
+                extremes[key].add(numbers[i], sample_stats)
+            counted.advance()
     named = sorted({s for e in extremes.values() for ranked in (e.top_max, e.top_min, e.top_abs) for s, _ in ranked})
     described = describe_samples(data) if sample_indices is None else None
     return ActivationStats(

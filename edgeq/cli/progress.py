@@ -5,8 +5,11 @@ command after parsing) installs the reporter for this process. On a terminal, ba
 finished bar ends its line, so nothing is ever glued to it. Off a terminal (pipes, CI logs, ``CI`` set), a
 CI log must stay readable and bounded: one line per step and per loop start and end, each with a UTC
 timestamp and the time since the command began, and for long loops at most one line every
-``interval`` seconds, never one per item. ``--quiet`` installs the silent reporter and silences
-:func:`info`; results, warnings and errors are printed elsewhere and are never silenced.
+``interval`` seconds, never one per item. Either way a loop is shown only once it has run ``DELAY_S``:
+one that ends sooner needs no progress. ``EDGEQ_PROGRESS`` (``bar``, ``log``, ``off``) overrides the
+choice; the test suite sets ``off`` except where it tests progress. ``--quiet`` installs the silent
+reporter and silences :func:`info`; results, warnings and errors are printed elsewhere and are never
+silenced.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from edgeq import progress
+from edgeq.errors import UsageError
 
 #: Seconds between two lines of one loop in the timestamped log (CI logs stay short on long loops).
 LOG_INTERVAL_S = 10.0
+#: A loop is shown once it has run this long: one that ends sooner needs no progress (tqdm's ``delay``).
+DELAY_S = 1.0
 
 _quiet = False
 
@@ -51,10 +57,14 @@ def info(message: str) -> None:
 
 
 def reporter_for(stream: TextIO) -> progress.Reporter:
-    """A bar reporter when ``stream`` is a terminal outside CI, else the timestamped line reporter."""
-    if _is_terminal(stream) and not os.environ.get("CI"):
-        return TerminalReporter()
-    return LogReporter()
+    """The reporter ``EDGEQ_PROGRESS`` names; by default (``auto``) bars when ``stream`` is a terminal
+    outside CI, else timestamped lines."""
+    choice = os.environ.get("EDGEQ_PROGRESS", "auto").strip().lower() or "auto"
+    if choice not in REPORTERS:
+        raise UsageError(f"EDGEQ_PROGRESS must be one of {', '.join(REPORTERS)}, got {choice!r}")
+    if choice == "auto":
+        choice = "bar" if _is_terminal(stream) and not os.environ.get("CI") else "log"
+    return REPORTERS[choice]()
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -85,14 +95,14 @@ def _terminal_size(stream: TextIO) -> os.terminal_size | None:
 
 
 class _TqdmBar:
-    def __init__(self, label: str, total: int | None, stream: TextIO) -> None:
+    def __init__(self, label: str, total: int | None, stream: TextIO, delay: float) -> None:
         from tqdm import tqdm
 
         nested = len(_open_bars)
         sized = _terminal_size(stream) is not None  # tqdm draws nothing on a terminal reporting 0x0
         self._bar = tqdm(total=total, desc=label, file=stream, leave=nested == 0, position=nested,
                          dynamic_ncols=sized, ncols=None if sized else 80, nrows=None if sized else 24,
-                         mininterval=0.2, unit="it", smoothing=0.1)
+                         mininterval=0.2, unit="it", smoothing=0.1, delay=delay)
         _open_bars.append(self)
 
     def update(self, done: int) -> None:
@@ -109,8 +119,9 @@ class _TqdmBar:
 class TerminalReporter:
     """tqdm bars on stderr (rate, ETA); step lines are written above any open bar, never on its line."""
 
-    def __init__(self, stream: Callable[[], TextIO] = _stderr) -> None:
+    def __init__(self, stream: Callable[[], TextIO] = _stderr, *, delay: float = DELAY_S) -> None:
         self._stream = stream
+        self._delay = delay
 
     def step(self, message: str) -> None:
         from tqdm import tqdm
@@ -118,7 +129,7 @@ class TerminalReporter:
         tqdm.write(message, file=self._stream())
 
     def start(self, label: str, total: int | None) -> progress.Bar:
-        return _TqdmBar(label, total, self._stream())
+        return _TqdmBar(label, total, self._stream(), self._delay)
 
 
 # ------------------------------------------------------------------------------------------- log lines
@@ -139,14 +150,15 @@ def _rate(done: int, seconds: float) -> str:
 
 
 class _LogBar:
+    """A loop in the log: nothing until it has run ``delay`` s, then a line every ``interval`` s, then its end."""
+
     def __init__(self, log: LogReporter, label: str, total: int | None) -> None:
         self._log = log
         self._label = label
         self._total = total
         self._began = self._last_line = log.clock()
         self._done = 0
-        self._closed = False
-        log.line(f"{label}: started" + (f", {total} to do" if total is not None else ""))
+        self._shown = self._closed = False
 
     def _count(self, done: int) -> str:
         if self._total:
@@ -156,14 +168,15 @@ class _LogBar:
     def update(self, done: int) -> None:
         self._done = max(self._done, done)
         now = self._log.clock()
-        if now - self._last_line < self._log.interval or self._closed:
+        if self._closed or now - self._last_line < (self._log.interval if self._shown else self._log.delay):
             return
-        self._last_line = now
         spent = now - self._began
         parts = [self._count(self._done), _rate(self._done, spent)]
         if self._total and self._done and self._done < self._total:
             parts.append(f"ETA {_duration(spent * (self._total - self._done) / self._done)}")
-        self._log.line(f"{self._label}: " + ", ".join(p for p in parts if p))
+        opening = "" if self._shown else f"started {_duration(spent)} ago, "
+        self._shown, self._last_line = True, now
+        self._log.line(f"{self._label}: {opening}" + ", ".join(p for p in parts if p))
 
     def close(self, done: int) -> None:
         if self._closed:
@@ -171,6 +184,8 @@ class _LogBar:
         self._closed = True
         self._done = max(self._done, done)
         spent = self._log.clock() - self._began
+        if not self._shown and spent < self._log.delay:
+            return  # a short loop needs no progress
         finished = self._total is None or self._done >= self._total
         verb = "done" if finished else "stopped at"
         rate = _rate(self._done, spent)
@@ -179,16 +194,17 @@ class _LogBar:
 
 
 class LogReporter:
-    """One timestamped line per step and per loop start/end; long loops add a line every ``interval`` s.
-
-    ``clock`` (monotonic seconds) and ``now`` (UTC wall time) are injectable so tests need no sleeping.
+    """One timestamped line per step; a loop that runs ``delay`` s gets a start line, a line every ``interval``
+    s and an end line. ``clock`` (monotonic seconds) and ``now`` (UTC wall time) are injectable, so tests
+    need no sleeping.
     """
 
     def __init__(self, stream: Callable[[], TextIO] = _stderr, *, interval: float = LOG_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic,
+                 delay: float = DELAY_S, clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._stream = stream
         self.interval = interval
+        self.delay = delay
         self.clock = clock
         self._now = now
         self._began = clock()
@@ -205,22 +221,6 @@ class LogReporter:
         return _LogBar(self, label, total)
 
 
-# ------------------------------------------------------------------------------------- older callbacks
-
-
-def progress_printer(label: str) -> Callable[[int, int], None] | None:
-    """A ``(done, total)`` callback for library functions that still take one, drawn by this process's
-    reporter; None under ``--quiet``. The bar closes when ``done`` reaches ``total``."""
-    if _quiet:
-        return None
-    state: dict[str, progress.Bar] = {}
-
-    def draw(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = progress.current().start(label, total)
-        if done >= total:
-            state.pop("bar").close(done)
-        else:
-            state["bar"].update(done)
-
-    return draw
+#: What ``EDGEQ_PROGRESS`` may name (``auto`` picks ``bar`` or ``log`` by the stream).
+REPORTERS: dict[str, Callable[[], progress.Reporter]] = {
+    "auto": LogReporter, "bar": TerminalReporter, "log": LogReporter, "off": progress.NullReporter}

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgeq.errors import InputError, UsageError
 from edgeq.harness.session import Session, TensorInfo
+from edgeq.progress import task
 
 
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
@@ -53,12 +54,12 @@ def _invocations(session: Session, x: np.ndarray,
     info = session.inputs[0]
     if tuple(x.shape[1:]) != tuple(info.shape[1:]):
         raise InputError(f"data samples are shaped {tuple(x.shape[1:])}, the model expects {tuple(info.shape[1:])}")
-    for i, sample in enumerate(x):
-        session.set_inputs([quantize(sample[None], info)])
-        session.invoke()
-        yield [dequantize(y, o) for y, o in zip(session.get_outputs(), session.outputs, strict=True)]
-        if progress is not None and (i + 1) % 50 == 0:
-            progress(i + 1, len(x))
+    with task("evaluating", len(x), callback=progress) as counted:
+        for sample in x:
+            session.set_inputs([quantize(sample[None], info)])
+            session.invoke()
+            yield [dequantize(y, o) for y, o in zip(session.get_outputs(), session.outputs, strict=True)]
+            counted.advance()
 
 
 def predict(session: Session, x: np.ndarray, output: int = 0,

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeq.artifacts import LatencyStats
 from edgeq.harness.session import Session
+from edgeq.progress import task
 from edgeq.tflite.runtime import seeded_inputs
 
 
@@ -132,14 +133,16 @@ def _timed_invoke(session: Session) -> float:
 def run_interleaved(measurements: list[Measurement], config: LatencyConfig,
                     progress: Callable[[int, int], None] | None = None) -> None:
     """Fill each measurement's first_ms and samples_ms."""
-    for m in measurements:
-        m.slice_runs = config.slice_runs
-        m.session.set_inputs(random_inputs(m.session, config.seed))
-        m.first_ms = _timed_invoke(m.session)
-        started, done = time.perf_counter(), 0
-        while done < config.warmup_runs or time.perf_counter() - started < config.warmup_seconds:
-            m.session.invoke()
-            done += 1
+    with task("warming up", len(measurements)) as warmed:
+        for m in measurements:
+            m.slice_runs = config.slice_runs
+            m.session.set_inputs(random_inputs(m.session, config.seed))
+            m.first_ms = _timed_invoke(m.session)
+            started, done = time.perf_counter(), 0
+            while done < config.warmup_runs or time.perf_counter() - started < config.warmup_seconds:
+                m.session.invoke()
+                done += 1
+            warmed.advance()
     started = time.perf_counter()
     spent = dict.fromkeys(range(len(measurements)), 0.0)
 
@@ -148,17 +151,16 @@ def run_interleaved(measurements: list[Measurement], config: LatencyConfig,
         enough = len(m.samples_ms) >= config.runs and spent[i] >= config.min_seconds * 1e3
         return enough or time.perf_counter() - started > config.max_seconds
 
-    while not all(finished(i) for i in range(len(measurements))):
-        for i, m in enumerate(measurements):
-            if finished(i):
-                continue
-            for _ in range(config.slice_runs):
-                sample = _timed_invoke(m.session)
-                m.samples_ms.append(sample)
-                spent[i] += sample
-        if progress is not None:
-            total = sum(min(len(m.samples_ms), config.runs) for m in measurements)
-            progress(total, config.runs * len(measurements))
+    with task("benchmarking", config.runs * len(measurements), callback=progress) as counted:
+        while not all(finished(i) for i in range(len(measurements))):
+            for i, m in enumerate(measurements):
+                if finished(i):
+                    continue
+                for _ in range(config.slice_runs):
+                    sample = _timed_invoke(m.session)
+                    m.samples_ms.append(sample)
+                    spent[i] += sample
+            counted.update(sum(min(len(m.samples_ms), config.runs) for m in measurements))
 
 
 #: Where peak_rss_mib comes from, said beside the figure: it is the whole process, not one configuration.

@@ -35,6 +35,7 @@ from edgeq.calib.ranges import choose_ranges
 from edgeq.errors import InputError, UsageError
 from edgeq.harness.accuracy import predict_outputs
 from edgeq.harness.backends import open_session, parse_backend
+from edgeq.progress import task
 from edgeq.quant_recipe import Override, QuantRecipe
 from edgeq.recover.sensitivity import analysable
 from edgeq.recover.simulate import Simulator, fidelity
@@ -159,22 +160,22 @@ def search(float_model: bytes, data: CalibrationSet, recipe: QuantRecipe, real_q
     order = [i for _, i in sorted(costs)][:top]
     score = simulated(current)
     choices = []
-    for step, i in enumerate(order):
-        key = sim.activations[i].key
-        best, best_candidate = score, None
-        for candidate, ranges in candidates.items():
-            if ranges[key] == current[key]:
-                continue
-            trial = simulated({**current, key: ranges[key]})
-            if trial > best + 1e-9:
-                best, best_candidate = trial, candidate
-        if best_candidate is not None:
-            current = {**current, key: candidates[best_candidate][key]}
-            choices.append(TensorChoice(tensor=sim.activations[i].name, estimator=best_candidate[0],
-                                        percentile=best_candidate[1], gain_db=best - score))
-            score = best
-        if progress:
-            progress(step + 1, len(order))
+    with task("searching ranges", len(order), callback=progress) as counted:
+        for i in order:
+            key = sim.activations[i].key
+            best, best_candidate = score, None
+            for candidate, ranges in candidates.items():
+                if ranges[key] == current[key]:
+                    continue
+                trial = simulated({**current, key: ranges[key]})
+                if trial > best + 1e-9:
+                    best, best_candidate = trial, candidate
+            if best_candidate is not None:
+                current = {**current, key: candidates[best_candidate][key]}
+                choices.append(TensorChoice(tensor=sim.activations[i].name, estimator=best_candidate[0],
+                                            percentile=best_candidate[1], gain_db=best - score))
+                score = best
+            counted.advance()
     searched = replace(base, overrides=tuple(Override(method=c.estimator, tensors=exact(c.tensor),
                                                       percentile=c.percentile) for c in choices))
     contenders = {"search": searched, **{m.value: replace(base, method=m) for m in SINGLE}}

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeq.artifacts import SensitivityReport, TensorSensitivity
 from edgeq.errors import UsageError
+from edgeq.progress import task
 from edgeq.recover.simulate import Config, Simulator, fidelity
 from edgeq.tflite.model import TensorKey
 
@@ -45,34 +46,33 @@ def analyse(sim: Simulator, ranges: Mapping[TensorKey, tuple[float, float]], sam
     nothing = sim.float_config()
     all_db = score(with_int8, everything)
     indices = analysable(sim)
-    total, done = len(indices) + len(sim.weights), 0
+    total = len(indices) + len(sim.weights)
     rows: list[TensorSensitivity] = []
-    for i in indices:
-        a = sim.activations[i]
-        only = nothing.with_row(i, everything.activations[i])
-        but = everything.with_row(i, nothing.activations[i])
-        # the tensors that take this one's scale are switched with it
-        for j, other in enumerate(sim.activations):
-            if sim.same_scale.get(other.key) == a.key:
-                only = only.with_row(j, everything.activations[j])
-                but = but.with_row(j, nothing.activations[j])
-        but_db = score(with_int8, but)
-        rows.append(TensorSensitivity(name=a.name, tensor_kind="activation", op=a.producer,
-                                      only_db=score(with_float, only), all_but_db=but_db, recovers_db=but_db - all_db))
-        done += 1
-        if progress:
-            progress(done, total)
-    for k, w in enumerate(sim.weights):
-        try:  # the weight swapped in a fixed-weights probe (XNNPACK), else switched in sim
-            only_db = score(with_float.with_weight(w.key, quantized=True), nothing)
-            but_db = score(with_int8.with_weight(w.key, quantized=False), everything)
-        except UsageError:
-            only_db, but_db = score(sim, nothing.with_weight(k, 1.0)), score(sim, everything.with_weight(k, 0.0))
-        rows.append(TensorSensitivity(name=w.name, tensor_kind="weight", op=w.producer, only_db=only_db,
-                                      all_but_db=but_db, recovers_db=but_db - all_db))
-        done += 1
-        if progress:
-            progress(done, total)
+    with task("analysing tensors", total, callback=progress) as counted:
+        for i in indices:
+            a = sim.activations[i]
+            only = nothing.with_row(i, everything.activations[i])
+            but = everything.with_row(i, nothing.activations[i])
+            # the tensors that take this one's scale are switched with it
+            for j, other in enumerate(sim.activations):
+                if sim.same_scale.get(other.key) == a.key:
+                    only = only.with_row(j, everything.activations[j])
+                    but = but.with_row(j, nothing.activations[j])
+            but_db = score(with_int8, but)
+            rows.append(TensorSensitivity(name=a.name, tensor_kind="activation", op=a.producer,
+                                          only_db=score(with_float, only), all_but_db=but_db,
+                                          recovers_db=but_db - all_db))
+            counted.advance()
+        for k, w in enumerate(sim.weights):
+            try:  # the weight swapped in a fixed-weights probe (XNNPACK), else switched in sim
+                only_db = score(with_float.with_weight(w.key, quantized=True), nothing)
+                but_db = score(with_int8.with_weight(w.key, quantized=False), everything)
+            except UsageError:
+                only_db = score(sim, nothing.with_weight(k, 1.0))
+                but_db = score(sim, everything.with_weight(k, 0.0))
+            rows.append(TensorSensitivity(name=w.name, tensor_kind="weight", op=w.producer, only_db=only_db,
+                                          all_but_db=but_db, recovers_db=but_db - all_db))
+            counted.advance()
     ranked = sorted(rows, key=lambda r: (r.only_db, -r.recovers_db, r.name))
     names = {a.key: a.name for a in sim.activations}
     return SensitivityReport(

@@ -33,6 +33,7 @@ from edgeq.errors import EdgeqError, UsageError
 from edgeq.harness.backends import open_session, parse_backend
 from edgeq.harness.latency import classify, random_inputs
 from edgeq.intake.float_model import FloatModel
+from edgeq.progress import step
 from edgeq.quant_recipe import QuantRecipe
 from edgeq.recover.sensitivity import analyse
 from edgeq.recover.simulate import Simulator
@@ -304,6 +305,7 @@ def run_ladder(rungs: Sequence[Rung], start: State, start_model: Path, ctx: Cont
     met_by = model = None
     looks = 1  # how many models were judged on the gate half (the start included)
     for k, rung in enumerate(rungs if verdict.failed else (), 1):
+        step(f"recovery rung {k}/{len(rungs)}: {rung.name}")
         refused = _refusal(rung, ctx.targets)
         if refused is not None:
             results.append(_result(rung.name, "refused", refused, None, None))

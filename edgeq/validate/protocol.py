@@ -25,6 +25,7 @@ from edgeq.harness.backends import open_session, parse_backend
 from edgeq.harness.evaldata import EvalSet
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
+from edgeq.progress import step
 from edgeq.quant_recipe import QuantRecipe
 from edgeq.results.validation import (
     Baseline,
@@ -213,7 +214,8 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
         fp32_correct = fp32.argmax(-1) == labels
         baseline = evaluate(fp32, labels, conditions)
     measured, artifacts, selection, int8_correct, by_method = [], {}, [], {}, {}
-    for method in methods:
+    for n, method in enumerate(methods, 1):
+        step(f"method {n}/{len(methods)}: {method.value}")
         path = model_path(out_dir, method)
         searched = Estimator(method) is Estimator.SEARCH  # measures on calibration samples, not statistics
         artifacts[method] = convert(float_model, path, calib=calib if searched else None,
@@ -248,6 +250,7 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
     output_gates = judge_gates(gates, plan, best_method.value, by_method[best_method], split.gate)
     failed = (gate is not None and gate.passed is False) or not all(g.passed for g in output_gates)
     best_path = model_path(out_dir, best_method)
+    step(f"per-layer diagnostics of {best_method.value}")
     layers = per_layer(float_bytes, best_path.read_bytes(), x[:LAYER_SAMPLES])
     worst_layers = worst(layers, 3)
     eval_clip = max((r.clip_fraction for r in layers if r.op not in ("SOFTMAX", "LOGISTIC")), default=0.0)
