@@ -22,7 +22,8 @@ from edgeq.harness.backends import (
 )
 from edgeq.harness.session import Availability, TensorInfo
 
-UNKNOWN = "unknown backend {!r}; choose from ref, cpu, xnnpack, litert-cpu, litert-gpu, litert-npu, edgetpu, tflm, android:SERIAL"
+UNKNOWN = ("unknown backend {!r}; choose from ref, cpu, xnnpack, litert-cpu, litert-gpu, litert-npu, edgetpu, tflm, "
+           "android:SERIAL")
 
 
 def test_the_registered_backends_and_their_order() -> None:
@@ -125,7 +126,8 @@ def test_a_backend_registered_in_the_dict_alone_works_end_to_end(monkeypatch: py
     session.invoke()
     assert session.backend == "echo:left" and session.get_outputs()[0].tolist() == [[1, 1]]
     assert opened == [(b"model", "left", 3)]
-    with pytest.raises(UsageError, match=r"choose from ref, cpu, xnnpack, litert-cpu, litert-gpu, litert-npu, edgetpu, tflm, android:SERIAL, echo$"):
+    with pytest.raises(UsageError, match=r"choose from ref, cpu, xnnpack, litert-cpu, litert-gpu, litert-npu, edgetpu, "
+                                         r"tflm, android:SERIAL, echo$"):
         parse_backend("nope")
 
 
