@@ -115,6 +115,7 @@ def render(page: Page) -> str:
     summary = page.latency_summary
     if summary is not None:
         parts.append(_ratios(summary))
+        parts.append("<h3>Each configuration</h3>")
     parts.append(_configurations(configs))
     if summary is not None:
         parts.append(_environment(summary))
