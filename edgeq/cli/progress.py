@@ -98,6 +98,7 @@ class _TqdmBar:
     def __init__(self, label: str, total: int | None, stream: TextIO, delay: float) -> None:
         from tqdm import tqdm
 
+        tqdm.monitor_interval = 0  # no monitor thread: a bar is drawn only from the loop, never mid-capture
         nested = len(_open_bars)
         sized = _terminal_size(stream) is not None  # tqdm draws nothing on a terminal reporting 0x0
         self._bar = tqdm(total=total, desc=label, file=stream, leave=nested == 0, position=nested,

@@ -18,6 +18,7 @@ from edgeq.errors import InputError, UsageError
 from edgeq.files import atomic_path
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
+from edgeq.progress import step
 from edgeq.quant_recipe import QuantRecipe
 from edgeq.recover.search import search
 from edgeq.tflite import model as tfl
@@ -134,6 +135,7 @@ def convert(model: ModelSource, output: str | Path, *, calib: str | Path | None 
     keyed = {key: (r.min, r.max) for key, r in zip(keys, table.ranges, strict=True)}
     outliers = outlier_samples(activation_stats, sample_guard(recipe),
                                {key: r.trimmed_sample for key, r in zip(keys, table.ranges, strict=True)})
+    step(f"quantizing {output.name}" + (" (int16 tensors through ai-edge-quantizer)" if int16 else ""))
     if int16:
         from edgeq.converter.int16 import quantize_mixed
 
