@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import html as html_lib
 import io
 import json
@@ -28,19 +29,30 @@ from PIL import Image
 
 from edgeq.artifacts import Finding, SensitivityReport, Severity, Target, TensorSensitivity
 from edgeq.cli import main as cli
+from edgeq.envelope import SCHEMA_VERSIONS
+from edgeq.errors import InputError
 from edgeq.report.content import Page, Report, page_content
+from edgeq.report.format import NAME_CHARS, short
+from edgeq.report.graph import render_edgetpu
+from edgeq.report.graph_data import graph_report
 from edgeq.report.page import render_html, write_report
 from edgeq.report.sections import MAX_FINDINGS, SECTIONS
 from edgeq.results.build import BuildReport, CheckSummary, CoverageLayer, CoverageSection
 from edgeq.results.validation import Histogram, RecoveryReport, RungResult, ValidationRun
+from edgeq.spec.check import check_model
+from edgeq.spec.edgetpu import predict_partition
+from edgeq.spec.rules import XNNPACK_INT8_OPS
+from edgeq.tflite import model as tfl
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).parent / "data" / "report" / "sample_report.json"
-HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges", "Latency",
-            "Target checks", "Calibration set", "Calibration coverage"]
+DIGITS_INT8 = ROOT / "device_tests" / "data" / "cnn_digits_int8.tflite"
+HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges", "Operators",
+            "Edge TPU partition", "Latency", "Target checks", "Calibration set", "Calibration coverage", "Provenance"]
 # the page's every section: a build fills all but the two validate --recover / --sensitivity adds
 SECTION_HEADINGS = [*HEADINGS[:4], "Recovery ladder", "Sensitivity", *HEADINGS[4:]]
-VALIDATE_HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges"]
+VALIDATE_HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges", "Operators",
+                     "Edge TPU partition", "Provenance"]
 DATA_PNG = "data:image/png;base64,"
 HOSTILE = "<script>alert(1)</script>"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -351,11 +363,13 @@ def test_each_section_stands_alone_and_is_optional(key: str, built: Path) -> Non
     """A section renders from its own part of the report alone, and is left out when the report has nothing
     for it."""
     _, render = SECTIONS[key]
-    part = _RECOVERY_PARTS[key] if key in _RECOVERY_PARTS else getattr(page_content(_build(built)), key)
-    assert render(Page(**{key: part}))
+    field = _PAGE_FIELD.get(key, key)
+    part = _RECOVERY_PARTS[key] if key in _RECOVERY_PARTS else getattr(page_content(_build(built)), field)
+    assert render(Page(**{field: part}))
     assert render(Page()) == ""
 
 
+_PAGE_FIELD = {"edgetpu": "graph"}  # sections that show a part of another key's data
 _RUNG = RungResult(rung="equalize", status="met the gate", note="cross-layer, 3 groups", selection_sqnr_db=41.9,
                    selection_agreement=1.0, gate_passed=True, int8_bytes=39_000, latency_ms={"cpu": 0.14},
                    model="recover_1_equalize.tflite")
@@ -373,7 +387,8 @@ _RECOVERY_PARTS = {
 
 
 def test_a_report_renders_only_the_sections_it_has_something_for(built: Path) -> None:
-    report = dataclasses.replace(_build(built), check=(), latency=(), coverage=None, gates=())
+    report = dataclasses.replace(_build(built), check=(), latency=(), coverage=None, gates=(), graph=None,
+                                 provenance=None)
     layers = dataclasses.replace(report.validation_report.layers, rows=(), worst=())
     report = _replace(_replace(report, "validation_report.layers", layers), "validation_report.histograms", ())
     page = render_html(report)
@@ -428,7 +443,9 @@ def test_write_report(built: Path, tmp_path: Path) -> None:
     assert (json_path.name, html_path.name) == ("report.json", "report.html")
     assert json_path.read_bytes() == (built / "report.json").read_bytes()  # pretty-printed, in the document's order
     assert html_path.read_bytes() == (built / "report.html").read_bytes()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]  # no temp files
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [  # no temp files
+        "report.html", "report.json", "report.model_explorer.accumulated_sqnr.json",
+        "report.model_explorer.local_sqnr.json"]
 
 
 def test_write_report_makes_strict_json(built: Path, tmp_path: Path) -> None:
@@ -439,6 +456,7 @@ def test_write_report_makes_strict_json(built: Path, tmp_path: Path) -> None:
     text = json_path.read_text()
     assert "Infinity" not in text and "NaN" not in text
     loaded = json.loads(text)
+    assert loaded["kind"] == "edgeq.report"
     assert loaded["layers"]["rows"][0]["sqnr_db"] is None and loaded["layers"]["rows"][0]["saturation"] == 0.25
     assert loaded["latency"][0]["samples_ms"] == [1.0, 2.0, None]
 
@@ -508,16 +526,222 @@ def test_the_documented_sample_has_the_shape_of_a_real_build(built: Path) -> Non
     assert not problems, "\n".join(problems)
 
 
+# ---------------------------------------------------------------- everything the report measured, shown
+
+
+def _section(page: str, key: str) -> str:
+    return page.split(f'<section id="{key}">', 1)[1].split("</section>", 1)[0]
+
+
+def _rows(html: str) -> list[list[str]]:
+    """The text of every body cell, row by row."""
+    rows = []
+    for body in re.findall(r"<tr[^>]*>(.*?)</tr>", html.split("<tbody>", 1)[-1], re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)
+        rows.append([html_lib.unescape(re.sub(r"<br>", "\n", re.sub(r"<(?!br>)[^>]+>", "", c))) for c in cells])
+    return rows
+
+
+def _int8_path(report: Report) -> Path:
+    provenance = page_content(report).provenance
+    assert provenance is not None
+    return Path(next(i.path for i in provenance.inputs if i.role == "int8 model"))
+
+
+def _expected_quantization(model: Any, tensor: Any) -> str:
+    """What the op table must say for a tensor, from the flatbuffer read here."""
+    q = tensor.quantization
+    dtype = tfl.tensor_type_name(tensor.type).lower()
+    scales = [] if q is None or q.scale is None else list(q.scale)
+    if len(scales) == 1:
+        return f"{dtype} s={scales[0]:.4g} zp={int(q.zeroPoint[0])}"
+    return f"{dtype} per-axis ×{len(scales)} (axis {q.quantizedDimension})" if scales else dtype
+
+
+def test_op_table_lists_the_int8_models_operators(real: Path) -> None:
+    report = _report(real)
+    data = _int8_path(report).read_bytes()
+    model = tfl.parse(data)
+    graph, ops = page_content(report).graph, model.subgraphs[0].operators
+    assert graph is not None and graph.model_sha256 == hashlib.sha256(data).hexdigest()
+    rows = _rows(_section(_page(real), "graph"))
+    assert [r[:2] for r in rows] == [[str(i), tfl.op_type(model, op)] for i, op in enumerate(ops)]
+    for row, op in zip(rows, ops, strict=True):
+        for column, operands in ((2, op.inputs), (3, op.outputs)):
+            tensors = [model.subgraphs[0].tensors[i] for i in operands if i >= 0]
+            for line, tensor in zip(row[column].split("\n"), tensors, strict=True):
+                assert _expected_quantization(model, tensor) in line, (line, tfl.tensor_name(tensor))
+        kind = tfl.op_type(model, op)  # XNNPACK's measured int8 coverage (edgeq.spec.rules), Edge TPU: predicted
+        assert row[4] == ("delegated" if kind in XNNPACK_INT8_OPS else "builtin kernels")
+    on_tpu = {p.index for p in predict_partition(model).placements if p.on_tpu}
+    assert [r[5] for r in rows] == ["Edge TPU" if i in on_tpu else "CPU" for i in range(len(ops))]
+
+
+def test_edgetpu_section_lists_what_the_spec_check_leaves_on_the_cpu() -> None:
+    """An op the Edge TPU cannot run (GELU, outside Coral's table) splits the graph: the section names it first and
+    lists every later op on the CPU, as ``edgeq check --target edgetpu`` says."""
+    model = tfl.parse(DIGITS_INT8.read_bytes())
+    split = next(i for i, op in enumerate(model.subgraphs[0].operators) if tfl.op_type(model, op) == "MEAN")
+    model.subgraphs[0].operators[split].opcodeIndex = tfl.opcode_index(model, "GELU")
+    data = tfl.serialize(model)
+    findings = check_model(data, target="edgetpu").findings
+    first = [f.op_index for f in findings if f.severity == Severity.ERROR and f.rule_id.startswith("edgetpu.")]
+    assert first == [split]
+    section = render_edgetpu(Page(graph=graph_report(data)))
+    cpu = _rows(section)
+    count = len(model.subgraphs[0].operators)
+    assert [int(r[0]) for r in cpu] == list(range(split, count))
+    assert cpu[0][1:3] == ["GELU", "edgetpu.unsupported-op"] and "GELU is not in Coral" in cpu[0][3]
+    assert all(r[2] == "edgetpu.cpu-fallback" and f"after first unsupported op {split}" in r[3] for r in cpu[1:])
+    assert f"<b>{split}</b> of {count} ops predicted mapped" in section and f"splits at op <b>{split} (GELU)" in section
+
+
+def test_layer_tables_show_local_and_accumulated_sqnr(real: Path) -> None:
+    layers = page_content(_report(real)).layers
+    assert layers is not None
+    section = _section(_page(real), "layers")
+    every = _rows(section.split("<details>", 1)[1])
+    assert [(r[0], r[3], r[4]) for r in every] == [(str(i), _db(row.local_sqnr_db), _db(row.sqnr_db))
+                                                   for i, row in enumerate(layers.rows)]
+    worst = _rows(section.split("<h3>Worst layers (ranked by local SQNR)</h3>", 1)[1].split("<details>", 1)[0])
+    local = [float(r[3]) for r in worst]
+    assert local == sorted(local) and {r[1] for r in worst} <= {short(n, NAME_CHARS) for n in layers.worst}
+
+
+def _db(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def test_sqnr_bars_are_coloured_by_the_local_sqnr_they_plot(built: Path) -> None:
+    """The bar's pixels under each hover area: red below 30 dB, amber below 35, blue above, as the table cells."""
+    report = _build(built)
+    rows = report.validation_report.layers.rows
+    chosen = [20.0, 32.0, 50.0] * len(rows)
+    edited = tuple(dataclasses.replace(r, local_sqnr_db=chosen[i]) for i, r in enumerate(rows))
+    page = render_html(_replace(report, "validation_report.layers.rows", edited))
+    chart = next(b for b in re.findall(r'<img [^>]*usemap="#layers-map"[^>]*>', page))
+    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", chart).group(1))
+    areas = re.findall(r'<area shape="rect" coords="(\d+),(\d+),(\d+),(\d+)"', page)
+    assert len(areas) == len(rows)
+    expected = {"bad": "#d62728", "warn": "#ff7f0e", "ok": "#1f77b4"}
+    with Image.open(io.BytesIO(png)) as image:
+        pixels = image.convert("RGB")
+        for (x0, _, x1, y1), value in zip(areas, chosen, strict=False):
+            drawn = pixels.getpixel((int(x0) + (int(x1) - int(x0)) * 3 // 8, int(y1) - 8))  # off the centre tick
+            colour = expected["bad" if value < 30 else "warn" if value < 35 else "ok"]
+            assert drawn == tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)), (value, drawn)
+    cells = _rows(_section(page, "layers").split("<details>", 1)[1])
+    assert [c[3] for c in cells] == [f"{v:.1f}" for v in chosen[:len(rows)]]
+    assert '<span class="bad">20.0</span>' in page and '<span class="warn">32.0</span>' in page
+
+
+def test_provenance_fingerprints_every_input(real: Path) -> None:
+    import edgeq
+
+    document, report = _load(real), _report(real)
+    assert (document["kind"], document["schema_version"]) == ("edgeq.report", SCHEMA_VERSIONS["edgeq.report"])
+    assert document["edgeq_version"] == edgeq.__version__
+    provenance = page_content(report).provenance
+    assert provenance is not None and provenance.edgeq_version == edgeq.__version__
+    roles = {i.role: i for i in provenance.inputs}
+    if provenance.command == "build":
+        assert list(roles) == ["recipe", "model", "calibration set", "evaluation set", "int8 model"]
+        assert provenance.settings["name"] == "tiny-cnn" and roles["recipe"].path == str(real.parent / "recipe.yaml")
+        assert Path(roles["int8 model"].path) == Path(report.artifact.path)
+    else:
+        assert list(roles) == ["model", "calibration set", "evaluation set", "int8 model"]
+        assert provenance.settings["methods"] == "minmax,auto" and roles["calibration set"].sha256 is None
+        assert roles["evaluation set"].path == str(real.parent / "eval" / "manifest.jsonl")
+    hashed = [i for i in provenance.inputs if i.sha256 is not None]
+    for item in hashed:
+        assert hashlib.sha256(Path(item.path).read_bytes()).hexdigest() == item.sha256, item.role
+    section = _section(_page(real), "provenance")
+    assert all(item.sha256 in section for item in hashed) and edgeq.__version__ in section
+
+
+def test_a_newer_report_schema_is_refused(built: Path) -> None:
+    document = _load(built)
+    assert BuildReport.from_document(document) == _build(built)
+    with pytest.raises(InputError, match="newer than this edgeq reads"):
+        BuildReport.from_document({**document, "schema_version": SCHEMA_VERSIONS["edgeq.report"] + 1})
+    with pytest.raises(InputError, match=r"expected a edgeq\.report document"):
+        BuildReport.from_document({**document, "kind": "edgeq.check"})
+
+
+def test_long_names_are_shortened_with_the_whole_name_on_hover(built: Path) -> None:
+    report = _build(built)
+    long = "model/" + "/".join(f"stage_{i}" for i in range(12)) + "/conv_3/BiasAdd;model/fused/relu"
+    page = render_html(_replace(report, "validation_report.layers.rows.2.name", long))
+    titled = re.findall(r'<span title="([^"]*)">([^<]*)</span>', page)
+    assert titled
+    for title, shown in titled:
+        whole, text = html_lib.unescape(title), html_lib.unescape(shown)
+        first = whole.split(";")[0] or whole
+        assert text == first or (len(text) < len(first) and "…" in text), (whole, text)
+        head, _, tail = text.partition("…")
+        assert first.startswith(head.rstrip("/")) and first.endswith(tail.lstrip("/"))
+    layer = [html_lib.unescape(shown) for title, shown in titled if html_lib.unescape(title) == long]
+    assert layer and all(s.startswith("model/…/") and s.endswith("/conv_3/BiasAdd") for s in layer)
+
+
+def test_model_explorer_node_data_lands_on_the_adapters_nodes(validated: Path) -> None:
+    """Model Explorer's own classes read the files back unchanged, and every key is a node its TFLite adapter makes
+    for the INT8 model (the op computing the layer, or the graph input), with the layer's value."""
+    from model_explorer import node_data_builder as ndb
+    from model_explorer.builtin_tflite_flatbuffer_adapter import BuiltinTfliteFlatbufferAdapter
+
+    report = _report(validated)
+    layers = page_content(report).layers
+    assert layers is not None
+    collection = BuiltinTfliteFlatbufferAdapter().convert(str(_int8_path(report)), {})["graphCollections"][0]
+    graph = max(collection.graphs, key=lambda g: len(g["nodes"]))
+    outputs = {node["id"]: [a["value"] for meta in node["outputsMetadata"] for a in meta["attrs"]
+                            if a["key"] == "tensor_name"] for node in graph["nodes"]}
+    inputs = next(names for node_id, names in outputs.items()
+                  if next(n for n in graph["nodes"] if n["id"] == node_id)["label"] == "GraphInputs")
+    for stem, value_of in (("local_sqnr", lambda r: r.local_sqnr_db), ("accumulated_sqnr", lambda r: r.sqnr_db)):
+        data = json.loads((validated / f"report.model_explorer.{stem}.json").read_text())
+        results = {key: ndb.NodeDataResult(**value) for key, value in data["results"].items()}
+        parsed = ndb.GraphNodeData(**{**data, "results": results,
+                                      "thresholds": [ndb.ThresholdItem(**t) for t in data["thresholds"]]})
+        written = json.loads(parsed.to_json_string())  # Model Explorer's own defaults added, nothing of ours lost
+        assert {key: written[key] for key in data} == data
+        expected = {r.name: round(v, 3) for r in layers.rows if (v := value_of(r)) is not None and math.isfinite(v)}
+        found = {}
+        for key, result in parsed.results.items():
+            names = outputs.get(key, [key] if key in inputs else [])
+            layer = [n for n in names if n in expected]
+            assert len(layer) == 1, (key, names)
+            found[layer[0]] = result.value
+        assert found == expected
+        assert any(key in outputs for key in parsed.results)  # op nodes by the adapter's own ids
+
+
 # ---------------------------------------------------------------- a real browser
 
 _CHECKER = """<script>
-const blocked = [];
+const blocked = [], errors = [];
 document.addEventListener("securitypolicyviolation", e => blocked.push(e.blockedURI));
+window.addEventListener("error", e => errors.push(String(e.message)));
 window.addEventListener("load", () => {
   for (const img of document.images) img.dataset.decoded = String(img.complete && img.naturalWidth > 0);
   document.body.dataset.images = String(document.images.length);
   document.body.dataset.resources = JSON.stringify(performance.getEntriesByType("resource").map(r => r.name));
   document.body.dataset.blocked = JSON.stringify(blocked);
+  // every image-map area: its title, and what the browser finds under its centre (the area, on the image
+  // drawn at its natural size, so the areas' pixel coordinates land on the bars)
+  const areas = [];
+  for (const area of document.querySelectorAll("map area")) {
+    const img = document.querySelector(`img[usemap="#${area.parentElement.name}"]`);
+    img.scrollIntoView({block: "center", inline: "nearest"});
+    const box = img.getBoundingClientRect(), [x0, y0, x1, y1] = area.coords.split(",").map(Number);
+    const hit = document.elementFromPoint(box.left + (x0 + x1) / 2, box.top + (y0 + y1) / 2);
+    areas.push({title: area.title, href: area.getAttribute("href"), hit: hit ? hit.tagName : "",
+                target: !!document.getElementById(area.getAttribute("href").slice(1)),
+                scaled: img.width !== img.naturalWidth});
+  }
+  document.body.dataset.areas = JSON.stringify(areas);
+  document.body.dataset.errors = JSON.stringify(errors);
 });
 </script>
 """
@@ -569,7 +793,7 @@ def test_chromium_dom_has_every_section_and_decoded_image(built: Path, tmp_path:
     assert checked != page
     copy_path = tmp_path / "report-checked.html"
     copy_path.write_text(checked)
-    dom = _chromium(tmp_path, "--dump-dom", copy_path.as_uri()).stdout
+    dom = _chromium(tmp_path, f"--window-size={WINDOW[0]},{WINDOW[1]}", "--dump-dom", copy_path.as_uri()).stdout
     plain = _chromium(tmp_path, "--dump-dom", written_report.as_uri()).stdout
     for headings_of in (dom, plain):
         assert _Page(headings_of).h2 == HEADINGS
@@ -581,3 +805,14 @@ def test_chromium_dom_has_every_section_and_decoded_image(built: Path, tmp_path:
     assert json.loads(body["data-blocked"]) == []  # and nothing the CSP had to stop
     decoded = [v for t, n, v in _Page(dom).attrs if t == "img" and n == "data-decoded"]
     assert decoded == ["true"] * images
+    assert json.loads(body["data-errors"]) == []  # no script error
+    # the per-layer chart: one area per layer, titled with its full name, linked to its row, hit where drawn
+    rows = _build(built).validation_report.layers.rows
+    areas = json.loads(body["data-areas"])
+    assert [a["title"].split(" ", 2)[1] for a in areas] == [r.name for r in rows]
+    assert not [a for a in areas if not (a["target"] and a["hit"] == "AREA" and not a["scaled"])]
+    # hover titles in the new sections, as the browser parsed them
+    parsed = _Page(plain)
+    titles = {v for t, n, v in parsed.attrs if t == "span" and n == "title"}
+    graph = _build(built).graph
+    assert graph is not None and {t.name for op in graph.ops for t in op.outputs} <= titles

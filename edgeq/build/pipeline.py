@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.artifacts import QuantizedArtifact
+from edgeq.build.baseline import Baseline, compare, current_environment, figures, regression_gates
 from edgeq.build.recipe import BuildRecipe, DataSpec, has_labels, plain_kind, resolve_source
 from edgeq.errors import InputError, UsageError
 from edgeq.files import write_bytes_atomic, write_text_atomic
@@ -38,6 +39,7 @@ from edgeq.results.build import (
 )
 from edgeq.results.gates import Gate, LatencyVerdict
 from edgeq.results.latency import LatencySummary
+from edgeq.results.provenance import Provenance
 from edgeq.results.validation import StoredValidation, ValidationReport
 
 Log = Callable[[str], None]
@@ -220,10 +222,12 @@ def _task_key(recipe: BuildRecipe) -> list[Any]:
             for t in recipe.tasks]
 
 
-def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) -> BuildOutcome:
+def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True,
+              baseline: Baseline | None = None) -> BuildOutcome:
     from edgeq.artifacts import Preprocessing
     from edgeq.files import copy_atomic
     from edgeq.harness.evaldata import load_eval_set
+    from edgeq.report.graph_data import graph_report
     from edgeq.report.page import write_report
     from edgeq.validate.declarations import model_input
     from edgeq.validate.protocol import model_path, validate
@@ -263,6 +267,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
                                            else eval_set.preprocessing or Preprocessing())
         from edgeq.validate.ladder import parse_ladder
 
+        log(f"validate: {len(recipe.methods)} methods ...")
         validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
                              recipe=quant_recipe, calib_preprocessing=calib_preprocessing, tasks=recipe.tasks,
                              gates=recipe.gates.fidelity, recover=parse_ladder(recipe.recover),
@@ -283,7 +288,9 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
     if not float_copy.is_file():
         write_bytes_atomic(float_copy, float_model.flatbuffer)
 
+    log("check: the artifact on each target")
     check_sections = _checks(artifact, recipe)
+    log("bench: latency of the artifact and the float model")
     latency, latency_summary, bench_reused = _bench(artifact, float_copy, recipe, cache)
     if bench_reused:
         reused.append("bench")
@@ -306,9 +313,41 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True) 
         conversion=None if recipe.input_shape is None and recipe.quantization is None and not recovered else
         ConversionSettings(input_shape=recipe.input_shape, quantization=settings),
         coverage=coverage_section,
-        artifact=ArtifactPaths(path=str(artifact), sidecar=str(artifact.with_suffix(".json"))))
+        artifact=ArtifactPaths(path=str(artifact), sidecar=str(artifact.with_suffix(".json"))),
+        graph=graph_report(artifact.read_bytes()), provenance=_provenance(recipe, model, calib_dir, eval_dir, artifact))
+    report = _against_baseline(dataclasses.replace(report, bench_environment=current_environment()), baseline,
+                               recipe)
+    log("report: writing report.json and report.html")
     _, html_path = write_report(report, out)
     return BuildOutcome(report=report, artifact=artifact, report_html=html_path, reused=reused)
+
+
+def _against_baseline(report: BuildReport, baseline: Baseline | None, recipe: BuildRecipe) -> BuildReport:
+    """The report with its deltas against ``baseline`` and the max_regression gates. The current figures are
+    read from the report's own document, by the code that reads the baseline's."""
+    limits = recipe.gates.max_regression
+    if baseline is None and limits is None:
+        return report
+    current = report.to_document()
+    comparison = compare(current, baseline) if baseline is not None else None
+    added: tuple[Gate, ...] = ()
+    if limits is not None:
+        recovered = figures(current).recovered is not None or (
+            baseline is not None and figures(baseline.document).recovered is not None)
+        added = regression_gates(limits, comparison, recovered)
+    gates = (*report.gates, *added)
+    return dataclasses.replace(report, gates=gates, passed=all(g.passed for g in gates),
+                               baseline_comparison=comparison)
+
+
+def _provenance(recipe: BuildRecipe, model: Path, calib_dir: Path, eval_dir: Path, artifact: Path) -> Provenance:
+    """The recipe as loaded and the sha256 of every input (the report's provenance)."""
+    from edgeq.report.provenance import fingerprint, provenance
+
+    inputs = [fingerprint("recipe", recipe.path), fingerprint("model", recipe.model, model),
+              fingerprint("calibration set", recipe.calibration.source, calib_dir),
+              fingerprint("evaluation set", recipe.evaluation.source, eval_dir), fingerprint("int8 model", artifact)]
+    return provenance("build", dataclasses.asdict(recipe), inputs)
 
 
 def _checks(artifact: Path, recipe: BuildRecipe) -> tuple[CheckSummary, ...]:

@@ -11,7 +11,7 @@ from typing import Any
 from edgeq.artifacts import Estimator, Target
 from edgeq.cli import options
 from edgeq.cli.argtypes import integer, number
-from edgeq.cli.output import print_table
+from edgeq.cli.output import emit_json, info, print_table, tables_wanted
 from edgeq.errors import GateFailed, UsageError
 from edgeq.results.validation import Baseline, MethodResult, RecoveryReport, ValidationReport, ValidationSummary
 
@@ -74,6 +74,8 @@ def register(verbs: Any) -> None:
     options.add_preprocess_option(val, default="the model's own TFLite Metadata, else each set's datagen.json; "
                                                "none known is an error")
     options.add_output_option(val, "folder for models and the report", metavar="DIR")
+    options.add_ci_output_options(val)
+    options.add_machine_output_options(val, "the verdict, the gates and where the report and models are")
 
 
 def _output_limit(text: str) -> tuple[str, float]:
@@ -149,7 +151,7 @@ def run_validate(args: argparse.Namespace) -> int:
     resolved = resolve(pp, model=model_file_preprocessing(args.model), data_set=eval_set.preprocessing,
                        images=eval_set.images is not None, model_name=Path(args.model).name,
                        data_name=args.eval_set)
-    print(resolved.line())
+    info(resolved.line())
     for warning in resolved.warnings:
         print(f"edgeq: warning: {warning}", file=sys.stderr)
     data = eval_set.with_preprocessing(resolved.spec)
@@ -168,17 +170,36 @@ def run_validate(args: argparse.Namespace) -> int:
     gate = report.gate
     gates = ((max_drop_gate(gate),) if args.max_drop is not None and gate is not None else ()) + report.output_gates
     recovered = report.recovery is not None and report.recovery.met_by is not None and report.recovery.model is not None
+    from edgeq.report.graph_data import graph_report
+    from edgeq.report.provenance import fingerprint, provenance
+    from edgeq.validate.protocol import model_path
+
+    int8_model = (out / report.recovery.model if recovered and report.recovery is not None and report.recovery.model
+                  else model_path(out, report.best_method))
+    inputs = [fingerprint("model", args.model), fingerprint("calibration set", args.calib),
+              fingerprint("evaluation set", args.eval_set), fingerprint("int8 model", int8_model)]
     run = ValidationRun(title=f"edgeq validate: {Path(args.model).name}", report=report, gates=gates,
                         passed=report.passed or recovered,
-                        preprocessing=PreprocessingChoice.from_document(resolved.to_dict()))
+                        preprocessing=PreprocessingChoice.from_document(resolved.to_dict()),
+                        graph=graph_report(int8_model.read_bytes()),
+                        provenance=provenance("validate", vars(args), inputs))
     json_path, html_path = write_report(run, out)
-    print_summary(report)
-    if report.recovery is not None:
-        print_recovery(report.recovery)
+    if tables_wanted(args):
+        print_summary(report)
+        if report.recovery is not None:
+            print_recovery(report.recovery)
     print(f"\nreport: {html_path} ({json_path.name})")
-    if recovered:
-        assert report.recovery is not None
-        print(f"recovered model: {out / str(report.recovery.model)}")
+    recovered_model = out / str(report.recovery.model) if recovered and report.recovery is not None else None
+    if recovered_model is not None:
+        print(f"recovered model: {recovered_model}")
+    emit_json(args.json, "edgeq.validate", {
+        "model": args.model, "output": str(out), "passed": run.passed, "exit_status": 0 if run.passed else 1,
+        "best_method": report.best_method, "gates": gates, "advice": report.advice,
+        "report": str(json_path), "report_html": str(html_path),
+        "recovered_model": None if recovered_model is None else str(recovered_model)})
+    from edgeq.cli.build import ci_outputs
+
+    ci_outputs(args, run, out)
     if not report.passed and not recovered:
         failed = [g for g in gates if not g.passed]
         names = ", ".join(g.name for g in failed)

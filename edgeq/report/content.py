@@ -22,7 +22,9 @@ from edgeq.results.build import (
 )
 from edgeq.results.document import top_level
 from edgeq.results.gates import Gate
+from edgeq.results.graph import GraphReport
 from edgeq.results.latency import LatencySummary
+from edgeq.results.provenance import Provenance
 from edgeq.results.validation import (
     CalibrationSamples,
     Histogram,
@@ -57,6 +59,8 @@ class Page:
     artifact: ArtifactPaths | None = None
     sensitivity: SensitivityReport | None = None
     recovery: RecoveryReport | None = None
+    graph: GraphReport | None = None
+    provenance: Provenance | None = None
 
 
 _KEYS = frozenset(f.name for f in dataclasses.fields(Page))

@@ -70,10 +70,24 @@ def bool_badge(value: bool, yes: str = "PASS", no: str = "FAIL") -> str:
 
 
 def short(name: object, limit: int = LABEL_CHARS) -> str:
-    """A layer name short enough for an axis: the first of TFLite's ';'-joined names, its tail if still long."""
+    """A tensor name short enough for a cell or an axis, keeping what tells tensors apart.
+
+    TFLite joins the names of fused ops with ';': the first is the op's own. A path still too long keeps its
+    first segment and as many of its last segments as fit, the middle elided (``model/…/conv_3/BiasAdd``): the
+    tail distinguishes layers, the head says which model. A last segment alone too long keeps its tail."""
     whole = text(name)
     first = whole.split(";")[0] or whole
-    return first if len(first) <= limit else "…" + first[-(limit - 1):]
+    if len(first) <= limit:
+        return first
+    segments = first.split("/")
+    tail: list[str] = []
+    for segment in reversed(segments[1:]):
+        if len(segments[0]) + len("/…/") + len("/".join([segment, *tail])) > limit:
+            break
+        tail.insert(0, segment)
+    if tail:
+        return f"{segments[0]}/…/{'/'.join(tail)}"
+    return "…" + first[-(limit - 1):]
 
 
 def label(name: object, limit: int = LABEL_CHARS) -> str:
@@ -83,8 +97,9 @@ def label(name: object, limit: int = LABEL_CHARS) -> str:
 
 
 def table(headers: list[str] | None, rows: list[list[str]], numeric: Collection[int] = (), names: Collection[int] = (),
-          row_classes: list[str] | None = None) -> str:
-    """An HTML table of already-escaped cells; ``numeric`` columns align right, ``names`` columns are identifiers."""
+          row_classes: list[str] | None = None, row_ids: list[str] | None = None) -> str:
+    """An HTML table of already-escaped cells; ``numeric`` columns align right, ``names`` columns are identifiers;
+    ``row_ids`` give rows an anchor (in-page links to a row)."""
 
     def cls(i: int) -> str:
         return ' class="num"' if i in numeric else ' class="name"' if i in names else ""
@@ -94,18 +109,26 @@ def table(headers: list[str] | None, rows: list[list[str]], numeric: Collection[
     for r, row in enumerate(rows):
         row_cls = row_classes[r] if row_classes and row_classes[r] else ""
         cells = "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(row))
-        body.append(f'<tr class="{row_cls}">{cells}</tr>' if row_cls else f"<tr>{cells}</tr>")
+        attrs = (f' id="{esc(row_ids[r])}"' if row_ids else "") + (f' class="{row_cls}"' if row_cls else "")
+        body.append(f"<tr{attrs}>{cells}</tr>")
     thead = f"<thead><tr>{head}</tr></thead>\n" if head else ""
     return f"<table>\n{thead}<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
 
 
-def name_cell(name: object) -> str:
-    return f'<span title="{esc(name)}">{esc(name)}</span>'
+NAME_CHARS = 48  # a name cell's text; the whole name is its title (shown on hover)
 
 
-def img(b64: str, alt: str, caption: str = "", css_class: str = "", size: tuple[int, int] | None = None) -> str:
+def name_cell(name: object, limit: int = NAME_CHARS) -> str:
+    """A tensor name shortened readably (:func:`short`), the whole name on hover."""
+    return f'<span title="{esc(name)}">{esc(short(name, limit))}</span>'
+
+
+def img(b64: str, alt: str, caption: str = "", css_class: str = "", size: tuple[int, int] | None = None,
+        usemap: str = "") -> str:
     attrs = f' class="{css_class}"' if css_class else ""
     if size:
         attrs += f' width="{size[0]}" height="{size[1]}"'
+    if usemap:  # an image map's areas are in the PNG's pixels: the image keeps its natural size
+        attrs += f' usemap="#{esc(usemap)}" class="mapped"'
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
     return f'<figure><img{attrs} alt="{esc(alt)}" src="data:image/png;base64,{b64}">{cap}</figure>'

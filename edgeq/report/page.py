@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeq.envelope import envelope
 from edgeq.files import write_text_atomic
+from edgeq.report import model_explorer
 from edgeq.report.accuracy import best_row, gate_text, picked_by, vs_fp32
 from edgeq.report.content import Page, Report, page_content
 from edgeq.report.format import esc, finite, fmt, interval, kib, pct
@@ -22,6 +24,7 @@ from edgeq.report.plots import plot_style
 from edgeq.report.sections import SECTIONS
 
 # Nothing may load except data: images and the inline style; no script runs even if one slips in.
+REPORT_KIND = "edgeq.report"  # report.json's kind in edgeq's envelope (edgeq.envelope)
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 _CSS = """
 :root { --pass: #1b7a3a; --fail: #b42318; --warn: #b54708; --muted: #5f6b7a; --line: #d9dee5; --bg: #f6f8fa; }
@@ -61,6 +64,8 @@ tr.best td { background: #eef7f0; }
 tr.failed td { background: #fdf0ef; }
 figure { margin: 10px 0 18px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figure:has(img.mapped) { overflow-x: auto; }
+figure img.mapped { max-width: none; }
 figure img.preview { image-rendering: pixelated; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 .note { color: var(--muted); font-size: 13px; }
@@ -101,19 +106,24 @@ def render_html(report: Report, title: str | None = None) -> str:
     ]
     for key, heading, body in sections:
         parts.append(f'<section id="{key}">\n<h2>{esc(heading)}</h2>\n{body}\n</section>')
-    parts.append("<footer>Written by edgeq. The full data is in report.json beside this file.</footer>")
+    version = f" {esc(page.provenance.edgeq_version)}" if page.provenance is not None else ""
+    parts.append(f"<footer>Written by edgeq{version}. The full data is in report.json beside this file.</footer>")
     parts += ["</body>", "</html>"]
     return "\n".join(p for p in parts if p) + "\n"
 
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``report.json`` (the report's document, strict JSON) and ``report.html`` into ``out_dir``
-    atomically; return (json path, html path)."""
+    """Write ``report.json`` (the report's document in edgeq's envelope, strict JSON), ``report.html`` and the
+    per-layer node data for Model Explorer (edgeq.report.model_explorer) into ``out_dir`` atomically; return
+    (json path, html path)."""
     out_dir = Path(out_dir)
     page = render_html(report)  # render first: a failure leaves no half-updated pair behind
-    document = json.dumps(report.to_document(), indent=2, allow_nan=False) + "\n"
+    node_data = model_explorer.node_data(page_content(report))
+    document = json.dumps(envelope(REPORT_KIND, report.to_document()), indent=2, allow_nan=False) + "\n"
     json_path = write_text_atomic(out_dir / "report.json", document)
     html_path = write_text_atomic(out_dir / "report.html", page)
+    for name, text in node_data.items():
+        write_text_atomic(out_dir / name, text)
     return json_path, html_path
 
 

@@ -12,12 +12,15 @@ import io
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from edgeq.errors import require
 from edgeq.report.format import esc, img, label
 
 HEALTHY_SQNR_DB = 35.0  # a healthy int8 activation sits around 35-40 dB
+LOW_SQNR_DB = 30.0  # below this a layer's quantization is a problem: red in the chart and the tables
+SQNR_COLORS = {"bad": "#d62728", "warn": "#ff7f0e", "ok": "#1f77b4"}  # by the plotted value, as the tables' cells
 MAX_TICK_LABELS = 40  # beyond this many layers, axes show every k-th name
 DPI = 100
 FIG_WIDTH = 9.0  # inches: 900 px, the page's column
@@ -64,14 +67,53 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def figure(draw: Callable[..., Any], *args: Any, alt: str, caption: str = "") -> str:
-    """Draw one figure; data too malformed to plot becomes a visible note, not a missing report."""
+@dataclass(frozen=True)
+class Mapped:
+    """A figure whose x positions 0..n-1 on ``ax`` each get a hover title (the full name and its values) and an
+    in-page link: an HTML image map over the PNG, since a PNG has no tooltips and the page runs no script."""
+
+    fig: Any
+    ax: Any
+    titles: list[str]
+    hrefs: list[str]
+
+
+def sqnr_class(value: float | None) -> str:
+    """``bad``, ``warn`` or ``ok`` for an SQNR in dB; the chart's colours and the tables' cells agree."""
+    if value is None:
+        return "ok"
+    return "bad" if value < LOW_SQNR_DB else "warn" if value < HEALTHY_SQNR_DB else "ok"
+
+
+def _areas(mapped: Mapped, name: str) -> str:
+    """One rectangle per x position, the axes' full height, in the saved PNG's pixels (origin top left)."""
+    height = mapped.fig.bbox.height
+    box = mapped.ax.bbox
+    top, bottom = round(height - box.y1), round(height - box.y0)
+    areas = []
+    for i, (title, href) in enumerate(zip(mapped.titles, mapped.hrefs, strict=True)):
+        (x0, _), (x1, _) = mapped.ax.transData.transform([(i - 0.5, 0.0), (i + 0.5, 0.0)])
+        left, right = max(round(x0), round(box.x0)), min(round(x1), round(box.x1))
+        if right > left:
+            areas.append(f'<area shape="rect" coords="{left},{top},{right},{bottom}" href="{esc(href)}" '
+                         f'title="{esc(title)}" alt="{esc(title)}">')
+    return f'<map name="{esc(name)}">' + "".join(areas) + "</map>"
+
+
+def figure(draw: Callable[..., Any], *args: Any, alt: str, caption: str = "", map_name: str = "") -> str:
+    """Draw one figure; data too malformed to plot becomes a visible note, not a missing report. A draw that
+    returns :class:`Mapped` gets an image map named ``map_name`` (unique in the page) with its titles."""
     try:
-        fig = draw(*args)
+        drawn = draw(*args)
+        fig = drawn.fig if isinstance(drawn, Mapped) else drawn
         png = None if fig is None else _png(fig)  # matplotlib lays out (and can fail) only when saving
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         return f'<p class="note">Figure “{esc(alt)}” not drawn: {esc(exc)}</p>'
-    return "" if png is None else img(png, alt, caption)
+    if png is None:
+        return ""
+    if isinstance(drawn, Mapped) and map_name:  # the layout saving computed is the one the areas measure
+        return img(png, alt, caption, usemap=map_name) + "\n" + _areas(drawn, map_name)
+    return img(png, alt, caption)
 
 
 def _tick_layers(ax: Any, names: list[str]) -> None:
@@ -148,24 +190,40 @@ def plot_conditions(conditions: list[str], series: list[tuple[str, list[float | 
     return fig
 
 
-def plot_sqnr(names: list[str], sqnr: list[float | None], worst: set[str]) -> Any:
-    if not any(v is not None for v in sqnr):
+def plot_sqnr(names: list[str], local: list[float | None], accumulated: list[float | None], worst: set[str],
+              titles: list[str], hrefs: list[str]) -> Mapped | None:
+    """Bars: each layer's local SQNR, coloured by that value (the tables' thresholds); line: the accumulated SQNR.
+    The worst layers (lowest local SQNR) are outlined."""
+    if not any(v is not None for v in (*local, *accumulated)):
         return None
-    fig = _new_figure(min(12.0, max(FIG_WIDTH, 0.28 * len(names) + 3)), 3.6)
+    from matplotlib.patches import Patch
+
+    fig = _new_figure(min(12.0, max(FIG_WIDTH, 0.28 * len(names) + 3)), 3.8)
     ax = fig.add_subplot()
-    xs = range(len(names))
-    heights = [0.0 if v is None else v for v in sqnr]
-    colors = ["#d62728" if n in worst else PALETTE[0] for n in names]
-    ax.bar(xs, heights, color=colors, width=0.7)
-    for x, v in zip(xs, sqnr, strict=True):
+    ax.set_axisbelow(True)  # the grid behind the bars: a bar's colour is its value's
+    xs = list(range(len(names)))
+    heights = [0.0 if v is None else v for v in local]
+    colors = [SQNR_COLORS[sqnr_class(v)] for v in local]
+    edges = ["black" if n in worst else "none" for n in names]
+    ax.bar(xs, heights, color=colors, edgecolor=edges, linewidth=1.4, width=0.7)
+    for x, v in zip(xs, local, strict=True):
         if v is None:  # exact (or unmeasured) layers: no bar, a marker says why
             ax.annotate("n/a", (x, 0), ha="center", va="bottom", fontsize=7, color="#5f6b7a")
-    ax.axhline(HEALTHY_SQNR_DB, color="black", linestyle=":", linewidth=1, label=f"{HEALTHY_SQNR_DB:.0f} dB")
+    line = [math.nan if v is None else v for v in accumulated]
+    ax.plot(xs, line, color="black", linewidth=1.2, marker=".", markersize=4)
+    ax.axhline(HEALTHY_SQNR_DB, color="black", linestyle=":", linewidth=1)
     _tick_layers(ax, names)
+    ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel("SQNR (dB)")
-    ax.set_title("Per-layer SQNR, FP32 vs INT8 (worst layers in red; higher is better)")
-    ax.legend(loc="upper right")
-    return fig
+    ax.set_title("Per-layer SQNR, FP32 vs INT8 (higher is better): bars local, line accumulated", pad=20)
+    handles = [Patch(color=SQNR_COLORS["bad"], label=f"local < {LOW_SQNR_DB:.0f} dB"),
+               Patch(color=SQNR_COLORS["warn"], label=f"local {LOW_SQNR_DB:.0f}-{HEALTHY_SQNR_DB:.0f} dB"),
+               Patch(color=SQNR_COLORS["ok"], label=f"local ≥ {HEALTHY_SQNR_DB:.0f} dB"),
+               Patch(facecolor="white", edgecolor="black", label="worst (lowest local)"),
+               *ax.plot([], [], color="black", marker=".", label="accumulated")]
+    ax.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, bbox_to_anchor=(0.5, 1.0), frameon=False,
+              borderaxespad=0.2)
+    return Mapped(fig, ax, titles, hrefs)
 
 
 def plot_histogram(name: str, edges: list[float], counts: list[float], ranges: list[tuple[str, float, float]]) -> Any:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 
 from edgeq.artifacts import Finding, Severity
-from edgeq.report import accuracy, latency, layers, outputs, recovery
+from edgeq.report import accuracy, graph, latency, layers, origin, outputs, recovery
 from edgeq.report.content import Page
 from edgeq.report.format import bool_badge, esc, finite, fmt, img, kib, name_cell, pct, table
 from edgeq.report.plots import figure, plot_coverage
@@ -163,8 +163,11 @@ SECTIONS: dict[str, tuple[str, Renderer]] = {
     "sensitivity": ("Sensitivity", recovery.render_sensitivity),
     "layers": ("Per-layer error", layers.render_layers),
     "histograms": ("Activation ranges", layers.render_histograms),
+    "graph": ("Operators", graph.render_ops),
+    "edgetpu": ("Edge TPU partition", graph.render_edgetpu),
     "latency": ("Latency", latency.render),
     "check": ("Target checks", _check),
     "calibration": ("Calibration set", _calibration),
     "coverage": ("Calibration coverage", _coverage),
+    "provenance": ("Provenance", origin.render_provenance),
 }

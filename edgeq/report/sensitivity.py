@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from edgeq.artifacts import SensitivityReport, TensorSensitivity
-from edgeq.report.format import esc, finite, fmt, table
+from edgeq.report.format import esc, finite, fmt, name_cell, table
 
 TOP = 15  # rows shown; report.json holds every tensor
 NAME_CHARS = 60
@@ -12,10 +12,8 @@ DOMINANT_DB = 3.0  # a tensor that alone comes this close to the all-quantized f
 
 
 def _name(name: str) -> str:
-    """The first of TFLite's ';'-joined names (its tail when still long); the whole name on hover."""
-    first = name.split(";")[0] or name
-    shown = first if len(first) <= NAME_CHARS else "…" + first[-(NAME_CHARS - 1):]
-    return f'<span title="{esc(name)}">{esc(shown)}</span>'
+    """The name shortened readably (edgeq.report.format.short), the whole name on hover."""
+    return name_cell(name, NAME_CHARS)
 
 
 def _only_db(value: float, all_db: float) -> str:

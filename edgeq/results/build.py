@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from edgeq.artifacts import Finding, Target
 from edgeq.quant_recipe import QuantRecipe
+from edgeq.results.baseline import BaselineComparison, BenchEnvironment
 from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Number
 from edgeq.results.gates import Gate
+from edgeq.results.graph import GraphReport
 from edgeq.results.latency import LatencyDelegation, LatencyStability, LatencySummary
+from edgeq.results.provenance import Provenance
 from edgeq.results.validation import ValidationReport
 
 
@@ -112,5 +116,13 @@ class BuildReport(Document):
     conversion: ConversionSettings | None = field(default=None, metadata=OMIT_NONE)
     coverage: CoverageSection | None = field(default=None, metadata=OMIT_NONE)
     artifact: ArtifactPaths
+    graph: GraphReport | None = field(default=None, metadata=OMIT_NONE)  # None: a report from before the op table
+    provenance: Provenance | None = field(default=None, metadata=OMIT_NONE)  # None: a report from before provenance
+    # what the latency figures depend on beyond the model (None: a report from before it was recorded)
+    bench_environment: BenchEnvironment | None = field(default=None, metadata=OMIT_NONE)
+    # the deltas against an older build (``--baseline``); None: none was given
+    baseline_comparison: BaselineComparison | None = field(default=None, metadata=OMIT_NONE)
     # ratios, environment and peak RSS of the latency measurement; None: nothing was measured, or an older report
     latency_summary: LatencySummary | None = field(default=None, metadata=OMIT_NONE)
+
+    ENVELOPE_KIND: ClassVar[str] = "edgeq.report"  # report.json is written through edgeq.envelope

@@ -96,6 +96,14 @@ class Document:
         where = cls.__name__
         if not isinstance(data, dict):
             raise InputError(f"{where}: expected an object, got {type(data).__name__}")
+        kind = getattr(cls, "ENVELOPE_KIND", None)
+        if kind is not None:  # a document edgeq wrote through edgeq.envelope: read without it, refuse a newer one
+            from edgeq.envelope import unwrap
+
+            try:
+                data = unwrap(data, kind)
+            except ValueError as exc:
+                raise InputError(f"{where}: {exc}") from None
         decoded = _decode(cls, _nest(cls, data), where)
         given, kept = encode(data), decoded.to_document()
         if given != kept:

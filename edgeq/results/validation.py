@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeq.artifacts import Estimator, OutlierSample, Preprocessing, SensitivityReport
 from edgeq.results.document import FLATTEN, OMIT_EMPTY, OMIT_NONE, Document, Interval, Number
 from edgeq.results.gates import Gate
+from edgeq.results.graph import GraphReport
+from edgeq.results.provenance import Provenance
 
 
 class Comparison(enum.StrEnum):
@@ -460,3 +462,7 @@ class ValidationRun(Document):
     gates: tuple[Gate, ...]
     passed: bool
     preprocessing: PreprocessingChoice
+    graph: GraphReport | None = field(default=None, metadata=OMIT_NONE)  # None: a report from before the op table
+    provenance: Provenance | None = field(default=None, metadata=OMIT_NONE)  # None: a report from before provenance
+
+    ENVELOPE_KIND: ClassVar[str] = "edgeq.report"  # report.json is written through edgeq.envelope
