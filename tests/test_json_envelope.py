@@ -259,6 +259,13 @@ def test_a_json_path_never_replaces_an_input(argv: list[str], says: str, work: P
     assert _snapshot(work) == before
 
 
+def test_no_document_without_a_result(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 2 (bad input) has no result: stdout stays empty, the one-line error is on stderr."""
+    assert cli.main(["check", str(work / "missing.tflite"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("edgeq: error: ") and captured.err.count("\n") == 1
+
+
 def test_quiet_keeps_results_and_drops_the_rest(made: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["eval", str(made["int8"]), "--data", str(made["eval_set"]), "--backend", "cpu"]
     assert cli.main(argv) == 0
