@@ -120,9 +120,9 @@ class _TqdmBar:
 class TerminalReporter:
     """tqdm bars on stderr (rate, ETA); step lines are written above any open bar, never on its line."""
 
-    def __init__(self, stream: Callable[[], TextIO] = _stderr, *, delay: float = DELAY_S) -> None:
+    def __init__(self, stream: Callable[[], TextIO] = _stderr, *, delay: float | None = None) -> None:
         self._stream = stream
-        self._delay = delay
+        self._delay = DELAY_S if delay is None else delay
 
     def step(self, message: str) -> None:
         from tqdm import tqdm
@@ -201,11 +201,11 @@ class LogReporter:
     """
 
     def __init__(self, stream: Callable[[], TextIO] = _stderr, *, interval: float = LOG_INTERVAL_S,
-                 delay: float = DELAY_S, clock: Callable[[], float] = time.monotonic,
+                 delay: float | None = None, clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._stream = stream
         self.interval = interval
-        self.delay = delay
+        self.delay = DELAY_S if delay is None else delay
         self.clock = clock
         self._now = now
         self._began = clock()
