@@ -153,6 +153,15 @@ def test_the_terminal_bar_has_rate_and_eta_and_closes_at_total_when_the_last_upd
     assert re.search(r"\d+/360 \[\d\d:\d\d<\d\d:\d\d", screen.getvalue())  # elapsed<ETA while it ran
 
 
+def test_a_loop_shorter_than_the_delay_draws_no_bar() -> None:
+    screen = FakeTerminal()
+    with progress.reporting(cli_progress.TerminalReporter(lambda: screen, delay=60)):
+        with progress.task("evaluating", 360) as counted:
+            counted.advance(360)
+        progress.step("method 1/2: minmax")
+    assert screen.getvalue() == "method 1/2: minmax\n"
+
+
 def test_a_step_while_a_bar_is_open_gets_its_own_line() -> None:
     screen = FakeTerminal()
     reporter = cli_progress.TerminalReporter(lambda: screen, delay=0)
