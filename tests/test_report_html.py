@@ -621,7 +621,8 @@ def test_sqnr_bars_are_coloured_by_the_local_sqnr_they_plot(built: Path) -> None
     page = render_html(_replace(report, "validation_report.layers.rows", edited))
     chart = next(b for b in re.findall(r'<img [^>]*usemap="#layers-map"[^>]*>', page))
     png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)", chart).group(1))
-    areas = re.findall(r'<area shape="rect" coords="(\d+),(\d+),(\d+),(\d+)"', page)
+    chart_map = page.split('<map name="layers-map">', 1)[1].split("</map>", 1)[0]
+    areas = re.findall(r'<area shape="rect" coords="(\d+),(\d+),(\d+),(\d+)"', chart_map)
     assert len(areas) == len(rows)
     expected = {"bad": "#d62728", "warn": "#ff7f0e", "ok": "#1f77b4"}
     with Image.open(io.BytesIO(png)) as image:
@@ -736,7 +737,7 @@ window.addEventListener("load", () => {
     img.scrollIntoView({block: "center", inline: "nearest"});
     const box = img.getBoundingClientRect(), [x0, y0, x1, y1] = area.coords.split(",").map(Number);
     const hit = document.elementFromPoint(box.left + (x0 + x1) / 2, box.top + (y0 + y1) / 2);
-    areas.push({title: area.title, href: area.getAttribute("href"), hit: hit ? hit.tagName : "",
+    areas.push({map: area.parentElement.name, title: area.title, hit: hit ? hit.tagName : "",
                 target: !!document.getElementById(area.getAttribute("href").slice(1)),
                 scaled: img.width !== img.naturalWidth});
   }
@@ -806,10 +807,15 @@ def test_chromium_dom_has_every_section_and_decoded_image(built: Path, tmp_path:
     decoded = [v for t, n, v in _Page(dom).attrs if t == "img" and n == "data-decoded"]
     assert decoded == ["true"] * images
     assert json.loads(body["data-errors"]) == []  # no script error
-    # the per-layer chart: one area per layer, titled with its full name, linked to its row, hit where drawn
-    rows = _build(built).validation_report.layers.rows
+    # the per-layer and coverage charts: one area per layer, titled with its full name, linked (to its row), and
+    # what the browser finds where the area is drawn
+    report = _build(built)
     areas = json.loads(body["data-areas"])
-    assert [a["title"].split(" ", 2)[1] for a in areas] == [r.name for r in rows]
+    titles = {name: [a["title"] for a in areas if a["map"] == name] for name in ("layers-map", "coverage-map")}
+    assert [t.split(" ", 2)[1] for t in titles["layers-map"]] == [r.name for r in report.validation_report.layers.rows]
+    assert report.coverage is not None
+    assert [t.rsplit(": calibration max", 1)[0] for t in titles["coverage-map"]] == [r.name for r in
+                                                                                     report.coverage.layers]
     assert not [a for a in areas if not (a["target"] and a["hit"] == "AREA" and not a["scaled"])]
     # hover titles in the new sections, as the browser parsed them
     parsed = _Page(plain)

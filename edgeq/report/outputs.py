@@ -97,7 +97,7 @@ def render(page: Page) -> str:
             rows += [[f"INT8 {esc(m.method)}", esc(condition), fmt(figures.fidelity.n, "d"), *_figure_cells(figures)]
                      for condition, figures in result.per_condition.items()]
         if rows:
-            parts.append(f'<h3 class="name">{esc(name)} per condition</h3>')
+            parts.append(f'<h3 class="name">{name_cell(name, 80)} per condition</h3>')
             parts.append(table(["Model", "Condition", "n", *_FIGURE_HEADERS], rows, numeric={2, 3, 4, 5, 6}))
     if outputs.gates:
         failed = [g for g in outputs.gates if not g.passed]

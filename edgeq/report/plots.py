@@ -267,7 +267,7 @@ def plot_latency(labels: list[str], samples: list[list[float]]) -> Any:
 
 
 def plot_coverage(names: list[str], conditions: list[tuple[str, list[float]]], production: list[float | None],
-                  flagged: list[int]) -> Any:
+                  flagged: list[int], titles: list[str] | None = None) -> Any:
     if not names:
         return None
     fig = _new_figure(min(12.0, max(FIG_WIDTH, 0.28 * len(names) + 3)), 3.8)
@@ -288,4 +288,7 @@ def plot_coverage(names: list[str], conditions: list[tuple[str, list[float]]], p
     ax.set_title("Layer-wise max |activation|: calibration conditions vs production")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(ncol=2)
-    return fig
+    if titles is None:
+        return fig
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    return Mapped(fig, ax, titles, ["#coverage"] * len(names))  # a link: browsers show a linked area's title

@@ -56,7 +56,7 @@ def _finding_cells(target: str, f: Finding) -> list[str]:
         message += (f'<br><span class="muted">expected {esc(f.expected or "—")}, '
                     f'found {esc(f.actual or "—")}</span>')
     return [esc(target), f'<span class="badge {_SEVERITY_CLASS[f.severity]}">{esc(f.severity)}</span>',
-            esc(f.rule_id), esc(op), f'<span class="name">{esc(f.tensor)}</span>' if f.tensor else "", message]
+            esc(f.rule_id), esc(op), f'<span class="name">{name_cell(f.tensor)}</span>' if f.tensor else "", message]
 
 
 def _check(page: Page) -> str:
@@ -135,10 +135,13 @@ def _coverage(page: Page) -> str:
                       if len(maxima) == len(names)]  # a list that does not line up with the layers would mislead
         production = [finite(r.production_max) for r in covered]
         flagged = [i for i, r in enumerate(covered) if r.flagged and production[i] is not None]
-        parts.append(figure(plot_coverage, names, conditions, production, flagged, alt="Calibration coverage",
+        hover = [f"{r.name}: calibration max {fmt(r.calib_max, '.4g')}, production max {fmt(r.production_max, '.4g')}"
+                 for r in covered]
+        parts.append(figure(plot_coverage, names, conditions, production, flagged, hover, alt="Calibration coverage",
+                            map_name="coverage-map",
                             caption="Per layer, the largest |activation| each calibration condition produced and "
                                     "the largest production produced; red: production beyond the calibrated "
-                                    "range (those values will clip)."))
+                                    "range (those values will clip). Hover a layer for its full name."))
     if flagged_layers:
         has_closing = any(r.closing_conditions for r in flagged_layers)
         headers = ["Layer", "Calibration max", "Production max", "Ratio",
