@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -206,10 +207,25 @@ def test_a_bad_baseline_exits_2_with_one_line(built: dict[str, Any], name: str, 
     assert fragment in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_builds_own_report_is_refused_as_its_baseline(built: dict[str, Any],
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    assert _build(built, "--baseline", str(built["out"] / "report.json")) == 2
-    assert "never writes over its inputs" in capsys.readouterr().err
+@pytest.mark.parametrize(("flag", "name", "fragment"), [
+    ("--baseline", "report.json", "never writes over its inputs"),  # the build would overwrite it
+    ("--junit", "report.json", "is inside the output folder"),
+    ("--summary-md", "tiny_int8.json", "is inside the output folder"),
+])
+def test_the_builds_own_files_are_refused(built: dict[str, Any], flag: str, name: str, fragment: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert _build(built, flag, str(built["out"] / name)) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unwritable_summary_is_one_line_of_input_error(tmp_path: Path) -> None:
+    from edgeq.build.summary import write_summary
+    from edgeq.errors import InputError
+
+    with pytest.raises(InputError, match=r"cannot write the summary to .*step\.md"):
+        write_summary("x\n", None, {"GITHUB_STEP_SUMMARY": str(tmp_path / "missing" / "step.md")})
+    assert write_summary("x\n", str(tmp_path / "a.md"), {}) == [str(tmp_path / "a.md")]
 
 
 @pytest.mark.parametrize(("gates", "fragment"), [
@@ -248,6 +264,7 @@ def test_the_example_workflow_installs_caches_and_runs_real_edgeq_flags(tmp_path
     from packaging.specifiers import SpecifierSet
 
     from edgeq.build.recipe import load_build_recipe
+    from edgeq.cli.paths import check_paths
     from edgeq_models.zoo import CACHE_ENV
 
     workflow = yaml.safe_load((ROOT / "docs" / "ci-workflow.yml").read_text())
@@ -272,6 +289,7 @@ def test_the_example_workflow_installs_caches_and_runs_real_edgeq_flags(tmp_path
                 for r in runs for line in [" ".join(r.split())] if line.startswith("edgeq ")]
     assert len(commands) == 1
     args = cli.build_parser().parse_args(commands[0][1:])  # edgeq's own parser: every flag is real
+    check_paths(args)  # and the paths are ones edgeq accepts (no output inside the build's folder)
     assert args.verb == "build" and args.summary_md == str(tmp_path / "step.md") and args.baseline
     recipe = load_build_recipe(ROOT / args.recipe)
     assert recipe.gates.max_regression is not None
@@ -279,13 +297,14 @@ def test_the_example_workflow_installs_caches_and_runs_real_edgeq_flags(tmp_path
     upload = uses["actions/upload-artifact"]
     assert upload["if"] == "always()"
     paths = upload["with"]["path"].split()
-    # upload-artifact keeps paths below their common folder: the build's folder, so the download is
-    # baseline/report.json, as the baseline step expects, and the JUnit file lies in it too
-    assert {str(Path(p).parent) for p in paths} == {args.output} and args.junit in paths
-    assert any(Path("report.json").match(Path(p).name) for p in paths)
+    assert args.junit in paths and f"{args.output}/*.json" in paths  # report.json and the sidecar
+    # upload-artifact stores paths below their common folder, and the baseline step downloads into baseline/
+    common = os.path.commonpath([str(Path(p).parent) for p in paths])
+    report = Path("baseline") / Path(args.output, "report.json").relative_to(common)
     download = next(r for r in runs if "gh run download" in r)
+    assert f"--dir {report.parts[0]}" in download and f"BASELINE={report}" in download
     assert upload["with"]["name"].replace("${{ matrix.python }}", "X") in download.replace(
-        "${{ matrix.python }}", "X") and "baseline/report.json" in download
+        "${{ matrix.python }}", "X")
 
 
 def test_validate_writes_the_same_summary_and_junit(built: dict[str, Any], tmp_path: Path) -> None:

@@ -46,6 +46,10 @@ def junit_xml(report: Judged, suite: str) -> bytes:
 
 
 def write_junit(report: Judged, suite: str, path: str | Path) -> Path:
+    from edgeq.errors import InputError
     from edgeq.files import write_bytes_atomic
 
-    return write_bytes_atomic(path, junit_xml(report, suite))
+    try:
+        return write_bytes_atomic(path, junit_xml(report, suite))
+    except OSError as exc:
+        raise InputError(f"cannot write the JUnit file {path}: {exc.strerror or exc}") from None

@@ -213,16 +213,22 @@ def render(report: Judged, report_dir: Path | None = None) -> str:
 def write_summary(text: str, path: str | None, environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
     """Write ``text`` to ``path`` (replacing it) and append it to ``$GITHUB_STEP_SUMMARY`` when that is set; the
     same file named both ways is appended to once. Returns the files written."""
+    from edgeq.errors import InputError
     from edgeq.files import write_text_atomic
 
-    written = []
+    written: list[str] = []
     step = environ.get(STEP_SUMMARY) or None
     same = step is not None and path is not None and Path(step).resolve() == Path(path).resolve()
-    if path is not None and not same:
-        write_text_atomic(Path(path), text)
-        written.append(path)
-    if step is not None:
-        with open(step, "a", encoding="utf-8") as handle:  # shared by the job's steps: append, never replace
-            handle.write(text if not handle.tell() else "\n" + text)
-        written.append(step)
+    target = path
+    try:
+        if path is not None and not same:
+            write_text_atomic(Path(path), text)
+            written.append(path)
+        if step is not None:
+            target = step
+            with open(step, "a", encoding="utf-8") as handle:  # shared by the job's steps: append, never replace
+                handle.write(text if not handle.tell() else "\n" + text)
+            written.append(step)
+    except OSError as exc:
+        raise InputError(f"cannot write the summary to {target}: {exc.strerror or exc}") from None
     return written
