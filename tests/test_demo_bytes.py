@@ -44,6 +44,7 @@ def _without_latency(data: bytes) -> bytes:
     document = json.loads(data)
     document.pop("latency", None)
     document.pop("latency_summary", None)  # measured: ratios, load average, peak RSS
+    document.pop("bench_environment", None)  # the machine the latency was measured on (CPU model, cores)
     return (json.dumps(document, indent=2) + "\n").encode()
 
 
