@@ -211,8 +211,10 @@ def regression_gates(limits: Any, comparison: BaselineComparison | None, recover
         worst = max(deltas, key=lambda d: worse * d.change)
         regression = worse * worst.change
         passed = regression <= limit
+        scale, suffix = (100.0, "%") if aspect is Aspect.ACCURACY else (1.0, "")  # top-1 is a share
+        figures_text = f"{worst.baseline * scale:.6g}{suffix} -> {worst.current * scale:.6g}{suffix}"
         gates.append(Gate(
             name=name, passed=passed, value=round(regression, 4) + 0.0, limit=limit,  # + 0.0: no -0.0
-            detail=f"{worst.subject}: {worst.baseline:.6g} -> {worst.current:.6g} ({worst.change:+.2f} {unit}); "
-                   f"regression {max(regression, 0.0):.2f} {unit} {'<=' if passed else '>'} limit {limit} {unit}"))
+            detail=f"{worst.subject}: {figures_text} ({worst.change + 0.0:+.2f} {unit}); regression "
+                   f"{max(regression, 0.0) + 0.0:.2f} {unit} {'<=' if passed else '>'} limit {limit} {unit}"))
     return tuple(gates)
