@@ -33,7 +33,7 @@ from edgeq.results.validation import StoredValidation, ValidationReport, Validat
 DATA = Path(__file__).parent / "data" / "report"
 # The figures are PNGs whose bytes depend on matplotlib's version; the page around them does not.
 RENDERED_WITH_MATPLOTLIB = "3.11.2"
-VALIDATE_HTML_SHA256 = "003b7ba74ecbf11e4ae7b3f824f72b5cf4f04e1d8d75cdb329024d5df89e948a"
+VALIDATE_HTML_SHA256 = "df41a6ff8de284337ceb38f085b5512963a2c53091bf255aadc496609b31e14f"
 FIXTURES: list[tuple[str, type[Document], dict[str, Any]]] = [
     ("build_report.json", BuildReport, {"indent": 2}),
     ("validate_report.json", ValidationRun, {"indent": 2}),

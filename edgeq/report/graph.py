@@ -28,7 +28,8 @@ def _operands(tensors: tuple[TensorQuantization, ...]) -> str:
 
 
 def _backend(value: bool, yes: str, no: str) -> str:
-    return f'<span class="ok">{yes}</span>' if value else f'<span class="warn">{no}</span>'
+    cell = f'<span class="ok">{yes}</span>' if value else f'<span class="warn">{no}</span>'
+    return f'<span class="nowrap">{cell}</span>'
 
 
 def _op_cells(row: OpRow) -> list[str]:
@@ -47,7 +48,8 @@ def render_ops(page: Page) -> str:
              "measurements: XNNPACK from <code>edgeq check --target xnnpack</code> (ops it does not take run on "
              "LiteRT's builtin kernels, slower but correct), the Edge TPU from the partition prediction below.</p>"]
     shown = ops[:MAX_OPS]
-    body = table(["#", "Op", "Inputs (quantization)", "Outputs (quantization)", "XNNPACK", "Edge TPU"],
+    body = table(["#", "Op", "Inputs (quantization)", "Outputs (quantization)", "XNNPACK (predicted)",
+                  "Edge TPU (predicted)"],
                  [_op_cells(r) for r in shown], numeric={0})
     opened = " open" if len(ops) <= OPEN_BELOW else ""
     parts.append(f"<details{opened}><summary>All {len(shown)} ops (execution order)</summary>\n{body}\n</details>")

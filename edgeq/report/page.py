@@ -69,6 +69,7 @@ figure img.mapped { max-width: none; }
 figure img.preview { image-rendering: pixelated; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 .note { color: var(--muted); font-size: 13px; }
+.nowrap { white-space: nowrap; }
 ul.advice li { margin-bottom: 4px; }
 details summary { cursor: pointer; color: #0b57d0; margin: 6px 0; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--line); padding-top: 8px; }
