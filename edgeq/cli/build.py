@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.cli import options
+from edgeq.cli.ci import ci_outputs
 from edgeq.cli.output import emit_json, info, print_table, tables_wanted
 from edgeq.cli.validate import OUTPUT_HEADERS, method_headers, method_rows, output_rows, selection_lines
 from edgeq.errors import GateFailed
@@ -72,23 +73,3 @@ def run_build_command(args: argparse.Namespace) -> int:
     if failed:
         raise GateFailed("gate(s) failed: " + "; ".join(f"{g.name} ({g.detail})" for g in failed))
     return 0
-
-
-def ci_outputs(args: argparse.Namespace, report: Any, report_dir: Path) -> None:
-    """``--summary-md`` (and $GITHUB_STEP_SUMMARY), ``--junit`` and, after a --baseline, its notes, for a build's
-    or a validation's report; written whatever the verdict, since a failed run is when CI readers need them."""
-    from edgeq.build.junit import write_junit
-    from edgeq.build.summary import render, validation_of, write_summary
-
-    comparison = getattr(report, "baseline_comparison", None)
-    for note in comparison.notes if comparison is not None else ():
-        print(f"baseline: {note}")
-    for gate in report.gates:
-        if gate.judged is False:
-            print(f"warning: {gate.name} {gate.detail}")
-    for written in write_summary(render(report, report_dir), args.summary_md):
-        info(f"summary:  {written}")
-    if args.junit:
-        model = validation_of(report).model
-        write_junit(report, f"edgeq.{args.verb}.{model.name or Path(model.source).stem}", args.junit)
-        info(f"junit:    {args.junit}")

@@ -197,7 +197,7 @@ def run_validate(args: argparse.Namespace) -> int:
         "best_method": report.best_method, "gates": gates, "advice": report.advice,
         "report": str(json_path), "report_html": str(html_path),
         "recovered_model": None if recovered_model is None else str(recovered_model)})
-    from edgeq.cli.build import ci_outputs
+    from edgeq.cli.ci import ci_outputs
 
     ci_outputs(args, run, out)
     if not report.passed and not recovered:
