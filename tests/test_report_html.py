@@ -587,7 +587,10 @@ def test_edgetpu_section_lists_what_the_spec_check_leaves_on_the_cpu() -> None:
     findings = check_model(data, target="edgetpu").findings
     first = [f.op_index for f in findings if f.severity == Severity.ERROR and f.rule_id.startswith("edgetpu.")]
     assert first == [split]
-    section = render_edgetpu(Page(graph=graph_report(data)))
+    graph = graph_report(data)
+    assert [r.edgetpu for r in graph.ops] == [i < split for i in range(len(graph.ops))]
+    assert not graph.ops[split].xnnpack  # GELU is outside XNNPACK's int8 coverage too (an xnnpack.* finding)
+    section = render_edgetpu(Page(graph=graph))
     cpu = _rows(section)
     count = len(model.subgraphs[0].operators)
     assert [int(r[0]) for r in cpu] == list(range(split, count))

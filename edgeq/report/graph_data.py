@@ -1,9 +1,10 @@
 """Fill report.json's ``graph`` from the published INT8 ``.tflite``: every op of the main graph, its operands'
 quantization, and the backend predictions edgeq already makes elsewhere (no table of its own here).
 
-XNNPACK: an op is delegated unless ``edgeq check --target xnnpack`` (edgeq.spec.check) reports it with
-``xnnpack.unsupported-op``. Edge TPU: edgeq.spec.edgetpu.predict_partition, the same prediction ``edgeq check
---target edgetpu`` explains. Reading the flatbuffer needs no TensorFlow.
+XNNPACK: an op is delegated unless ``edgeq check --target xnnpack`` (edgeq.spec.check) says it is not: an
+``xnnpack.*`` finding (an op outside XNNPACK's measured int8 coverage, int16 activations) or a custom op.
+Edge TPU: edgeq.spec.edgetpu.predict_partition, the same prediction ``edgeq check --target edgetpu``
+explains. Reading the flatbuffer needs no TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from edgeq.spec.check import check_model
 from edgeq.spec.edgetpu import predict_partition
 from edgeq.tflite import model as tfl
 
-XNNPACK_RULE = "xnnpack.unsupported-op"
+# the findings that mean XNNPACK leaves the op to other kernels: its own rules, and a custom op (its own kernel)
+XNNPACK_PREFIX, CUSTOM_RULE = "xnnpack.", "op.custom"
 
 
 def _operand(model: Any, graph: Any, index: int) -> TensorQuantization:
@@ -41,7 +43,7 @@ def graph_report(data: bytes) -> GraphReport:
     model = tfl.parse(data, "INT8 model")
     graph = model.subgraphs[0]
     not_delegated = {f.op_index for f in check_model(data, target="xnnpack").findings
-                     if f.rule_id == XNNPACK_RULE and f.subgraph == 0}
+                     if (f.rule_id.startswith(XNNPACK_PREFIX) or f.rule_id == CUSTOM_RULE) and f.subgraph == 0}
     partition = predict_partition(model)
     on_tpu = {p.index for p in partition.placements if p.on_tpu}
     ops = tuple(OpRow(index=i, op=tfl.op_type(model, op),

@@ -2,7 +2,7 @@
 predicted Edge TPU partition (edgeq.report.graph fills it from the published ``.tflite``).
 
 The backend columns are edgeq's own predictions, not measurements: XNNPACK delegation from ``edgeq check
---target xnnpack`` (an op with an ``xnnpack.unsupported-op`` finding runs on the builtin kernels) and the Edge
+--target xnnpack`` (an op with an ``xnnpack.*`` finding, or a custom op, runs on other kernels) and the Edge
 TPU mapping from edgeq.spec.edgetpu.predict_partition. Only the main graph (subgraph 0) is listed: that is the
 graph both predictions judge.
 """
@@ -36,7 +36,7 @@ class OpRow(Document):
     op: str
     inputs: tuple[TensorQuantization, ...]  # optional operands that are absent (-1) are left out
     outputs: tuple[TensorQuantization, ...]
-    xnnpack: bool  # predicted delegated to XNNPACK (no xnnpack.unsupported-op finding for this op)
+    xnnpack: bool  # predicted delegated to XNNPACK (edgeq check --target xnnpack has no xnnpack.* or op.custom finding)
     edgetpu: bool  # predicted mapped to the Edge TPU
 
 
