@@ -2,12 +2,16 @@
 scikit-learn) checks, benchmarks and evaluates a model and runs the shipped device suite, and every feature
 that needs a bigger extra says which one (exit 2), never ``internal error: ModuleNotFoundError`` (exit 4).
 
-One venv for the module, built from a wheel of this working tree; pip installs from the registry or its cache
-(about 10 s warm). The first tests need no venv: the CLI's safety net for an optional import nobody checked.
+One venv per interpreter, built from a wheel of this working tree; pip installs from the registry or its cache
+(about 10 s warm). The interpreters are this one (3.11) and the newest other supported Python found on the
+machine (3.13, else 3.12: on PATH, under pyenv, or listed in ``EDGEQ_TEST_PYTHONS``), so the device side is
+proven on two Python versions; without one that case is skipped and says so. The first tests need no venv: the
+CLI's safety net for an optional import nobody checked.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -50,16 +54,51 @@ def test_only_registered_modules_become_a_missing_extra() -> None:
     assert {package.extra for package in OPTIONAL.values()} <= {"device", "device-test", "tflm", "full", "onnx"}
 
 
-@pytest.fixture(scope="module")
-def slim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+#: The other Python versions edgeq supports (pyproject's requires-python), newest first.
+OTHER_PYTHONS = ("3.13", "3.12")
+
+
+def _runs(executable: str) -> str | None:
+    """``major.minor`` of an interpreter that starts (a pyenv shim for a version not selected does not)."""
+    try:
+        found = subprocess.run([executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def other_python() -> str | None:
+    """The newest supported Python other than this one that runs here, or None."""
+    listed = [p for p in os.environ.get("EDGEQ_TEST_PYTHONS", "").split(os.pathsep) if p]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    for version in OTHER_PYTHONS:
+        candidates = [*listed, shutil.which(f"python{version}") or "",
+                      *sorted(str(p) for p in pyenv_root.glob(f"versions/{version}*/bin/python{version}"))]
+        for candidate in candidates:
+            if candidate and _runs(candidate) == version:
+                return candidate
+    return None
+
+
+THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.fixture(scope="module", params=["this", "other"])
+def slim(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ folder of a venv holding the wheel with [device-test] and nothing else."""
+    python = sys.executable if request.param == "this" else other_python()
+    if python is None:
+        pytest.skip(f"no Python {' or '.join(OTHER_PYTHONS)} on this machine (set EDGEQ_TEST_PYTHONS to one); "
+                    f"the slim install was proven on {THIS_PYTHON} only")
     work = tmp_path_factory.mktemp("slim")
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=_not_sources)  # setuptools writes build/ next to its sources
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "wheel"), str(source)])
     (wheel,) = (work / "wheel").glob("edgeq-*.whl")
-    run([sys.executable, "-m", "venv", "--without-pip", str(work / "venv")])  # this pip installs into it: 6 s less
+    run([python, "-m", "venv", "--without-pip", str(work / "venv")])  # this pip installs into it: 6 s less
     bin_dir = work / "venv" / "bin"
+    assert _runs(str(bin_dir / "python")) == _runs(python)
     run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "-q", f"{wheel}[device-test]"])
     return bin_dir
 
