@@ -9,6 +9,7 @@ slipped past such a check into the same message (:func:`missing_dependency`), so
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 from edgeq.errors import MissingDependencyError, require
@@ -55,11 +56,19 @@ def require_extra(module: str, purpose: str) -> None:
 
 
 def missing_dependency(exc: ModuleNotFoundError) -> MissingDependencyError | None:
-    """The user-facing error for an import of a registered optional module that failed; None for anything else
-    (a missing edgeq module is a bug, not a missing extra)."""
+    """The user-facing error for an import of a registered optional module that is not installed; None for
+    anything else: a missing edgeq module, or a registered package that is installed but fails to import a part of
+    itself (a broken install or a bug, not a missing extra: installing the extra would not help)."""
     top = (exc.name or "").partition(".")[0]
     known = OPTIONAL.get(top)
-    if known is None:
+    if known is None or _installed(top):
         return None
     return MissingDependencyError(f"this needs the '{top}' package ({known.distribution}), which the installed "
                                   f"extras leave out; install it with: pip install 'edgeq[{known.extra}]'")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent that fails to import, or a module whose __spec__ is None
+        return False
