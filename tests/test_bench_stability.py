@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,6 @@ from edgeq.harness.compiled_model import _reason_lines
 from edgeq.harness.latency import (
     DRIFT_LIMIT,
     MIN_SAMPLES,
-    TAIL_LIMIT,
     LatencyConfig,
     Measurement,
     classify,
@@ -76,12 +77,27 @@ def test_drift_between_thirds_alone_is_unstable(n: int, value: float, third: int
     assert verdict.stable is False and any("thirds" in r for r in verdict.reasons)
 
 
-def test_too_few_samples_are_not_judged_and_limits_are_as_documented() -> None:
-    assert classify([1.0] * (MIN_SAMPLES - 1)).stable is None
+def test_the_documented_limits_hold_at_their_edges() -> None:
+    """docs/harness.md: 15 runs are needed to judge; unstable when p90/p50 is above 1.5 or the medians of the
+    thirds differ by more than 25 %. The figures here are the documented ones, not the module's constants."""
     assert classify([]).stable is None
-    assert (TAIL_LIMIT, DRIFT_LIMIT) == (1.5, 0.25)
-    doc = (ROOT / "docs" / "harness.md").read_text()
-    assert "p90/p50 above 1.5" in doc and "25 %" in doc
+    assert classify([1.0] * 14).stable is None and classify([1.0] * 15).stable is True
+
+    def tail_of(slow: float) -> list[float]:  # 15 runs in 100 at ``slow``, spread evenly: p90 = slow, p50 = 1
+        return [slow if i % 20 in (2, 9, 16) else 1.0 for i in range(100)]
+
+    assert sum(v != 1.0 for v in tail_of(2.0)) == 15
+    assert classify(tail_of(1.4)).stable is True
+    heavy = classify(tail_of(1.6))
+    assert heavy.stable is False and heavy.tail == pytest.approx(1.6) and heavy.reasons == ("p90/p50 1.60 > 1.5",)
+
+    def step(last_third: float) -> list[float]:  # the last third of 60 runs at ``last_third``
+        return [1.0] * 40 + [last_third] * 20
+
+    assert classify(step(1.2)).stable is True  # a 20 % step: within the limit
+    stepped = classify(step(1.3))
+    assert stepped.stable is False and stepped.drift == pytest.approx(0.3)
+    assert len(stepped.reasons) == 1 and "differ by 30% > 25%" in stepped.reasons[0]
 
 
 def _measurement(label: str, samples: list[float]) -> Measurement:
@@ -119,8 +135,17 @@ def test_bench_prints_each_warning_once_and_records_what_it_measured(
     for result in document["results"]:
         assert result["init_ms"] > 0 and result["first_inference_ms"] > 0
         assert result["delegation"]["nodes_delegated"] == 8 and result["delegation"]["nodes_total"] == 9
-        assert result["stability"]["stable"] in (True, False)
-        assert result["stability"]["tail_limit"] == TAIL_LIMIT
+        verdict = result["stability"]
+        assert isinstance(verdict["stable"], bool)  # 20 runs are enough to judge; whether stable depends on load
+        assert verdict["stable"] is (verdict["reasons"] == [])
+        tail_said = any(r.startswith("p90/p50") for r in verdict["reasons"])  # a reason names a figure over its limit
+        drift_said = any(r.startswith("medians of thirds") for r in verdict["reasons"])
+        assert len(verdict["reasons"]) == tail_said + drift_said
+        # (the figures are rounded to 4 places: >= / <= keep a figure a hair from its limit consistent)
+        assert (verdict["tail_p90_p50"] >= verdict["tail_limit"]) if tail_said else \
+            (verdict["tail_p90_p50"] <= verdict["tail_limit"])
+        assert (verdict["drift_thirds"] >= verdict["drift_limit"]) if drift_said else \
+            (verdict["drift_thirds"] <= verdict["drift_limit"])
     env = document["environment"]
     assert env["loadavg"] and env["cpu_count"] and env["ai-edge-litert_version"] not in ("", "absent")
     assert document["peak_rss_mib"] > 0 and "whole process" in document["peak_rss_source"]
@@ -174,6 +199,40 @@ def test_litert_cpu_runs_the_model_as_the_interpreter_does() -> None:
     compiled.close()
 
 
+_EXIT_SCRIPT = """
+import atexit, sys
+atexit.register(lambda: print("an earlier exit handler's line", file=sys.stderr))
+from edgeq.harness.backends import open_session, parse_backend
+from edgeq.harness.latency import random_inputs
+session = open_session(open(sys.argv[1], "rb").read(), parse_backend("litert-cpu"))
+session.set_inputs(random_inputs(session, 0))
+session.invoke()
+print("before close", file=sys.stderr, flush=True)
+if sys.argv[2] == "close":
+    session.close()
+    session.close()
+print("last line", file=sys.stderr, flush=True)
+"""
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "left-open"])
+def test_a_litert_session_leaves_the_process_s_stderr_alone_at_exit(closed: bool) -> None:
+    """Opening a litert-* session must not silence fd 2 at exit: an exit handler registered before it still
+    reaches stderr. Closing the session tears its environment down then, with the log captured: nothing
+    between "before close" and "last line". What follows is only the runtime's process-wide environment's
+    DestroyAccelerator log, which nothing in ai_edge_litert releases (docs/harness.md)."""
+    status = availability(parse_backend("litert-cpu"))
+    if not status.available:
+        pytest.skip(status.reason)
+    done = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, str(INT8), "close" if closed else "open"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    start = lines.index("before close")
+    assert lines[start + 1:start + 3] == ["last line", "an earlier exit handler's line"]
+    assert all("DestroyAccelerator" in line for line in lines[start + 3:])
+
+
 def test_a_build_row_records_init_first_inference_delegation_and_stability() -> None:
     data = INT8.read_bytes()
     m = open_timed("int8 xnnpack t1", lambda: open_session(data, parse_backend("xnnpack")))
@@ -183,8 +242,16 @@ def test_a_build_row_records_init_first_inference_delegation_and_stability() -> 
     assert row.first_inference_ms > 0
     assert row.delegation is not None and (row.delegation.nodes_delegated, row.delegation.nodes_total) == (8, 9)
     assert row.delegation.undelegated_ops == ("SOFTMAX",)
-    assert row.stability is not None and row.stability.stable is classify(m.samples_ms).stable
+    assert row.stability is not None and isinstance(row.stability.stable, bool)  # 20 runs: judged
     assert LatencyRow.from_document(row.to_document()) == row
+    # the row's verdict is the configuration's own samples judged in measurement order (known series here:
+    # a measured run's stability depends on the machine's load)
+    m.samples_ms = [1.0] * 20 + [1.3] * 10  # the last third 30 % slower: a frequency step
+    stepped = latency_data.row(m, "xnnpack", 1, "int8").stability
+    assert stepped is not None and stepped.stable is False and stepped.third_medians_ms == (1.0, 1.0, 1.3)
+    m.samples_ms = [1.0, 1.0, 1.3] * 10  # the same runs interleaved: no third is slower
+    mixed = latency_data.row(m, "xnnpack", 1, "int8").stability
+    assert mixed is not None and mixed.stable is True and mixed.reasons == ()
 
 
 def _row(model: Precision, p50: float, samples: list[float], backend: str = "xnnpack") -> LatencyRow:

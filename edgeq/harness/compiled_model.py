@@ -17,11 +17,8 @@ the library shape this module:
 
 from __future__ import annotations
 
-import atexit
 import gc
-import os
 import re
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -129,10 +126,23 @@ def availability(backend: str) -> Availability:
         probe = _compile(probe_model(), ACCELERATORS[backend], 1, fallback=False)
     except BackendUnavailable as exc:
         return Availability(False, str(exc))
-    with native_output_captured((2,)):  # its teardown logs too
-        del probe
-        gc.collect()
+    _release(probe)
     return Availability(True)
+
+
+def _release(model: Any) -> None:
+    """Close ``model`` and the LiteRT environment it was compiled in, so that the environment's accelerators
+    are destroyed now, their "DestroyAccelerator" log captured, rather than at interpreter exit.
+
+    The runtime also creates a process-wide environment of its own when a tensor buffer is first locked
+    (the first write, read or run); nothing in ``ai_edge_litert`` releases it, so its teardown is logged
+    after Python has exited (docs/harness.md)."""
+    environment = model.environment
+    with native_output_captured((2,)):
+        model.close()
+        environment.close()
+        del model, environment
+        gc.collect()
 
 
 def _tensor_info(detail: dict[str, Any], quantization: dict[int, tuple[float, int]]) -> TensorInfo:
@@ -153,26 +163,10 @@ def _quantization(data: bytes) -> dict[int, tuple[float, int]]:
     return found
 
 
-@cache
-def _quiet_teardown() -> None:
-    """The first tensor write makes LiteRT create a process-wide environment that is torn down only after Python
-    has finished (its destructor logs "DestroyAccelerator" lines to fd 2, after edgeq's last line). So once such
-    a session exists, fd 2 goes to /dev/null at exit, after every message of edgeq's and the atexit handlers
-    registered before it (atexit runs last-registered first)."""
-    def silence() -> None:
-        sys.stderr.flush()
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
-
-    atexit.register(silence)
-
-
 class CompiledModelSession:
     """The Session protocol over a LiteRT CompiledModel (first signature)."""
 
     def __init__(self, model: Any, data: bytes, backend: str, runtime: str) -> None:
-        _quiet_teardown()
         self.model, self.backend, self.runtime = model, backend, runtime
         self.delegation = None  # CompiledModel does not say which nodes an accelerator took; see fully_accelerated
         self.fully_accelerated = bool(model.is_fully_accelerated())
@@ -200,10 +194,12 @@ class CompiledModelSession:
                 for buffer, info in zip(self._out, self.outputs, strict=True)]
 
     def close(self) -> None:
-        """Release the model now, with the runtime's teardown log captured (else it reaches the terminal)."""
-        with native_output_captured((2,)):
-            self.model = self._in = self._out = None
-            gc.collect()
+        """Release the model, its buffers and its LiteRT environment now, with the runtime's teardown log
+        captured (else it reaches the terminal). Idempotent."""
+        if self.model is None:
+            return
+        model, self.model, self._in, self._out = self.model, None, None, None
+        _release(model)
 
 
 def open_session(backend: str, model: bytes | Path, option: str | None, threads: int) -> CompiledModelSession:
