@@ -4,7 +4,9 @@ Both reports are read by the same code, from their JSON documents: the figures o
 from its own report document, so a delta can only ever compare like with like, and an older report (written
 before the envelope, version 0) is read as long as it has the figures. Latency is compared only when both
 builds measured on the same :class:`~edgeq.results.baseline.BenchEnvironment`: across machines a latency
-delta says more about the machine than the model, so it is shown, flagged, and never judged.
+delta says more about the machine than the model, so it is shown, flagged, and never judged. Likewise accuracy
+and fidelity are compared only when both reports' provenance records the same evaluation set (its sha256):
+measured on different samples, or on a set one report does not identify, they are shown, flagged, never judged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from edgeq.results.gates import Gate
 
 MAX_REPORT_BYTES = 512 << 20  # report.json holds every latency sample; far below it is still a real report
 REPORT_KIND = "edgeq.report"
+EVAL_SET_ROLE = "evaluation set"  # the provenance input whose sha256 identifies the samples measured
+EVAL_NOTE = "accuracy and fidelity not comparable (shown, not judged): "  # + why; a gate not judged quotes it
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Figures:
     int8_bytes: float | None
     p50_ms: dict[tuple[str, int, str], float]  # (backend, threads, int8|fp32) -> p50
     environment: BenchEnvironment | None
+    eval_sha256: str | None = None  # the evaluation set's fingerprint in the provenance; None: not recorded
 
 
 def figures(document: dict[str, Any]) -> Figures:
@@ -128,25 +133,46 @@ def figures(document: dict[str, Any]) -> Figures:
     except InputError:
         env = None
     method = validation.get("best_method")
+    eval_sha = next((i.get("sha256") for i in _list(_get(document, "provenance", "inputs"))
+                     if i.get("role") == EVAL_SET_ROLE), None)
     return Figures(method=method if isinstance(method, str) else None,
                    recovered=met if isinstance(met := _get(recovery, "met_by"), str) else None,
                    eval_n=eval_n, top1=top1, sqnr_db=sqnr, int8_bytes=_number(_get(document, "model", "int8_bytes")),
-                   p50_ms=latency, environment=env)
+                   p50_ms=latency, environment=env,
+                   eval_sha256=eval_sha if isinstance(eval_sha, str) and eval_sha else None)
 
 
 def _percent(old: float, new: float) -> float:
     return (new - old) / old * 100 if old else math.inf if new else 0.0
 
 
+def _other_eval_set(old: Figures, new: Figures) -> str | None:
+    """Why the two reports' accuracy and fidelity were not measured on one evaluation set, or None: they were."""
+    sizes = (f" ({old.eval_n} samples, this build {new.eval_n})"
+             if old.eval_n is not None and new.eval_n is not None and old.eval_n != new.eval_n else "")
+    if old.eval_sha256 is None:
+        return f"the baseline's provenance does not record its evaluation set's sha256{sizes}"
+    if new.eval_sha256 is None:
+        return f"this build does not record its evaluation set's sha256{sizes}"
+    if old.eval_sha256 != new.eval_sha256:
+        return (f"the baseline measured another evaluation set (sha256 {old.eval_sha256[:12]}, this build "
+                f"{new.eval_sha256[:12]}){sizes}")
+    return None
+
+
 def compare(current: dict[str, Any], baseline: Baseline) -> BaselineComparison:
     """Every figure both reports have, as a delta; notes say what could not be compared and why."""
     new, old = figures(current), figures(baseline.document)
     notes = []
+    other_set = _other_eval_set(old, new)
+    same_set = other_set is None
     deltas = [Delta(aspect=Aspect.ACCURACY, subject=method, baseline=old.top1[method], current=value,
-                    change=(value - old.top1[method]) * 100, unit="pp", published=method == new.method)
+                    change=(value - old.top1[method]) * 100, unit="pp", published=method == new.method,
+                    comparable=same_set)
               for method, value in new.top1.items() if method in old.top1]
     deltas += [Delta(aspect=Aspect.FIDELITY, subject=f"{method} / {output}", baseline=old.sqnr_db[key],
-                     current=value, change=value - old.sqnr_db[key], unit="dB", published=method == new.method)
+                     current=value, change=value - old.sqnr_db[key], unit="dB", published=method == new.method,
+                     comparable=same_set)
                for key, value in new.sqnr_db.items() if key in old.sqnr_db for method, output in [key]]
     if new.int8_bytes is not None and old.int8_bytes is not None:
         deltas.append(Delta(aspect=Aspect.SIZE, subject="int8 file", baseline=old.int8_bytes,
@@ -162,9 +188,8 @@ def compare(current: dict[str, Any], baseline: Baseline) -> BaselineComparison:
     elif not comparable:
         notes.append(f"latency not comparable: the baseline was measured on {old.environment.describe()}, this "
                      f"build on {new.environment.describe() if new.environment else 'an unknown machine'}")
-    if old.eval_n is not None and new.eval_n is not None and old.eval_n != new.eval_n:
-        notes.append(f"the baseline measured on {old.eval_n} evaluation samples, this build on {new.eval_n}: "
-                     "accuracy and fidelity deltas compare different sets")
+    if other_set is not None:
+        notes.append(EVAL_NOTE + other_set)
     if old.method is not None and old.method != new.method:
         notes.append(f"the baseline published {old.method}, this build {new.method}")
     for which, figs in (("the baseline", old), ("this build", new)):
@@ -204,6 +229,9 @@ def regression_gates(limits: Any, comparison: BaselineComparison | None, recover
             reason = f"the baseline and this build do not both have the published model's {aspect.value}"
         elif aspect is Aspect.LATENCY and not comparison.latency_comparable:
             reason = "the baseline's latency was measured on another environment"
+        elif not all(d.comparable for d in deltas):
+            reason = next((n.removeprefix(EVAL_NOTE) for n in comparison.notes if n.startswith(EVAL_NOTE)),
+                          "the baseline's figures were measured on another evaluation set")
         if reason is not None:
             gates.append(Gate(name=name, passed=True, judged=False, detail=f"not judged: {reason}", limit=limit))
             continue

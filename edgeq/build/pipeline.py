@@ -26,6 +26,7 @@ from edgeq.files import write_bytes_atomic, write_text_atomic
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
 from edgeq.quant_recipe import QuantRecipe
+from edgeq.results.baseline import BenchEnvironment
 from edgeq.results.build import (
     ArtifactPaths,
     BuildReport,
@@ -291,7 +292,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True,
     log("check: the artifact on each target")
     check_sections = _checks(artifact, recipe)
     log("bench: latency of the artifact and the float model")
-    latency, latency_summary, bench_reused = _bench(artifact, float_copy, recipe, cache)
+    latency, latency_summary, bench_reused, bench_environment = _bench(artifact, float_copy, recipe, cache)
     if bench_reused:
         reused.append("bench")
     coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
@@ -315,8 +316,7 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True,
         coverage=coverage_section,
         artifact=ArtifactPaths(path=str(artifact), sidecar=str(artifact.with_suffix(".json"))),
         graph=graph_report(artifact.read_bytes()), provenance=_provenance(recipe, model, calib_dir, eval_dir, artifact))
-    report = _against_baseline(dataclasses.replace(report, bench_environment=current_environment()), baseline,
-                               recipe)
+    report = _against_baseline(dataclasses.replace(report, bench_environment=bench_environment), baseline, recipe)
     log("report: writing report.json and report.html")
     _, html_path = write_report(report, out)
     return BuildOutcome(report=report, artifact=artifact, report_html=html_path, reused=reused)
@@ -365,20 +365,25 @@ def _checks(artifact: Path, recipe: BuildRecipe) -> tuple[CheckSummary, ...]:
     return tuple(sections)
 
 
-def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe,
-           cache: Path) -> tuple[tuple[LatencyRow, ...], LatencySummary | None, bool]:
+def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe, cache: Path
+           ) -> tuple[tuple[LatencyRow, ...], LatencySummary | None, bool, BenchEnvironment]:
+    """Latency rows, the run's summary, whether they came from the cache, and the environment they were
+    measured on: the whole environment (CPU, cores, machine, ai-edge-litert's version) is in the cache key, so
+    a runtime upgrade measures again, and a reused entry reports the environment stored with it."""
     from edgeq.build import latency as latency_data
     from edgeq.harness import environment
     from edgeq.harness.backends import availability, open_session, parse_backend
     from edgeq.harness.latency import LatencyConfig, open_timed, run_interleaved
 
+    measured_on = current_environment()
     key = _key(_fingerprint(artifact), _fingerprint(float_model), dataclasses.asdict(recipe.bench),
-               environment.cpu_model(), "rows+summary")  # the cache holds rows and the run's summary
+               measured_on.to_document(), "rows+summary+environment")  # what the cache entry holds
     stored = cache / f"bench-{key}.json"
     if stored.is_file():
         document = json.loads(stored.read_text())
         rows = tuple(LatencyRow.from_document(row) for row in document["rows"])
-        return rows, None if document["summary"] is None else LatencySummary.from_document(document["summary"]), True
+        summary = None if document["summary"] is None else LatencySummary.from_document(document["summary"])
+        return rows, summary, True, BenchEnvironment.from_document(document["environment"])
     started_on = environment.capture()  # the load average before the measurement
     measurements = []
     for name in recipe.bench.backends:
@@ -397,8 +402,9 @@ def _bench(artifact: Path, float_model: Path, recipe: BuildRecipe,
     latency = tuple(latency_data.row(m, str(backend), threads, kind) for backend, threads, kind, m in measurements)
     summary = latency_data.summary(latency, started_on) if latency else None
     write_text_atomic(stored, json.dumps({"rows": [row.to_document() for row in latency],
-                                          "summary": None if summary is None else summary.to_document()}) + "\n")
-    return latency, summary, False
+                                          "summary": None if summary is None else summary.to_document(),
+                                          "environment": measured_on.to_document()}) + "\n")
+    return latency, summary, False, measured_on
 
 
 def _coverage(float_model: FloatModel, calibration: tuple[Path, Any], evaluation: tuple[Path, Any],

@@ -45,7 +45,8 @@ class Delta(Document):
     change: float
     unit: str  # of ``change``: "pp", "dB" or "%"
     published: bool  # the published model's figure (the one max_regression judges)
-    # a latency delta across different environments: shown, never judged
+    # False: shown, never judged: a latency delta across different environments, an accuracy or fidelity delta
+    # across different evaluation sets (or a set either report does not fingerprint)
     comparable: bool = True
 
 
