@@ -106,15 +106,21 @@ def test_summary_tables_hold_the_report_figures(built: dict[str, Any]) -> None:
         label: r["p50 ms"] for label, r in latency.items()}
 
 
-def test_step_summary_is_appended_to_by_every_run(built: dict[str, Any]) -> None:
+def test_step_summary_is_appended_to_by_every_run(built: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     """The fixture's run wrote it; a second run appends (once, though --summary-md names the same file). Its
-    max_regression has no baseline to judge against: a skipped gate, not a failure."""
+    max_regression has no baseline to judge against: a skipped gate, not a failure, and a warning on stderr that
+    --quiet keeps; stdout holds the --json document alone."""
     step = built["step"]
     first = step.read_text()
     assert first == (built["folder"] / "summary.md").read_text()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GITHUB_STEP_SUMMARY", str(step))
-        assert _build(built, "--summary-md", str(step), gates="max_regression: {size_pct: 0}") == 0
+        assert _build(built, "--summary-md", str(step), "--quiet", "--json", "-",
+                      gates="max_regression: {size_pct: 0}") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["passed"] is True
+    assert "edgeq: warning: max_regression:size_pct not judged: no --baseline" in err
+    assert "summary:" not in out + err  # an informational line: --quiet drops it
     text = step.read_text()
     assert text.startswith(first) and text.count("## edgeq build: tiny") == 2
     gate = next(g for g in _report(built["out"])["gates"] if g["name"] == "max_regression:size_pct")
@@ -168,7 +174,8 @@ def test_baseline_deltas_and_max_regression_gates(built: dict[str, Any]) -> None
     assert not cases["max_regression:size_pct"].is_passed and cases["max_regression:sqnr_db"].is_passed
 
 
-def test_latency_from_another_environment_is_shown_not_judged(built: dict[str, Any]) -> None:
+def test_latency_from_another_environment_is_shown_not_judged(built: dict[str, Any],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """The same older build measured on another CPU: limits above its regressions pass, latency is skipped."""
     def elsewhere(document: dict[str, Any]) -> None:
         _older(document)
@@ -178,6 +185,10 @@ def test_latency_from_another_environment_is_shown_not_judged(built: dict[str, A
     junit, summary = built["folder"] / "elsewhere.xml", built["folder"] / "elsewhere.md"
     assert _build(built, "--baseline", str(old), "--junit", str(junit), "--summary-md", str(summary),
                   gates="max_regression: {accuracy_pp: 2.5, size_pct: 15, latency_pct: 1}") == 0
+    out, err = capsys.readouterr()
+    assert "baseline: latency not comparable: the baseline was measured on" in out  # the note: information
+    assert "\nedgeq: warning: max_regression:latency_pct not judged: " in f"\n{err}"  # the unjudged gate: a warning
+    assert "edgeq: warning" not in out and "baseline:" not in err
     gates = {g["name"]: g for g in _report(built["out"])["gates"]}
     assert gates["max_regression:accuracy_pp"]["passed"] and gates["max_regression:size_pct"]["passed"]
     gate = gates["max_regression:latency_pct"]
@@ -226,6 +237,79 @@ def test_an_unwritable_summary_is_one_line_of_input_error(tmp_path: Path) -> Non
     with pytest.raises(InputError, match=r"cannot write the summary to .*step\.md"):
         write_summary("x\n", None, {"GITHUB_STEP_SUMMARY": str(tmp_path / "missing" / "step.md")})
     assert write_summary("x\n", str(tmp_path / "a.md"), {}) == [str(tmp_path / "a.md")]
+
+
+@pytest.mark.parametrize(("verb", "where", "fragment"), [
+    ("build", "--summary-md FILE/summary.md", "Not a directory"),  # found by the check of every output path
+    ("build", "--junit FILE/deeper/junit.xml", "Not a directory"),
+    ("build", "$GITHUB_STEP_SUMMARY MISSING/step.md", "MISSING does not exist"),
+    ("build", "$GITHUB_STEP_SUMMARY FOLDER", "is a folder"),
+    ("validate", "--junit FILE/deeper/junit.xml", "Not a directory"),
+    ("build", "$GITHUB_STEP_SUMMARY FILE/step.md", "FILE is not a folder"),
+    ("validate", "$GITHUB_STEP_SUMMARY MISSING/step.md", "MISSING does not exist"),
+])
+def test_an_unwritable_ci_output_is_exit_2_before_any_work(built: dict[str, Any], tmp_path: Path, verb: str,
+                                                          where: str, fragment: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before the run, not found after it: one line, no output folder, and no --json document."""
+    places = {"FILE": tmp_path / "file", "MISSING": tmp_path / "missing", "FOLDER": tmp_path / "folder"}
+    places["FILE"].write_text("x")
+    places["FOLDER"].mkdir()
+    option, value = where.split()
+    for name, place in places.items():
+        value, fragment = value.replace(name, str(place)), fragment.replace(name, str(place))
+    out = tmp_path / "out"
+    if verb == "build":
+        command = ["build", str(_recipe(tmp_path)), "-o", str(out)]
+    else:
+        calib, data = (next((built["out"] / "cache").glob(f"{kind}-*")) for kind in ("calibration", "evaluation"))
+        command = ["validate", str(DEMO), "--calib", str(calib), "--eval", str(data), "-o", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        if option.startswith("$"):
+            patch.setenv(option[1:], value)
+        else:
+            patch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+            command += [option, value]
+        assert cli.main([*command, "--json", "-"]) == 2
+    stdout, err = capsys.readouterr()
+    assert stdout == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith("edgeq: error: ") and value in line and fragment in line
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write to any folder")
+def test_a_summary_in_a_read_only_folder_is_exit_2_before_any_work(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert cli.main(["build", str(_recipe(tmp_path)), "-o", str(tmp_path / "out"), "--summary-md",
+                         str(locked / "new" / "summary.md")]) == 2
+    finally:
+        locked.chmod(0o755)
+    assert f"the folder {locked} is not writable" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ci_outputs_are_written_before_the_document(built: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A summary that fails at the end after all (the disk filled during the build) is exit 2 with no document,
+    as every exit 2 is (docs/json.md), though a gate also failed: the CI outputs come before --json's document."""
+    import edgeq.build.summary
+    from edgeq.errors import InputError
+
+    def full(*args: Any, **kwargs: Any) -> list[str]:
+        raise InputError("cannot write the summary to s.md: No space left on device")
+
+    monkeypatch.setattr(edgeq.build.summary, "write_summary", full)
+    document = built["folder"] / "late.json"
+    assert _build(built, "--summary-md", str(built["folder"] / "late.md"), "--json", str(document),
+                  gates="max_regression: {size_pct: 0}") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "edgeq: error: cannot write the summary to s.md: No space left on device")
+    assert not document.exists()
 
 
 @pytest.mark.parametrize(("gates", "fragment"), [

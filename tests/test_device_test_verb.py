@@ -84,11 +84,39 @@ def test_budget_missed_is_exit_1_naming_the_check(tmp_path: Path) -> None:
     (["-k", "no_such_test"], "no test of the device suite was selected"),
 ])
 def test_usage_mistakes_are_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
+    """Exit 2 is no result, so no document (docs/json.md): stdout stays empty with --json -, no file with a path."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("min_top1: 2\n")
-    result = device_test(*[str(bad) if a == "BAD" else a for a in args])
+    given = [str(bad) if a == "BAD" else a for a in args]
+    result = device_test(*given, "--json", "-")
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"edgeq: error: {says}" in result.stderr
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith(f"edgeq: error: {says}")
+    out = tmp_path / "out.json"
+    assert device_test(*given, "--json", str(out)).returncode == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--backend", "xnnpack", "--latency-from", "REC", "-k", "test_latency", "--json", "REC", "-q"],
+    ["--latency-from=REC", "--json", "REC"],
+    ["--json", "REC", "--", "--reference", "REC"],  # after '--' too: pytest still reads it as the suite's option
+    ["--model=REC", "--json=REC"],
+    ["--budget", "REC", "--junit-xml", "REC"],  # pytest's own output replacing an input
+    ["--eval-set", "REC", "--", "--junitxml=REC"],
+    ["--junit-xml", "OUT", "--json", "OUT"],  # pytest's report and the document in one file
+], ids=["latency-from", "latency-from=", "after --", "model=", "junit-xml", "junitxml=", "json is junit-xml"])
+def test_outputs_never_replace_the_suites_inputs(tmp_path: Path, args: list[str]) -> None:
+    """The suite's file options and pytest's --junit-xml are read out of the arguments passed to pytest: an
+    output over an input, or two outputs in one file, is exit 2 before pytest runs, and nothing is written."""
+    recorded, out = tmp_path / "rec.json", tmp_path / "out.json"
+    recorded.write_bytes(RECORDED.read_bytes())
+    result = device_test(*[a.replace("REC", str(recorded)).replace("OUT", str(out)) for a in args])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("edgeq: error: output") and ("is the input" in line or "are the same file" in line)
+    assert recorded.read_bytes() == RECORDED.read_bytes() and not out.exists()
 
 
 def test_without_pytest_says_which_extra() -> None:

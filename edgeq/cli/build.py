@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.cli import options
-from edgeq.cli.ci import ci_outputs
+from edgeq.cli.ci import check_ci_outputs, ci_outputs
 from edgeq.cli.output import emit_json, info, print_table, tables_wanted
 from edgeq.cli.validate import OUTPUT_HEADERS, method_headers, method_rows, output_rows, selection_lines
 from edgeq.errors import GateFailed
@@ -37,6 +37,7 @@ def run_build_command(args: argparse.Namespace) -> int:
     from edgeq.build.recipe import load_build_recipe
     from edgeq.tfimport import import_tensorflow
 
+    check_ci_outputs(args)  # an unwritable summary must not fail the build after the work
     recipe = load_build_recipe(args.recipe)
     baseline = load_baseline(args.baseline) if args.baseline else None  # a bad one fails before any work
     import_tensorflow("edgeq build")
@@ -62,13 +63,13 @@ def run_build_command(args: argparse.Namespace) -> int:
         info(f"\nreused cached steps: {', '.join(outcome.reused)}")
     print(f"artifact: {outcome.artifact} (+ {outcome.artifact.with_suffix('.json').name})")
     print(f"report:   {outcome.report_html}")
+    ci_outputs(args, outcome.report, Path(args.output))  # before the document: exit 2 here leaves none
     emit_json(args.json, "edgeq.build", {
         "recipe": args.recipe, "name": recipe.name, "output": args.output, "passed": outcome.passed,
         "exit_status": 0 if outcome.passed else 1, "best_method": validation.best_method, "gates": outcome.gates,
         "artifact": str(outcome.artifact), "sidecar": str(outcome.artifact.with_suffix(".json")),
         "report": str(outcome.report_html.with_name("report.json")), "report_html": str(outcome.report_html),
         "reused": outcome.reused})
-    ci_outputs(args, outcome.report, Path(args.output))
     failed = [g for g in outcome.gates if not g.passed]
     if failed:
         raise GateFailed("gate(s) failed: " + "; ".join(f"{g.name} ({g.detail})" for g in failed))

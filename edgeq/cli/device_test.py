@@ -67,13 +67,14 @@ def run_device_test(args: argparse.Namespace) -> int:
     run = run_suite(arguments)
     if run.pytest_exit == INTERRUPTED:
         raise KeyboardInterrupt
-    document = run.to_dict()
-    if run.pytest_exit not in (USAGE_ERROR, NO_TESTS_COLLECTED):
-        counts = ", ".join(f"{n} {name}" for name, n in document["counts"].items() if n)
-        print(f"edgeq device-test: {counts or 'no test ran'}; budget: {document['budget']['verdict']}")
-    emit_json(args.json, "edgeq.device-test", document)
-    if run.pytest_exit == USAGE_ERROR:
+    if run.pytest_exit == USAGE_ERROR:  # no result, so no document (docs/json.md)
         raise UsageError("the device suite refused its options (pytest's message above)")
     if run.pytest_exit == NO_TESTS_COLLECTED:
         raise UsageError("no test of the device suite was selected (see -k and the test names with --collect-only)")
-    return int(EXIT_CODES.get(run.pytest_exit, ExitCode.INTERNAL))
+    document = run.to_dict()
+    counts = ", ".join(f"{n} {name}" for name, n in document["counts"].items() if n)
+    print(f"edgeq device-test: {counts or 'no test ran'}; budget: {document['budget']['verdict']}")
+    status = EXIT_CODES.get(run.pytest_exit, ExitCode.INTERNAL)
+    if status is not ExitCode.INTERNAL:  # exit 4 is a failure of the run, not a result
+        emit_json(args.json, "edgeq.device-test", document)
+    return int(status)

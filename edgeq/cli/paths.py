@@ -63,6 +63,31 @@ def _and_json(paths: Paths) -> Paths:
 NOTHING: Paths = _args()
 JSON: Paths = _stdout_or_file("json")
 
+#: The device suite's file options (its conftest.py), which ``edgeq device-test`` passes to pytest unread.
+SUITE_FILE_OPTIONS = ("--model", "--eval-set", "--reference", "--budget", "--latency-from", "--preprocess")
+#: pytest's own file output: its JUnit XML report.
+PYTEST_FILE_OUTPUTS = ("--junit-xml", "--junitxml")
+
+
+def _suite_values(options: tuple[str, ...]) -> Paths:
+    """The values of these options in device-test's pytest arguments, ``--opt V`` and ``--opt=V`` alike (pytest
+    takes no abbreviations, so only the full names count)."""
+
+    def values(args: argparse.Namespace) -> list[str | None]:
+        given: list[str] = list(getattr(args, "suite_args", None) or [])
+        found: list[str | None] = []
+        for i, argument in enumerate(given):
+            name, sep, value = argument.partition("=")
+            if name not in options:
+                continue
+            if sep:
+                found.append(value)
+            elif i + 1 < len(given):
+                found.append(given[i + 1])
+        return found
+
+    return values
+
 
 @dataclass(frozen=True)
 class PathRoles:
@@ -82,7 +107,8 @@ ROLES: dict[str, PathRoles] = {
     "coverage": PathRoles(inputs=_args("model", "calib", "production", "preprocess"),
                           folder_outputs=_args("output")),
     "datagen": PathRoles(inputs=_args("source", "custom_conditions", "preprocess"), folder_outputs=_args("output")),
-    "device-test": PathRoles(inputs=NOTHING),  # the rest of its command line is pytest's
+    "device-test": PathRoles(inputs=_suite_values(SUITE_FILE_OPTIONS),  # the rest of its command line is pytest's
+                             file_outputs=_and_json(_suite_values(PYTEST_FILE_OUTPUTS))),
     "eval": PathRoles(inputs=_args("model", "data", "reference", "preprocess")),
     "sensitivity": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess"), folder_outputs=_args("output")),
     "validate": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess", "tasks"),

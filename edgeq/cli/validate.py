@@ -108,8 +108,10 @@ def _gates(args: argparse.Namespace) -> Any:
 
 def run_validate(args: argparse.Namespace) -> int:
     from edgeq.artifacts import Estimator
+    from edgeq.cli.ci import check_ci_outputs, ci_outputs
     from edgeq.extras import require_extra
 
+    check_ci_outputs(args)  # an unwritable summary must not fail the validation after the work
     require_extra("tensorflow", "edgeq validate (it converts the float model with each method)")  # before any work
     from edgeq.calib.data import parse_preprocessing
     from edgeq.harness.evaldata import load_eval_set
@@ -192,14 +194,12 @@ def run_validate(args: argparse.Namespace) -> int:
     recovered_model = out / str(report.recovery.model) if recovered and report.recovery is not None else None
     if recovered_model is not None:
         print(f"recovered model: {recovered_model}")
+    ci_outputs(args, run, out)  # before the document: exit 2 here leaves none
     emit_json(args.json, "edgeq.validate", {
         "model": args.model, "output": str(out), "passed": run.passed, "exit_status": 0 if run.passed else 1,
         "best_method": report.best_method, "gates": gates, "advice": report.advice,
         "report": str(json_path), "report_html": str(html_path),
         "recovered_model": None if recovered_model is None else str(recovered_model)})
-    from edgeq.cli.ci import ci_outputs
-
-    ci_outputs(args, run, out)
     if not report.passed and not recovered:
         failed = [g for g in gates if not g.passed]
         names = ", ".join(g.name for g in failed)
