@@ -13,6 +13,7 @@ unlabelled data: each gate passes just below its measured value and fails just a
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +82,17 @@ def _build(work: Path, name: str, **fields: str) -> int:
     return cli.main(["build", str(recipe), "-o", str(work / name)])
 
 
-def test_every_conversion_key_is_applied_and_recorded(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_conversion_key_is_applied_and_recorded(work: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeq.tflite import model as tfl
     from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
+    monkeypatch.setenv("EDGEQ_PROGRESS", "log")  # build's steps are progress lines (off in the other tests)
     assert _build(work, "applied") == 0
     out = work / "applied"
-    assert "calibration set: calib.npz used as is" in capsys.readouterr().out
+    steps = capsys.readouterr().err
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[ *[\d.]+ s\] calibration set: calib.npz used as is$", steps,
+                     re.MULTILINE), steps
     data = (out / "dyn_int8.tflite").read_bytes()
     interpreter, _ = make_interpreter(data, CpuKernels.CPU)
     (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()

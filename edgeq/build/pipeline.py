@@ -163,8 +163,12 @@ def _preprocessing(recipe: BuildRecipe, float_model: FloatModel, log: Log) -> An
                        data_set=recorded, model_name=recipe.model,
                        data_name="the recipe's calibration and evaluation sets")
     log(resolved.line())
-    for warning in resolved.warnings:
-        log(f"warning: {warning}")
+    import warnings
+
+    from edgeq.preprocess import PreprocessingWarning
+
+    for warning in resolved.warnings:  # a warning, not a step line: --quiet keeps it (the CLI prints it once)
+        warnings.warn(warning, PreprocessingWarning, stacklevel=2)
     return resolved.spec
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
+from edgeq import progress
 from edgeq.cli import options
 from edgeq.cli.ci import check_ci_outputs, ci_outputs
 from edgeq.cli.output import emit_json, info, print_table, tables_wanted
@@ -41,12 +41,9 @@ def run_build_command(args: argparse.Namespace) -> int:
     recipe = load_build_recipe(args.recipe)
     baseline = load_baseline(args.baseline) if args.baseline else None  # a bad one fails before any work
     import_tensorflow("edgeq build")
-    started = time.perf_counter()
-
-    def log(line: str) -> None:  # one line per step: readable in CI logs; progress bars only on a terminal
-        info(f"[{time.perf_counter() - started:6.1f} s] {line}")  # --quiet drops it
-
-    outcome = run_build(recipe, Path(args.output), log, use_cache=not args.no_cache, baseline=baseline)
+    # Build's stages are progress steps like every other long step's: timestamped lines in CI logs, lines above
+    # the bars on a terminal, nothing under --quiet (edgeq/cli/progress.py).
+    outcome = run_build(recipe, Path(args.output), progress.step, use_cache=not args.no_cache, baseline=baseline)
     validation = outcome.report.validation_report.validation
     if tables_wanted(args):
         print()
