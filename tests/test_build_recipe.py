@@ -484,3 +484,31 @@ def test_tasks_and_gates_load_with_anchors_relative_to_the_recipe(tmp_path: Path
     assert fidelity.min_output_sqnr_db == {"0": 20.0, "mask": 15.5}
     assert (fidelity.min_detection_recall, fidelity.min_mask_iou) == (0.9, 1)
     assert fidelity.min_agreement is None and fidelity.max_landmark_error is None
+
+
+def test_a_preprocessing_disagreement_is_a_warning_that_quiet_keeps(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The model's own metadata says mean=std=127.5 and the recipe says otherwise: the build goes on with the
+    recipe's (the user's word wins) but says so as an ``edgeq: warning:`` line, which --quiet must not drop."""
+    from edgeq.calib.data import parse_preprocessing
+    from edgeq.tflite.metadata import embed_preprocessing
+
+    demo = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
+    model = tmp_path / "with_metadata.tflite"
+    float_bytes = demo.read_bytes()
+    model.write_bytes(embed_preprocessing(float_bytes, float_bytes, parse_preprocessing("mean=127.5,std=127.5")))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: md\nmodel: {model.name}\npreprocess: \"mean=0,std=255\"\n"
+                      "calibration: {source: digits:train, conditions: original, n: 16}\n"
+                      "evaluation: {source: digits:test, conditions: original, n: 20, seed: 1}\n"
+                      "methods: [minmax]\ntargets: [generic]\n"
+                      "bench: {backends: [cpu], threads: [1], runs: 3, min_seconds: 0}\n"
+                      "gates: {max_drop_pp: 100}\n")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["build", str(recipe), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("edgeq: warning:")], err
+    assert "mean=0" in err or "127.5" in err, err
