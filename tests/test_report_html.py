@@ -37,6 +37,7 @@ from edgeq.report.graph import render_edgetpu
 from edgeq.report.graph_data import graph_report
 from edgeq.report.page import render_html, write_report
 from edgeq.report.sections import MAX_FINDINGS, SECTIONS
+from edgeq.results.baseline import Aspect, BaselineComparison, Delta
 from edgeq.results.build import BuildReport, CheckSummary, CoverageLayer, CoverageSection
 from edgeq.results.validation import Histogram, RecoveryReport, RungResult, ValidationRun
 from edgeq.spec.check import check_model
@@ -49,8 +50,10 @@ SAMPLE = Path(__file__).parent / "data" / "report" / "sample_report.json"
 DIGITS_INT8 = ROOT / "device_tests" / "data" / "cnn_digits_int8.tflite"
 HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges", "Operators",
             "Edge TPU partition", "Latency", "Target checks", "Calibration set", "Calibration coverage", "Provenance"]
-# the page's every section: a build fills all but the two validate --recover / --sensitivity adds
-SECTION_HEADINGS = [*HEADINGS[:4], "Recovery ladder", "Sensitivity", *HEADINGS[4:]]
+# the page's every section: a build fills all but the two validate --recover / --sensitivity adds and the one
+# build --baseline adds (tests/test_report_baseline.py)
+SECTION_HEADINGS = [*HEADINGS[:4], "Recovery ladder", "Sensitivity", *HEADINGS[4:9], "Against the baseline",
+                    *HEADINGS[9:]]
 VALIDATE_HEADINGS = ["Gates", "Model", "Accuracy", "Outputs", "Per-layer error", "Activation ranges", "Operators",
                      "Edge TPU partition", "Provenance"]
 DATA_PNG = "data:image/png;base64,"
@@ -383,6 +386,10 @@ _RECOVERY_PARTS = {
                                                                 op="CONV_2D", only_db=22.0, all_but_db=35.0,
                                                                 recovers_db=15.0, rank=1),),
                                      shares_scale={}, real_int8_db=20.5, ranges="auto"),
+    "baseline_comparison": BaselineComparison(
+        path=HOSTILE, schema_version=1, edgeq_version="0.1.0", method="minmax", eval_n=40, environment=None,
+        latency_comparable=False, deltas=(Delta(aspect=Aspect.SIZE, subject="int8 file", baseline=100.0, current=90.0,
+                                                change=-10.0, unit="%", published=True),)),
 }
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.results.baseline import BaselineComparison, Delta
+from edgeq.report.baseline import REGRESSION_UNITS, delta_rows, environment, made_by
+from edgeq.results.baseline import BaselineComparison
 from edgeq.results.build import BuildReport
 from edgeq.results.gates import Gate
 from edgeq.results.validation import ValidationReport, ValidationRun
@@ -62,9 +63,6 @@ def _spec(gate: Gate, report: ValidationReport) -> GateFigures:
 
 def _coverage(gate: Gate, report: ValidationReport) -> GateFigures:
     return GateFigures(gate.detail.split(" layer")[0] + " layers flagged", "0")
-
-
-REGRESSION_UNITS = {"accuracy_pp": "pp", "sqnr_db": "dB", "size_pct": "%", "latency_pct": "%"}
 
 
 def _regression(gate: Gate, report: ValidationReport) -> GateFigures:
@@ -158,28 +156,14 @@ def _latency_table(report: BuildReport) -> list[str]:
     return lines + table(["configuration", "p50 ms", "p90 ms", "runs"], rows)
 
 
-def _delta_value(delta: Delta, value: float) -> str:
-    if delta.aspect.value == "accuracy":
-        return _pct(value)
-    if delta.aspect.value == "size":
-        return f"{value:,.0f} B"
-    if delta.aspect.value == "latency":
-        return f"{value:.3f} ms"
-    return f"{value:.2f} dB"
-
-
 def _baseline(comparison: BaselineComparison | None) -> list[str]:
     if comparison is None:
         return []
-    made_by = (f"made by edgeq {comparison.edgeq_version}, schema {comparison.schema_version}"
-               if comparison.edgeq_version else "written before reports carried edgeq's version (schema 0)")
-    env = comparison.environment.describe() if comparison.environment else "an unrecorded environment"
     lines = ["### Against the baseline", "",
-             f"Baseline: `{comparison.path}` ({made_by}; published {comparison.method}; latency measured on {env}).",
-             ""]
-    rows = [[d.aspect.value, d.subject + (" (published)" if d.published else ""), _delta_value(d, d.baseline),
-             _delta_value(d, d.current), f"{d.change:+.2f} {d.unit}" + ("" if d.comparable else " (not comparable)")]
-            for d in comparison.deltas]
+             f"Baseline: `{comparison.path}` ({made_by(comparison)}; published {comparison.method}; latency "
+             f"measured on {environment(comparison)}).", ""]
+    rows = [[r.aspect, r.figure, r.baseline, r.current, r.change + ("" if r.comparable else " (not comparable)")]
+            for r in delta_rows(comparison)]  # the rows report.html shows (edgeq.report.baseline)
     lines += table(["aspect", "figure", "baseline", "this build", "change"], rows) if rows else [
         "The reports have no figure in common.", ""]
     lines += [f"- {note}" for note in comparison.notes]

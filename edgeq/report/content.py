@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from edgeq.artifacts import SensitivityReport
+from edgeq.results.baseline import BaselineComparison
 from edgeq.results.build import (
     ArtifactPaths,
     BuildReport,
@@ -61,6 +62,7 @@ class Page:
     recovery: RecoveryReport | None = None
     graph: GraphReport | None = None
     provenance: Provenance | None = None
+    baseline_comparison: BaselineComparison | None = None
 
 
 _KEYS = frozenset(f.name for f in dataclasses.fields(Page))

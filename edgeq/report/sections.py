@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 
 from edgeq.artifacts import Finding, Severity
-from edgeq.report import accuracy, graph, latency, layers, origin, outputs, recovery
+from edgeq.report import accuracy, baseline, graph, latency, layers, origin, outputs, recovery
 from edgeq.report.content import Page
 from edgeq.report.format import bool_badge, esc, finite, fmt, img, kib, name_cell, pct, table
 from edgeq.report.plots import figure, plot_coverage
@@ -169,6 +169,7 @@ SECTIONS: dict[str, tuple[str, Renderer]] = {
     "graph": ("Operators", graph.render_ops),
     "edgetpu": ("Edge TPU partition", graph.render_edgetpu),
     "latency": ("Latency", latency.render),
+    "baseline_comparison": ("Against the baseline", baseline.render),
     "check": ("Target checks", _check),
     "calibration": ("Calibration set", _calibration),
     "coverage": ("Calibration coverage", _coverage),
