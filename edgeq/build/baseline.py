@@ -19,7 +19,7 @@ from typing import Any
 
 from edgeq.envelope import unwrap
 from edgeq.errors import InputError
-from edgeq.results.baseline import Aspect, BaselineComparison, BenchEnvironment, Delta
+from edgeq.results.baseline import WORSE, Aspect, BaselineComparison, BenchEnvironment, Delta
 from edgeq.results.gates import Gate
 
 MAX_REPORT_BYTES = 512 << 20  # report.json holds every latency sample; far below it is still a real report
@@ -212,8 +212,9 @@ def regression_gates(limits: Any, comparison: BaselineComparison | None, recover
     it does not fail the build, and the summary and JUnit show it as skipped. ``recovered``: either build
     published a recovery rung (its whole-set accuracy and fidelity are not measured)."""
     gates = []
-    for key, aspect, worse in (("accuracy_pp", Aspect.ACCURACY, -1.0), ("sqnr_db", Aspect.FIDELITY, -1.0),
-                               ("size_pct", Aspect.SIZE, 1.0), ("latency_pct", Aspect.LATENCY, 1.0)):
+    for key, aspect in (("accuracy_pp", Aspect.ACCURACY), ("sqnr_db", Aspect.FIDELITY), ("size_pct", Aspect.SIZE),
+                        ("latency_pct", Aspect.LATENCY)):
+        worse = WORSE[aspect]
         limit = getattr(limits, key)
         if limit is None:
             continue

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 from edgeq.report.content import Page
 from edgeq.report.format import bool_badge, esc, fmt, table
-from edgeq.results.baseline import Aspect, BaselineComparison, Delta
+from edgeq.results.baseline import WORSE, Aspect, BaselineComparison, Delta
 from edgeq.results.gates import Gate
 
 REGRESSION_GATE = "max_regression"
 REGRESSION_UNITS = {"accuracy_pp": "pp", "sqnr_db": "dB", "size_pct": "%", "latency_pct": "%"}  # by limit key
 # the direction that is worse, as max_regression judges it: a drop in accuracy or dB, growth in size or time
-WORSE = {Aspect.ACCURACY: -1.0, Aspect.FIDELITY: -1.0, Aspect.SIZE: 1.0, Aspect.LATENCY: 1.0}
 # the word a note about a figure that was not compared names it by (edgeq.build.baseline.compare's notes)
 _NOTE_WORD = {Aspect.ACCURACY: "accuracy", Aspect.FIDELITY: "fidelity", Aspect.LATENCY: "latency"}
 _FALLBACK_REASON = {Aspect.LATENCY: "the baseline's latency was measured on another environment"}

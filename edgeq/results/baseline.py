@@ -33,6 +33,11 @@ class Aspect(enum.StrEnum):
     LATENCY = "latency"  # a benchmarked configuration's p50, in percent
 
 
+#: The sign of a change that is worse: a drop in accuracy or dB, growth in size or time. The one definition the
+#: max_regression gates (edgeq.build.baseline), the report and the summary all read.
+WORSE: dict[Aspect, float] = {Aspect.ACCURACY: -1.0, Aspect.FIDELITY: -1.0, Aspect.SIZE: 1.0, Aspect.LATENCY: 1.0}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Delta(Document):
     """One figure in both reports. ``change`` is ``current - baseline`` in points (accuracy) or dB (fidelity),
