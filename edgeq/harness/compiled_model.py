@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import re
+import weakref
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,22 @@ def _release(model: Any) -> None:
         gc.collect()
 
 
+class _Resources:
+    """What a session must release in order: its tensor buffers, then the model and its environment."""
+
+    def __init__(self, model: Any) -> None:
+        self.model: Any = model
+        self.inputs: Any = model.create_input_buffers(0)
+        self.outputs: Any = model.create_output_buffers(0)
+
+
+def _free(resources: _Resources) -> None:
+    model = resources.model
+    resources.model = resources.inputs = resources.outputs = None
+    if model is not None:
+        _release(model)
+
+
 def _tensor_info(detail: dict[str, Any], quantization: dict[int, tuple[float, int]]) -> TensorInfo:
     scale, zero_point = quantization.get(int(detail["index"]), (0.0, 0))
     return TensorInfo(name=str(detail["name"]), shape=tuple(int(d) for d in detail["shape"]),
@@ -168,6 +185,10 @@ class CompiledModelSession:
 
     def __init__(self, model: Any, data: bytes, backend: str, runtime: str) -> None:
         self.model, self.backend, self.runtime = model, backend, runtime
+        self._resources = _Resources(model)
+        # a session nobody closes (a caller's bug, or an error on the way) is still torn down with its log
+        # captured: when it is collected, or at interpreter exit at the latest
+        self._finalizer = weakref.finalize(self, _free, self._resources)
         self.delegation = None  # CompiledModel does not say which nodes an accelerator took; see fully_accelerated
         self.fully_accelerated = bool(model.is_fully_accelerated())
         signature = next(iter(model.get_signature_list()))
@@ -175,31 +196,28 @@ class CompiledModelSession:
         self.inputs = tuple(_tensor_info(d, quantization) for d in model.get_input_tensor_details(signature).values())
         self.outputs = tuple(_tensor_info(d, quantization)
                              for d in model.get_output_tensor_details(signature).values())
-        self._in, self._out = model.create_input_buffers(0), model.create_output_buffers(0)
 
     def set_inputs(self, arrays: list[np.ndarray]) -> None:
         check_inputs(self.inputs, arrays)
         with native_output_captured((2,)):  # the first write sets up the runtime's shared environment, loudly
-            for buffer, array in zip(self._in, arrays, strict=True):
+            for buffer, array in zip(self._resources.inputs, arrays, strict=True):
                 buffer.write(np.ascontiguousarray(array))
 
     def invoke(self) -> None:
         try:
-            self.model.run_by_index(0, self._in, self._out)
+            self.model.run_by_index(0, self._resources.inputs, self._resources.outputs)
         except RuntimeError as exc:
             raise InputError(f"{self.backend} failed to run the model: {first_line(exc)}") from None
 
     def get_outputs(self) -> list[np.ndarray]:
         return [buffer.read(int(np.prod(info.shape)), info.dtype).reshape(info.shape)
-                for buffer, info in zip(self._out, self.outputs, strict=True)]
+                for buffer, info in zip(self._resources.outputs, self.outputs, strict=True)]
 
     def close(self) -> None:
         """Release the model, its buffers and its LiteRT environment now, with the runtime's teardown log
         captured (else it reaches the terminal). Idempotent."""
-        if self.model is None:
-            return
-        model, self.model, self._in, self._out = self.model, None, None, None
-        _release(model)
+        self.model = None
+        self._finalizer()  # runs _free once: later calls, and the finalizer itself, do nothing
 
 
 def open_session(backend: str, model: bytes | Path, option: str | None, threads: int) -> CompiledModelSession:
