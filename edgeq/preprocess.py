@@ -120,9 +120,11 @@ class Resolved:
     spec: Preprocessing | None
     source: Source
     warnings: tuple[str, ...] = ()
+    given_as: str = "--preprocess"  # how the caller's own spec is named (a build recipe's ``preprocess`` key)
 
     def line(self) -> str:
-        return f"preprocessing: {describe(self.spec)} (from {self.source.text})"
+        origin = self.given_as if self.source is Source.OPTION else self.source.text
+        return f"preprocessing: {describe(self.spec)} (from {origin})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source.value, "spec": self.spec.to_dict() if self.spec else None,
@@ -135,16 +137,17 @@ MISSING_HINT = ("give --preprocess mean=...,std=... (the normalization the model
 
 def resolve(explicit: Preprocessing | None, *, model: tuple[Preprocessing, Source] | None = None,
             data_set: Preprocessing | None = None, images: bool = True, model_name: str = "the model",
-            data_name: str = "the data") -> Resolved:
-    """Choose the preprocessing: ``explicit`` (--preprocess) first, then the model's own (its metadata or
-    sidecar), then the data set's. A disagreement with the model's own is a warning. uint8 images with
-    none of them known are refused (InputError): a guess would be a silent wrong result."""
+            data_name: str = "the data", given_as: str = "--preprocess") -> Resolved:
+    """Choose the preprocessing: ``explicit`` (--preprocess, or what ``given_as`` names) first, then the
+    model's own (its metadata or sidecar), then the data set's. A disagreement with the model's own is a
+    warning. uint8 images with none of them known are refused (InputError): a guess would be a silent wrong
+    result."""
     warnings: list[str] = []
     if explicit is not None:
         if model is not None and not same_normalization(explicit, model[0]):
-            warnings.append(f"--preprocess {describe(explicit)} differs from {model[1].of(model_name)} "
-                            f"({describe(model[0])}); using --preprocess")
-        return Resolved(explicit, Source.OPTION, tuple(warnings))
+            warnings.append(f"{given_as} {describe(explicit)} differs from {model[1].of(model_name)} "
+                            f"({describe(model[0])}); using {given_as}")
+        return Resolved(explicit, Source.OPTION, tuple(warnings), given_as)
     if model is not None:
         if data_set is not None and not same_normalization(data_set, model[0]):
             warnings.append(f"{data_name} records preprocessing {describe(data_set)}, {model[1].of(model_name)} "

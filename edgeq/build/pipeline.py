@@ -8,12 +8,13 @@ edgeq.results.build.BuildReport, written as report.json and report.html.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ def _preprocessing(recipe: BuildRecipe, float_model: FloatModel, log: Log) -> An
     recorded = next((spec for path in plain_sets if (spec := load_set(path).preprocessing) is not None), None)
     resolved = resolve(parse_preprocessing(recipe.preprocess), model=own_preprocessing(float_model.flatbuffer),
                        data_set=recorded, model_name=recipe.model,
-                       data_name="the recipe's calibration and evaluation sets")
+                       data_name="the recipe's calibration and evaluation sets", given_as="the recipe's preprocess")
     log(resolved.line())
     import warnings
 
@@ -227,6 +228,20 @@ def _task_key(recipe: BuildRecipe) -> list[Any]:
             for t in recipe.tasks]
 
 
+@contextlib.contextmanager
+def _warned_once() -> Iterator[None]:
+    """Inside: the calibration loaders compare the build's resolved preprocessing with the model's metadata
+    again; the build warned about that disagreement once already (:func:`_preprocessing`), so the repeats are
+    dropped. Only PreprocessingWarning is: with the preprocessing given, it can say nothing else."""
+    import warnings
+
+    from edgeq.preprocess import PreprocessingWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreprocessingWarning)
+        yield
+
+
 def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True,
               baseline: Baseline | None = None) -> BuildOutcome:
     from edgeq.artifacts import Preprocessing
@@ -252,9 +267,10 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True,
     calib_dir = _dataset(recipe.calibration, recipe, cache, "calibration", input_shape, log, reused, preprocessing)
     eval_dir = _dataset(recipe.evaluation, recipe, cache, "evaluation", input_shape, log, reused, preprocessing)
     quant_recipe = recipe.quant_recipe
-    # a generated set records the preprocessing it was made with; data used as is gets the resolved one
-    calib_preprocessing, eval_preprocessing = (None if spec.generated else preprocessing
-                                               for spec in (recipe.calibration, recipe.evaluation))
+    # Calibration and evaluation both use the one preprocessing resolved above (generated sets were made with
+    # it). Leaving a generated set's to be resolved again let the model's metadata win over the recipe's
+    # preprocess for calibration only: an artifact calibrated on other inputs than it was evaluated on.
+    calib_preprocessing = eval_preprocessing = preprocessing
 
     validate_key = _key(model_fp, recipe.input_shape, _fingerprint(calib_dir), _fingerprint(eval_dir),
                         [m.value for m in recipe.methods], recipe.gates.max_drop_pp, quant_recipe.to_dict(),
@@ -273,10 +289,11 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True,
         from edgeq.validate.ladder import parse_ladder
 
         log(f"validate: {len(recipe.methods)} methods ...")
-        validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods, recipe.gates.max_drop_pp,
-                             recipe=quant_recipe, calib_preprocessing=calib_preprocessing, tasks=recipe.tasks,
-                             gates=recipe.gates.fidelity, recover=parse_ladder(recipe.recover),
-                             targets=tuple(dict.fromkeys((*recipe.targets, *recipe.gates.spec))))
+        with _warned_once():
+            validated = validate(float_model, calib_dir, data, validate_dir, recipe.methods,
+                                 recipe.gates.max_drop_pp, recipe=quant_recipe, calib_preprocessing=calib_preprocessing,
+                                 tasks=recipe.tasks, gates=recipe.gates.fidelity, recover=parse_ladder(recipe.recover),
+                                 targets=tuple(dict.fromkeys((*recipe.targets, *recipe.gates.spec))))
         recovered = validated.recovery is not None and validated.recovery.passed and validated.recovery.model
         best_name = validated.recovery.model if recovered and validated.recovery else model_path(
             validate_dir, validated.best_method).name
@@ -299,8 +316,9 @@ def run_build(recipe: BuildRecipe, out: Path, log: Log, use_cache: bool = True,
     latency, latency_summary, bench_reused, bench_environment = _bench(artifact, float_copy, recipe, cache)
     if bench_reused:
         reused.append("bench")
-    coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
-                                  recipe.gates.coverage_threshold) if recipe.gates.coverage_threshold else None)
+    with _warned_once():
+        coverage_section = (_coverage(float_model, (calib_dir, calib_preprocessing), (eval_dir, eval_preprocessing),
+                                      recipe.gates.coverage_threshold) if recipe.gates.coverage_threshold else None)
     gates = _gates(saved.report, check_sections, latency, coverage_section, recipe)
     published = QuantizedArtifact.from_dict(json.loads(artifact.with_suffix(".json").read_text()))
     # the Model section and the conversion settings describe the file published: after a recovery rung met the
