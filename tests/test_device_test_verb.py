@@ -105,7 +105,9 @@ def test_usage_mistakes_are_exit_2(tmp_path: Path, args: list[str], says: str) -
     ["--budget", "REC", "--junit-xml", "REC"],  # pytest's own output replacing an input
     ["--eval-set", "REC", "--", "--junitxml=REC"],
     ["--junit-xml", "OUT", "--json", "OUT"],  # pytest's report and the document in one file
-], ids=["latency-from", "latency-from=", "after --", "model=", "junit-xml", "junitxml=", "json is junit-xml"])
+    ["--model", "REC", "--log-file", "REC", "--collect-only"],  # pytest's log over the model (found by review)
+], ids=["latency-from", "latency-from=", "after --", "model=", "junit-xml", "junitxml=", "json is junit-xml",
+        "log-file"])
 def test_outputs_never_replace_the_suites_inputs(tmp_path: Path, args: list[str]) -> None:
     """The suite's file options and pytest's --junit-xml are read out of the arguments passed to pytest: an
     output over an input, or two outputs in one file, is exit 2 before pytest runs, and nothing is written."""

@@ -3,10 +3,10 @@ scikit-learn) checks, benchmarks and evaluates a model and runs the shipped devi
 that needs a bigger extra says which one (exit 2), never ``internal error: ModuleNotFoundError`` (exit 4).
 
 One venv per interpreter, built from a wheel of this working tree; pip installs from the registry or its cache
-(about 10 s warm). The interpreters are this one (3.11) and the newest other supported Python found on the
-machine (3.13, else 3.12: on PATH, under pyenv, or listed in ``EDGEQ_TEST_PYTHONS``), so the device side is
-proven on two Python versions; without one that case is skipped and says so. The first tests need no venv: the
-CLI's safety net for an optional import nobody checked.
+(about 10 s warm). The interpreters are this one (3.11 here) and the newest other supported version found on
+the machine (3.13, else 3.12, else 3.11; on PATH, under pyenv, or listed in ``EDGEQ_TEST_PYTHONS``), so the
+device side is proven on two Python versions; without one that case is skipped and says so. The first tests
+need no venv: the CLI's safety net for an optional import nobody checked.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def test_only_absent_registered_modules_become_a_missing_extra(monkeypatch: pyte
     assert {package.extra for package in OPTIONAL.values()} <= {"device", "device-test", "tflm", "full", "onnx"}
 
 
+THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 #: The other Python versions edgeq supports (pyproject's requires-python), newest first.
-OTHER_PYTHONS = ("3.13", "3.12")
+OTHER_PYTHONS = tuple(v for v in ("3.13", "3.12", "3.11") if v != THIS_PYTHON)
 
 
 def _runs(executable: str) -> str | None:
@@ -83,9 +84,6 @@ def other_python() -> str | None:
             if candidate and _runs(candidate) == version:
                 return candidate
     return None
-
-
-THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @pytest.fixture(scope="module", params=["this", "other"])

@@ -65,8 +65,8 @@ JSON: Paths = _stdout_or_file("json")
 
 #: The device suite's file options (its conftest.py), which ``edgeq device-test`` passes to pytest unread.
 SUITE_FILE_OPTIONS = ("--model", "--eval-set", "--reference", "--budget", "--latency-from", "--preprocess")
-#: pytest's own file output: its JUnit XML report.
-PYTEST_FILE_OUTPUTS = ("--junit-xml", "--junitxml")
+#: pytest's own file outputs that take a value: its JUnit XML report and its log file.
+PYTEST_FILE_OUTPUTS = ("--junit-xml", "--junitxml", "--log-file")
 
 
 def _suite_values(options: tuple[str, ...]) -> Paths:
