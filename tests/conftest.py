@@ -22,6 +22,20 @@ settings.register_profile("edgeq", deadline=None, derandomize=os.environ.get("CI
 settings.load_profile("edgeq")
 
 
+DEMO_FLOAT = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
+
+
+def tiny_build_recipe(gates: str) -> str:
+    """The cheapest whole ``edgeq build``: the demo CNN, 32 calibration and 40 evaluation digits, one method,
+    five bench runs; ``gates`` is the inside of the recipe's ``gates`` mapping."""
+    return (f"name: tiny\nmodel: {DEMO_FLOAT}\npreprocess: \"mean=127.5,std=127.5\"\n"
+            "calibration: {source: digits:train, conditions: original, n: 32}\n"
+            "evaluation: {source: digits:test, conditions: original, n: 40, seed: 1}\n"
+            "methods: [minmax]\ntargets: [generic]\n"
+            "bench: {backends: [cpu], threads: [1], runs: 5, min_seconds: 0}\n"
+            f"gates: {{{gates}}}\n")
+
+
 @pytest.fixture(scope="session")
 def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A zoo cache private to this test session, so tests never touch the user's cache."""

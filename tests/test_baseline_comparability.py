@@ -15,26 +15,15 @@ from typing import Any
 
 import pytest
 
+from conftest import tiny_build_recipe
 from edgeq.cli import main as cli
 
-DEMO = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
-RECIPE = """\
-name: tiny
-model: {model}
-preprocess: "mean=127.5,std=127.5"
-calibration: {{source: digits:train, conditions: original, n: 32}}
-evaluation: {{source: digits:test, conditions: original, n: 40, seed: 1}}
-methods: [minmax]
-targets: [generic]
-bench: {{backends: [cpu], threads: [1], runs: 5, min_seconds: 0}}
-gates: {{max_drop_pp: 50, spec: [generic]{extra}}}
-"""
 STRICT = "max_regression: {accuracy_pp: 1, sqnr_db: 0.5, size_pct: 5}"
 
 
 def _recipe(folder: Path, extra: str = "") -> Path:
     path = folder / "recipe.yaml"
-    path.write_text(RECIPE.format(model=DEMO, extra=f", {extra}" if extra else ""))
+    path.write_text(tiny_build_recipe("max_drop_pp: 50, spec: [generic]" + (f", {extra}" if extra else "")))
     return path
 
 

@@ -17,25 +17,16 @@ import pytest
 from junitparser import JUnitXml
 from markdown_it import MarkdownIt
 
+from conftest import DEMO_FLOAT, tiny_build_recipe
 from edgeq.cli import main as cli
 
-DEMO = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
-RECIPE = """\
-name: tiny
-model: {model}
-preprocess: "mean=127.5,std=127.5"
-calibration: {{source: digits:train, conditions: original, n: 32}}
-evaluation: {{source: digits:test, conditions: original, n: 40, seed: 1}}
-methods: [minmax]
-targets: [generic]
-bench: {{backends: [cpu], threads: [1], runs: 5, min_seconds: 0}}
-gates: {{max_drop_pp: 50, spec: [generic], max_p90_ms: {{cpu: 60000}}{extra}}}
-"""
+DEMO = DEMO_FLOAT
 
 
 def _recipe(folder: Path, extra: str = "", name: str = "recipe.yaml") -> Path:
     path = folder / name
-    path.write_text(RECIPE.format(model=DEMO, extra=f", {extra}" if extra else ""))
+    path.write_text(tiny_build_recipe("max_drop_pp: 50, spec: [generic], max_p90_ms: {cpu: 60000}"
+                                      + (f", {extra}" if extra else "")))
     return path
 
 

@@ -18,21 +18,10 @@ from typing import Any
 
 import pytest
 
+from conftest import tiny_build_recipe
 from edgeq.cli import main as cli
 from edgeq.envelope import unwrap
 
-DEMO = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
-RECIPE = """\
-name: tiny
-model: {model}
-preprocess: "mean=127.5,std=127.5"
-calibration: {{source: digits:train, conditions: original, n: 32}}
-evaluation: {{source: digits:test, conditions: original, n: 40, seed: 1}}
-methods: [minmax]
-targets: [generic]
-bench: {{backends: [cpu], threads: [1], runs: 5, min_seconds: 0}}
-gates: {{max_drop_pp: 50, spec: [generic], max_regression: {{accuracy_pp: 1, size_pct: 50, latency_pct: 10}}}}
-"""
 SECTION = "baseline_comparison"
 HEADING = "Against the baseline"
 WORSE = {"accuracy": -1, "fidelity": -1, "size": 1, "latency": 1}  # docs/ci.md: what max_regression calls worse
@@ -93,7 +82,8 @@ class _Section(HTMLParser):
 
 def _recipe(folder: Path) -> Path:
     path = folder / "recipe.yaml"
-    path.write_text(RECIPE.format(model=DEMO))
+    path.write_text(tiny_build_recipe("max_drop_pp: 50, spec: [generic], "
+                                      "max_regression: {accuracy_pp: 1, size_pct: 50, latency_pct: 10}"))
     return path
 
 
