@@ -12,6 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from edgeq.artifacts import Estimator, OutlierSample, Preprocessing, QuantizedArtifact, SensitivityReport, SpecReport
 from edgeq.results.gates import Gate
+from edgeq.tflite.instrument import InstrumentSidecar
 
 Number = int | float
 ExitStatus = Literal[0, 1]  # 0: every gate passed; 1: a gate failed (the document still says which)
@@ -76,6 +77,12 @@ class EvalDocument(TypedDict):
     preprocessing: Preprocessing | None
     preprocessing_source: str
     warnings: list[str]
+
+
+class InstrumentDocument(TypedDict):
+    model: str  # the instrumented .tflite written
+    sidecar_path: str
+    sidecar: InstrumentSidecar  # the sidecar's content
 
 
 class BenchRatio(TypedDict):
@@ -212,6 +219,7 @@ DOCUMENTS: dict[str, Any] = {
     "edgeq.datagen": DatagenDocument,
     "edgeq.device-test": DeviceTestDocument,
     "edgeq.eval": EvalDocument,
+    "edgeq.instrument": InstrumentDocument,
     "edgeq.sensitivity": SensitivityDocument,
     "edgeq.validate": ValidateDocument,
     "edgeq.zoo": ZooListDocument | ZooBuildDocument,

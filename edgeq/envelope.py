@@ -38,6 +38,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "edgeq.datagen": 1,
     "edgeq.device-test": 1,
     "edgeq.eval": 1,
+    "edgeq.instrument": 1,
     "edgeq.report": 1,
     "edgeq.sensitivity": 1,
     "edgeq.validate": 1,

@@ -33,7 +33,7 @@ def test_help_lists_exit_codes_and_only_real_verbs() -> None:
     registered = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     # a verb appears only when its issue lands
     assert registered == {"bench", "build", "calibrate", "check", "convert", "coverage", "datagen", "device-test",
-                          "eval", "sensitivity", "validate", "zoo"}
+                          "eval", "instrument", "sensitivity", "validate", "zoo"}
 
 
 @pytest.mark.parametrize("argv", [["no-such-verb"], ["zoo", "bogus"], ["zoo", "build"], ["--no-such-flag"]])

@@ -177,6 +177,7 @@ def _verbs(work: Path, made: dict[str, Any]) -> dict[str, tuple[list[str], int]]
         "sensitivity": (["sensitivity", str(model), "--calib", str(calib), "--eval", str(eval_set), *PP,
                          "--limit", "2"], 0),
         "zoo": (["zoo", "list", "--cache-dir", str(work / "zoo")], 0),
+        "instrument": (["instrument", str(model), "-o", str(work / "instrumented.tflite"), "--force"], 0),
     }
 
 
@@ -189,6 +190,7 @@ MEASURED: dict[str, Callable[[dict[str, Any]], bool]] = {
     "coverage": lambda body: body["flagged"] == 0 and len(body["layers"]) > 0,
     "sensitivity": lambda body: body["samples"] == 2 and len(body["sensitivity"]["tensors"]) > 0,
     "zoo": lambda body: body["action"] == "list" and body["models"][0]["name"] == "cnn",
+    "instrument": lambda body: body["sidecar"]["kind"] == "instrumented_model" and len(body["sidecar"]["outputs"]) > 0,
 }
 
 

@@ -25,7 +25,7 @@ from edgeq.errors import EdgeqError, ExitCode, Terminated, UsageError
 VERB_MODULES: tuple[str, ...] = (
     "edgeq.cli.bench", "edgeq.cli.build", "edgeq.cli.check", "edgeq.cli.convert", "edgeq.cli.coverage",
     "edgeq.cli.datagen", "edgeq.cli.device_test",
-    "edgeq.cli.evaluate", "edgeq.cli.sensitivity", "edgeq.cli.validate", "edgeq.cli.zoo",
+    "edgeq.cli.evaluate", "edgeq.cli.instrument", "edgeq.cli.sensitivity", "edgeq.cli.validate", "edgeq.cli.zoo",
 )
 
 

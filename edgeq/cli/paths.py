@@ -41,6 +41,12 @@ def _convert_outputs(args: argparse.Namespace) -> list[str | None]:
     return [args.output, str(sidecar_path(args.output))]
 
 
+def _instrument_outputs(args: argparse.Namespace) -> list[str | None]:
+    from edgeq.cli.instrument import sidecar_path
+
+    return [args.output, str(sidecar_path(args.output))]
+
+
 def _stdout_or_file(name: str) -> Paths:
     """A ``--json [PATH]`` option where ``-`` (or no value) means standard output."""
 
@@ -110,6 +116,7 @@ ROLES: dict[str, PathRoles] = {
     "device-test": PathRoles(inputs=_suite_values(SUITE_FILE_OPTIONS),  # the rest of its command line is pytest's
                              file_outputs=_and_json(_suite_values(PYTEST_FILE_OUTPUTS))),
     "eval": PathRoles(inputs=_args("model", "data", "reference", "preprocess")),
+    "instrument": PathRoles(inputs=_args("model"), file_outputs=_and_json(_instrument_outputs)),
     "sensitivity": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess"), folder_outputs=_args("output")),
     "validate": PathRoles(inputs=_args("model", "calib", "eval_set", "preprocess", "tasks"),
                           file_outputs=_and_json(_args("summary_md", "junit")), folder_outputs=_args("output")),
