@@ -207,6 +207,23 @@ def test_a_single_npy_or_pickled_arrays_named_npz(tmp_path: Path) -> None:
     assert _read(npy, objects)[1].bad == {Reason.BAD_SHARD: 2}
 
 
+def test_a_shard_declaring_more_than_the_budget_is_refused_before_allocating(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeq.production import shard as shard_module
+
+    path = tmp_path / "s.npz"
+    np.savez_compressed(path, **{**_shard_arrays(), "min": np.zeros((3, 2)), "max": np.ones((3, 2))})
+    assert len(_read(path)[0]) == 3
+    monkeypatch.setattr(shard_module, "MAX_SHARD_BYTES", 100)  # the arrays declare more than 100 bytes
+    records, report = _read(path)
+    assert records == [] and report.bad == {Reason.BAD_SHARD: 1} and "declares" in report.examples[0].detail
+
+
+def test_float32_times_are_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "s.npz", **{**_shard_arrays(), "time": np.arange(3, dtype=np.float32)})
+    assert "float64" in _read(tmp_path / "s.npz")[1].examples[0].detail
+
+
 def test_bad_rows_of_a_shard_are_refused_one_by_one(tmp_path: Path) -> None:
     arrays = _shard_arrays()
     arrays["min"][1, 1] = np.nan

@@ -7,6 +7,8 @@ Arrays (docs/production_log.md): ``version`` (0-d int), ``model_sha256`` (0-d st
 
 from __future__ import annotations
 
+import math
+import zipfile
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
@@ -25,6 +27,8 @@ from edgeq.production.format import (
 )
 
 REQUIRED = ("version", "model_sha256", "tensors", "min", "max", "time")
+#: The most bytes a shard's arrays may declare in total (the reader holds one shard at a time).
+MAX_SHARD_BYTES = 1 << 30
 OPTIONAL = ("count", "device", "app_version", "tag_keys", "tag_values")
 
 
@@ -51,8 +55,10 @@ def check_layout(arrays: Mapping[str, np.ndarray]) -> tuple[int, str, list[str]]
     if len(set(names)) != len(names):
         raise BadValue(Reason.BAD_SHARD, "tensors holds a name twice")
     rows = arrays["time"].shape[0] if arrays["time"].ndim == 1 else -1
-    if rows < 0 or arrays["time"].dtype.kind not in "fiu":
-        raise BadValue(Reason.BAD_SHARD, "time must be a 1-d number array")
+    time_dtype = arrays["time"].dtype
+    if rows < 0 or not (time_dtype.kind in "iu" or (time_dtype.kind == "f" and time_dtype.itemsize >= 8)):
+        # float32 epoch seconds would be 128 s coarse today: refused rather than silently rounded
+        raise BadValue(Reason.BAD_SHARD, f"time must be a 1-d float64 or integer array, not {time_dtype}")
     for name in ("min", "max"):
         if arrays[name].dtype.kind != "f" or arrays[name].shape != (rows, len(names)):
             raise BadValue(Reason.BAD_SHARD, f"{name} must be a float array of shape {(rows, len(names))}, not "
@@ -118,17 +124,42 @@ def rows(arrays: Mapping[str, np.ndarray], version: int, sha: str,
                           version=version)
 
 
-def load_arrays(handle: BinaryIO) -> dict[str, np.ndarray]:
-    """Every array of an open .npz file (pickles refused); raises BadValue on anything not a valid npz.
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.ndarray:
+    """One array, its header checked first: plain dtype, a size within ``budget`` and within the member."""
+    fmt = np.lib.format
+    with archive.open(info) as member:
+        version = fmt.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+        if dtype.hasobject or dtype.fields is not None:
+            raise ValueError(f"{info.filename} holds {dtype} data (objects are never unpickled)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > budget or nbytes > info.file_size:
+            raise ValueError(f"{info.filename} declares {nbytes} bytes: over the shard budget or the member's size")
+    with archive.open(info) as member:
+        return fmt.read_array(member, allow_pickle=False)
 
-    Any exception while decoding counts as a bad shard (a corrupt zip raises BadZipFile, zlib.error,
-    EOFError, ValueError, ... depending on where it is cut): the file was opened, so what fails is its content.
+
+def load_arrays(handle: BinaryIO, limit: int | None = None) -> dict[str, np.ndarray]:
+    """Every array of an open .npz file; raises BadValue on anything that is not a valid, plain npz.
+
+    Headers are read before data, so a shard declaring more than ``limit`` bytes in total (MAX_SHARD_BYTES;
+    a decompression bomb) is refused without allocating it. Any exception while decoding counts as a bad
+    shard (a corrupt zip raises BadZipFile, zlib.error, EOFError, ValueError, ... depending on where it is
+    cut): the file was opened, so what fails is its content.
     """
+    budget = MAX_SHARD_BYTES if limit is None else limit
+    arrays: dict[str, np.ndarray] = {}
     try:
-        loaded = np.load(handle, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with loaded as archive:
-            return {name: archive[name] for name in archive.files}
+        with zipfile.ZipFile(handle) as archive:
+            for info in archive.infolist():
+                if info.is_dir() or not info.filename.endswith(".npy"):
+                    raise ValueError(f"member {info.filename[:80]!r} is not an .npy array")
+                array = _read_member(archive, info, budget)
+                budget -= array.nbytes
+                arrays[info.filename[:-4]] = array
     except Exception as exc:  # any decoding failure: see the docstring
         raise BadValue(Reason.BAD_SHARD, f"not a readable .npz ({type(exc).__name__}: {exc})"[:200]) from None
+    return arrays
