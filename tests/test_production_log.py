@@ -61,6 +61,18 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     assert log.read_text().count("\n") == 4
 
 
+def test_append_record_takes_numpy_scalars_and_refuses_non_string_names(tmp_path: Path) -> None:
+    log = tmp_path / "app.jsonl"
+    lo, hi = np.float32(-1.5), np.float32(2.25)
+    record = append_record(log, model_sha256=SHA, time=np.float64(12.5), tensors={"a": (lo, hi)}, count=np.int64(3))
+    assert record.tensors["a"] == (-1.5, 2.25) and record.count == 3
+    assert _read(log)[0] == [record]
+    with pytest.raises(UsageError, match="wrong_type"):
+        append_record(log, model_sha256=SHA, time=1.0, tensors={"a": (0.0, 1.0)}, tags={1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(UsageError, match="wrong_type"):
+        append_record(log, model_sha256=SHA, time=1.0, tensors={"a": (np.bool_(False), 1.0)})
+
+
 def test_npz_round_trip(tmp_path: Path) -> None:
     shard = tmp_path / "shard-0001.npz"
     mins = np.array([[-1.0, 0.0], [-2.5, -0.25], [-0.5, 0.0]], dtype=np.float32)

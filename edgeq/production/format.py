@@ -132,6 +132,7 @@ def check_tags(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise BadValue(Reason.WRONG_TYPE, f"tags is {type(value).__name__}, not an object")
     for key, tag in value.items():
+        _text(key, "a tag name")
         _text(tag, f"tag {key!r}")
     return tuple(sorted(value.items()))
 
@@ -141,11 +142,12 @@ def check_tensors(value: Any) -> dict[str, tuple[float, float]]:
         raise BadValue(Reason.WRONG_TYPE, f"tensors is {type(value).__name__}, not an object")
     checked: dict[str, tuple[float, float]] = {}
     for name, pair in value.items():
-        if type(pair) is list and len(pair) == 2:  # the fast path of a valid pair; any doubt takes the slow one
+        if type(name) is str and type(pair) is list and len(pair) == 2:  # the fast path; any doubt: the slow one
             lo, hi = pair
             if type(lo) in _PLAIN and type(hi) in _PLAIN and -FLOAT32_MAX <= lo <= hi <= FLOAT32_MAX:
                 checked[name] = (float(lo) + 0.0, float(hi) + 0.0)
                 continue
+        _text(name, "a tensor name")
         if not isinstance(pair, list) or len(pair) != 2:
             raise BadValue(Reason.WRONG_TYPE, f"tensor {name!r} is not a [min, max] pair")
         checked[name] = check_extremes(name, pair[0], pair[1])

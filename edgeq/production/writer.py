@@ -18,6 +18,11 @@ from edgeq.production.format import FORMAT_VERSION, BadValue, Record, record_fro
 from edgeq.production.shard import check_layout, rows
 
 
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number it holds (np.float32 is no float, np.int64 no int); others as they are."""
+    return value.item() if isinstance(value, np.generic) and value.dtype.kind in "iuf" else value
+
+
 def record_line(record: Record) -> bytes:
     """The JSONL line of ``record`` (compact, ASCII-safe UTF-8, newline-terminated)."""
     return (json.dumps(record_to_json(record), separators=(",", ":"), allow_nan=False) + "\n").encode()
@@ -26,11 +31,14 @@ def record_line(record: Record) -> bytes:
 def append_record(path: str | os.PathLike[str], *, model_sha256: str, time: float,
                   tensors: Mapping[str, tuple[float, float]], count: int = 1, device: str = "",
                   app_version: str = "", tags: Mapping[str, str] | None = None) -> Record:
-    """Check one record and append it to the JSONL file ``path`` as a single write (one line per call)."""
-    obj: dict[str, object] = {"version": FORMAT_VERSION, "model_sha256": model_sha256, "time": time,
-                              "count": count, "device": device, "app_version": app_version,
+    """Check one record and append it to the JSONL file ``path`` as a single write (one line per call).
+
+    Numbers may be numpy scalars (what an interpreter's outputs hold); they are written as plain JSON numbers.
+    """
+    obj: dict[str, object] = {"version": FORMAT_VERSION, "model_sha256": model_sha256, "time": _plain(time),
+                              "count": _plain(count), "device": device, "app_version": app_version,
                               "tags": dict(tags or {}),
-                              "tensors": {name: [lo, hi] for name, (lo, hi) in tensors.items()}}
+                              "tensors": {name: [_plain(lo), _plain(hi)] for name, (lo, hi) in tensors.items()}}
     try:
         record = record_from_json(obj)
     except BadValue as exc:
