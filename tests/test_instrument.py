@@ -106,6 +106,11 @@ def test_signature_and_metadata_list_the_new_outputs(made: Any) -> None:
     graph_outputs = [int(i) for i in tfl.parse(instrumented).subgraphs[0].outputs]
     assert {k: v for k, v in signature.outputs.items() if k in before.outputs} == before.outputs
     assert {e.name: graph_outputs[e.output_index] for e in extra}.items() <= signature.outputs.items()
+    runner = make_interpreter(instrumented, CpuKernels.CPU)[0].get_signature_runner()
+    x = _inputs(plain, 0)[0]
+    results = runner(**{next(iter(before.inputs)): x})
+    assert set(results) == set(signature.outputs)
+    assert results["output_0"].tobytes() == _outputs(plain, "cpu", [x])[0].tobytes()
     metadata = md.read_metadata(instrumented)
     if md.read_metadata(plain) is not None:  # the INT8 model carries TFLite Metadata
         listed = metadata["subgraph_metadata"][0]["output_tensor_metadata"]
