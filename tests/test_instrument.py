@@ -99,6 +99,17 @@ def test_int8_extras_carry_the_tensor_quantization(made: Any) -> None:
             assert output.scale is None and output.zero_point is None
 
 
+def test_an_int8_model_with_float_io_is_instrumented_on_both() -> None:
+    """Float input/output around int8 internals: every activation of either type, in tensor order."""
+    model = tfl.parse(INT8.read_bytes())
+    model.subgraphs[0].tensors[0].type = tfl.tensor_type("FLOAT32")
+    model.subgraphs[0].tensors[0].quantization = None
+    found = ins.activation_tensors(model)
+    assert found[0].index == 0 and found[0].dtype == "float32" and found[0].scale is None
+    assert [t.dtype for t in found[1:]] == ["int8"] * 9
+    assert [t.index for t in found] == sorted(t.index for t in found)
+
+
 def test_signature_and_metadata_list_the_new_outputs(made: Any) -> None:
     plain, instrumented, extra = made
     (signature,) = tfl.signatures(tfl.parse(instrumented))

@@ -80,12 +80,12 @@ def _quantization(tensor: Any) -> tuple[float, int] | None:
 
 def activation_tensors(model: Any) -> list[InstrumentedTensor]:
     """The main graph's instrumentable activations (inputs and op outputs, not constants), in tensor order: the
-    float32 ones, else (a full-integer model) the per-tensor quantized int8 ones."""
+    float32 ones and the per-tensor quantized int8 ones (an INT8 model with float inputs/outputs has both)."""
     graph = model.subgraphs[0]
     computed = {int(i) for i in (graph.inputs if graph.inputs is not None else [])}
     for op in graph.operators or []:
         computed.update(int(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0)
-    found: dict[str, list[InstrumentedTensor]] = {"float32": [], "int8": []}
+    found: list[InstrumentedTensor] = []
     for index in sorted(computed):
         tensor = graph.tensors[index]
         dtype = _TYPES.get(tfl.tensor_type_name(int(tensor.type)))
@@ -96,13 +96,12 @@ def activation_tensors(model: Any) -> list[InstrumentedTensor]:
             quant = _quantization(tensor)
             if quant is None:
                 continue
-            found[dtype].append(InstrumentedTensor(index, tfl.tensor_name(tensor), dtype, rank, *quant))
+            found.append(InstrumentedTensor(index, tfl.tensor_name(tensor), dtype, rank, *quant))
         else:
-            found[dtype].append(InstrumentedTensor(index, tfl.tensor_name(tensor), dtype, rank))
-    chosen = found["float32"] or found["int8"]
-    if not chosen:
+            found.append(InstrumentedTensor(index, tfl.tensor_name(tensor), dtype, rank))
+    if not found:
         raise InputError("the model has no float32 or per-tensor int8 activation tensor to instrument")
-    return chosen
+    return found
 
 
 def select(tensors: Sequence[InstrumentedTensor], names: Sequence[str] = (),
