@@ -184,6 +184,24 @@ def test_output_never_replaces_the_input(tmp_path: Path, capsys: pytest.CaptureF
     assert "pass --force" in capsys.readouterr().err and out.read_bytes() == b"keep"
 
 
+def test_force_replaces_only_an_instrumented_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--force replaces what edgeq instrument wrote (its sidecar records the model's sha256), never a user's file
+    that happens to sit at -o, nor a pair whose model was changed since."""
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"the user's own file")
+    assert cli.main(["instrument", str(FLOAT), "-o", str(out), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeq: error: ") and len(err.splitlines()) == 1, err
+    assert out.read_bytes() == b"the user's own file" and not out.with_suffix(".json").exists()
+    out.unlink()
+    assert cli.main(["instrument", str(FLOAT), "-o", str(out)]) == 0
+    assert cli.main(["instrument", str(FLOAT), "-o", str(out), "--force"]) == 0  # edgeq's own pair: replaced
+    out.write_bytes(out.read_bytes() + b"edited")  # no longer the model the sidecar describes
+    edited = out.read_bytes()
+    assert cli.main(["instrument", str(FLOAT), "-o", str(out), "--force"]) == 2
+    assert out.read_bytes() == edited
+
+
 def test_a_changed_original_output_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """Verification before publishing: an instrumented model whose own output differs is not written."""

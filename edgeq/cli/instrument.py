@@ -45,6 +45,8 @@ def run_instrument(args: argparse.Namespace) -> int:
         for path in (output, sidecar):
             if path.exists():
                 raise UsageError(f"{path} exists; pass --force to replace it")
+    else:
+        _check_edgeq_made(output, sidecar)
     data = tfl.read_bytes(args.model)
     names = [n.strip() for n in (args.tensors or "").split(",") if n.strip()]
     tensors = ins.select(ins.activation_tensors(tfl.parse(data, args.model)), names, args.match)
@@ -64,3 +66,25 @@ def run_instrument(args: argparse.Namespace) -> int:
     emit_json(args.json, "edgeq.instrument", {"model": str(output), "sidecar_path": str(sidecar),
                                                "sidecar": record.to_dict()})
     return 0
+
+
+def _check_edgeq_made(output: Path, sidecar: Path) -> None:
+    """--force replaces only what ``edgeq instrument`` wrote: an existing pair whose sidecar is an instrument
+    sidecar recording the existing model's sha256. Anything else there is the user's and is refused (exit 2)."""
+    import json
+
+    from edgeq.errors import UsageError
+    from edgeq.tflite import instrument as ins
+    from edgeq.tflite import model as tfl
+
+    if not output.exists() and not sidecar.exists():
+        return
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        record = None
+    ours = isinstance(record, dict) and record.get("kind") == ins.InstrumentSidecar.kind and (
+        not output.exists() or (output.is_file() and record.get("sha256") == tfl.sha256(output.read_bytes())))
+    if not ours:
+        raise UsageError(f"{output} (or {sidecar.name}) was not written by edgeq instrument; --force replaces only "
+                         f"an instrumented model and its sidecar, never another file: choose another -o")
