@@ -82,11 +82,8 @@ def activation_tensors(model: Any) -> list[InstrumentedTensor]:
     """The main graph's instrumentable activations (inputs and op outputs, not constants), in tensor order: the
     float32 ones and the per-tensor quantized int8 ones (an INT8 model with float inputs/outputs has both)."""
     graph = model.subgraphs[0]
-    computed = {int(i) for i in (graph.inputs if graph.inputs is not None else [])}
-    for op in graph.operators or []:
-        computed.update(int(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0)
     found: list[InstrumentedTensor] = []
-    for index in sorted(computed):
+    for index in tfl.computed_tensors(graph):
         tensor = graph.tensors[index]
         dtype = _TYPES.get(tfl.tensor_type_name(int(tensor.type)))
         if dtype is None or tfl.is_constant(model, tensor):

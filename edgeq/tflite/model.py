@@ -212,6 +212,14 @@ class ActivationTensor:
         return (self.subgraph, self.index)
 
 
+def computed_tensors(graph: Any) -> list[int]:
+    """Indices of a subgraph's tensors that exist at run time: its inputs and every op's outputs, sorted."""
+    found = {int(i) for i in (graph.inputs if graph.inputs is not None else [])}
+    for op in graph.operators or []:
+        found.update(int(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0)
+    return sorted(found)
+
+
 def float_activations(model: Any) -> list[ActivationTensor]:
     """Float32 tensors computed at run time (inputs, intermediates, outputs) in every subgraph the main graph
     runs (loop bodies and conditions, branches), ordered by (subgraph, tensor)."""
@@ -219,10 +227,7 @@ def float_activations(model: Any) -> list[ActivationTensor]:
     found = []
     for g in reachable_subgraphs(model):
         graph = model.subgraphs[g]
-        produced_or_input = {int(i) for i in (graph.inputs if graph.inputs is not None else [])}
-        for op in graph.operators or []:
-            produced_or_input.update(int(i) for i in op.outputs if i >= 0)
-        for index in sorted(produced_or_input):
+        for index in computed_tensors(graph):
             tensor = graph.tensors[index]
             if tensor.type == float32 and not is_constant(model, tensor):
                 shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
