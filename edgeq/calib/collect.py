@@ -242,6 +242,12 @@ class GraphReplay:
         return self.interpreters[g]
 
 
+def collection_kernels(float_model: bytes) -> CpuKernels:
+    """Which kernels ``collect()`` runs this model on (so a check can run another model on exactly these)."""
+    del float_model  # every model still runs on the builtin kernels; the fast engine will decide per model
+    return CpuKernels.CPU
+
+
 def collect(float_model: bytes, data: CalibrationSet, progress: Callable[[int, int], None] | None = None, *,
             sample_indices: Sequence[int] | None = None) -> ActivationStats:
     """Run ``float_model`` on every sample of ``data`` with all tensors kept; accumulate their stats, in every
