@@ -41,6 +41,7 @@ OPTIONAL: dict[str, OptionalPackage] = {
     "onnx2tf": OptionalPackage("onnx2tf", "onnx"),
     "onnxruntime": OptionalPackage("onnxruntime", "onnx"),
     "onnxsim": OptionalPackage("onnxsim", "onnx"),
+    "ray": OptionalPackage("ray", "ray"),  # --executor ray (docs/executors.md)
 }
 
 

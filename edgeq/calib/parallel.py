@@ -1,0 +1,111 @@
+"""Calibration statistics and production-log reads over shards on an executor, merged exactly.
+
+Shards are contiguous sample ranges numbered by their place in the whole set (``collect``'s
+``sample_indices``); their ``ActivationStats`` merge through ``SampleExtremes.merge``, which is exact and does
+not depend on grouping or order, and the set's fingerprint and sample descriptions come from the whole set. So
+the result is the one ``collect`` gives in one pass, bit for bit, on any executor with any number of workers.
+A production log is sharded by file, and ``ProductionStats.merge`` is exact too (docs/executors.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from functools import reduce
+from typing import Any
+
+from edgeq.calib.collect import ActivationStats, collect, describe_samples
+from edgeq.calib.data import CalibrationSet
+from edgeq.calib.stats import SampleExtremes
+from edgeq.execute import Executor, Job, shards
+from edgeq.execute.base import no_state
+from edgeq.progress import task
+
+Shard = tuple[range, list[int] | None]  # positions in the set, and their sample numbers (None: the positions)
+
+
+def subset(data: CalibrationSet, positions: range) -> CalibrationSet:
+    """The samples at ``positions`` (contiguous) of ``data``, with their conditions."""
+    part = slice(positions.start, positions.stop)
+    return dataclasses.replace(data, arrays=tuple(a[part] for a in data.arrays),
+                               conditions=data.conditions[part] if data.conditions else data.conditions)
+
+
+def _collect_shard(state: tuple[bytes, CalibrationSet], shard: Shard) -> ActivationStats:
+    model, data = state
+    positions, numbers = shard
+    return collect(model, subset(data, positions), sample_indices=numbers if numbers is not None else positions)
+
+
+def merge_stats(parts: Sequence[ActivationStats], data: CalibrationSet, *, describe: bool = True) -> ActivationStats:
+    """The statistics of the whole of ``data`` from those of its disjoint shards (exact, order-independent)."""
+    first = parts[0]
+    extremes: dict[Any, SampleExtremes] = {key: reduce(SampleExtremes.merge, (p.extremes[key] for p in parts))
+                                           for key in first.extremes}
+    named = sorted({s for e in extremes.values() for ranked in (e.top_max, e.top_min, e.top_abs) for s, _ in ranked})
+    described = describe_samples(data) if describe else None
+    return ActivationStats(
+        model_fingerprint=first.model_fingerprint, calibration_fingerprint=data.fingerprint(), samples=len(data),
+        names=first.names, producers=first.producers, tensors={key: e.total() for key, e in extremes.items()},
+        preprocessing=data.preprocessing, extremes=extremes,
+        sample_info={s: described[s] for s in named if described and described[s]})
+
+
+def collect_sharded(float_model: bytes, data: CalibrationSet, executor: Executor,
+                    sample_indices: Sequence[int] | None = None) -> ActivationStats:
+    """``collect(float_model, data, sample_indices=...)``, computed in shards on ``executor``: equal to it."""
+    ranges = shards(len(data), executor.workers)
+    if executor.name == "local" or len(ranges) <= 1:
+        return collect(float_model, data, sample_indices=sample_indices)
+    numbers = None if sample_indices is None else [int(i) for i in sample_indices]
+    if numbers is not None and (len(numbers) != len(data) or len(set(numbers)) != len(numbers)):
+        raise ValueError("sample_indices must number every sample of the set once")
+    work: list[Shard] = [(r, None if numbers is None else numbers[r.start:r.stop]) for r in ranges]
+    parts = []
+    with task("calibration statistics", len(data)) as counted:
+        for (positions, _), part in zip(work, executor.imap(Job(no_state, _collect_shard, (float_model, data)), work),
+                                        strict=True):
+            parts.append(part)
+            counted.advance(len(positions))
+    return merge_stats(parts, data, describe=sample_indices is None)
+
+
+def _read_files(kwargs: dict[str, Any], files: list[os.PathLike[str]]) -> Any:
+    from edgeq.production.merge import read_log
+
+    return read_log(files, **kwargs)
+
+
+def merge_reports(parts: Sequence[Any], ignored_files: Iterable[str]) -> Any:
+    """One ``ReadReport`` for files read in order by several readers: counts summed, reasons in the order they
+    first occurred, the first examples kept, as one reader over every file would have reported."""
+    from edgeq.production.reader import ReadReport
+
+    merged = ReadReport(max_examples=parts[0].max_examples, ignored_files=list(ignored_files))
+    for part in parts:
+        merged.files += part.files
+        merged.records += part.records
+        merged.inferences += part.inferences
+        for reason, n in part.bad.items():
+            merged.bad[reason] = merged.bad.get(reason, 0) + n
+        merged.examples.extend(part.examples[: merged.max_examples - len(merged.examples)])
+        merged.ignored_files.extend(part.ignored_files)
+    return merged
+
+
+def read_log_sharded(paths: Iterable[str | os.PathLike[str]], executor: Executor, **read_log_kwargs: Any) -> Any:
+    """What ``edgeq.production.merge.read_log(paths, **read_log_kwargs)`` returns, (stats, report), with the files
+    read in contiguous groups on ``executor`` and merged exactly."""
+    from edgeq.production.merge import read_log
+    from edgeq.production.reader import ReadReport, log_files
+
+    paths = list(paths)
+    listing = ReadReport()
+    files = list(log_files(paths, listing))
+    groups = [files[r.start:r.stop] for r in shards(len(files), executor.workers)]
+    if executor.name == "local" or len(groups) <= 1:
+        return read_log(paths, **read_log_kwargs)
+    parts = list(executor.imap(Job(no_state, _read_files, read_log_kwargs), groups))
+    stats = reduce(lambda a, b: a.merge(b), (s for s, _ in parts))
+    return stats, merge_reports([r for _, r in parts], listing.ignored_files)

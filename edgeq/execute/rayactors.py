@@ -1,0 +1,113 @@
+"""``ray`` / ``ray:ADDRESS``: one Ray actor per worker, each holding the job's state (an interpreter) over the
+items it is given; ``ray.util.ActorPool`` hands items out and returns results in item order.
+
+``ray`` alone starts a local Ray sized to the workers and shuts it down afterwards; ``ray:ADDRESS`` connects to
+a running cluster and only disconnects. A Ray already initialized in this process (a notebook, a test) is used
+as it is. Ray's own output stays off stdout, so ``--json -`` stays clean. Every actor reports the versions of
+the packages that compute results; one that differs from this machine's is refused (bit-identity needs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from edgeq.errors import InputError
+from edgeq.execute.base import ExecutorSpec, Job, R, T
+from edgeq.versions import package_versions
+
+# What computes the results a worker returns: the same versions everywhere, or different floats are possible.
+WORKER_PACKAGES = ("edgeq", "ai-edge-litert", "tflite-runtime", "tensorflow", "numpy")
+
+
+class _ShardWorker:
+    """The actor: the job's shared value until the first item, then its state (e.g. an open interpreter)."""
+
+    def __init__(self, setup: Any, shared: Any) -> None:
+        self.setup, self.shared, self.state, self.ready = setup, shared, None, False
+
+    def versions(self) -> dict[str, str]:
+        return package_versions(WORKER_PACKAGES)
+
+    def run(self, run: Any, item: Any) -> Any:
+        if not self.ready:
+            self.state, self.ready, self.shared = self.setup(self.shared), True, None
+        return run(self.state, item)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, ray: Any, workers: int) -> None:
+        self.ray, self.workers = ray, workers
+        self.actor = ray.remote(num_cpus=1)(_ShardWorker)
+
+    def imap(self, job: Job[Any, T, R], items: Sequence[T], *, chunksize: int = 1) -> Iterator[R]:
+        if not items:
+            return
+        from ray.exceptions import RayActorError, RayTaskError
+        from ray.util import ActorPool
+
+        ray = self.ray
+        shared = ray.put(job.shared)  # into the object store once; every actor reads the same copy
+        actors = [self.actor.remote(job.setup, shared) for _ in range(min(self.workers, len(items)))]
+        try:
+            _check_versions(ray.get([a.versions.remote() for a in actors]))
+            pool = ActorPool(actors)
+            yield from pool.map(lambda actor, item: actor.run.remote(job.run, item), items)
+        except RayTaskError as exc:
+            raise exc.cause from None  # what the work raised, as it would have raised here
+        except RayActorError as exc:
+            raise InputError(f"a Ray worker died ({_one_line(exc)}); retry with fewer --workers") from None
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+
+def _check_versions(reported: list[dict[str, str]]) -> None:
+    here = package_versions(WORKER_PACKAGES)
+    for theirs in reported:
+        for package, version in theirs.items():
+            if here.get(package) != version:
+                raise InputError(f"a Ray worker has {package} {version}, this machine {here.get(package)}: results "
+                                 "would not be bit-identical; install the same versions on every node")
+
+
+@contextlib.contextmanager
+def open_ray(spec: ExecutorSpec) -> Iterator[RayExecutor]:
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False,
+                                   "logging_level": logging.ERROR}
+        if spec.address:
+            options["address"] = spec.address
+            where = f"connect to Ray at {spec.address}"
+        else:
+            options.update(num_cpus=spec.workers or os.cpu_count() or 1, include_dashboard=False)
+            where = "start a local Ray"
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries results only
+                ray.init(**options)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ... for a bad address
+            raise InputError(f"cannot {where}: {_one_line(exc)}") from None
+        started = True
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        workers = spec.workers or cpus or 1
+        if workers > cpus:
+            raise InputError(f"--workers {workers} needs {workers} CPUs; the Ray cluster has {cpus}")
+        yield RayExecutor(ray, workers)
+    finally:
+        if started:
+            ray.shutdown()  # a local Ray stops; a cluster we connected to is only disconnected from
