@@ -16,13 +16,10 @@ import contextlib
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +49,9 @@ from datagen.outputs import (
 from datagen.sources import DecodeError, Source, SourceItem, open_source, source_path, to_channels
 from edgeq.artifacts import Preprocessing
 from edgeq.errors import InputError, Terminated, UsageError  # Terminated: SIGTERM/SIGHUP, unwound like Ctrl-C
+from edgeq.execute import Executor, ExecutorSpec, Job, open_executor
+from edgeq.execute.base import no_state
+from edgeq.execute.processes import termination_signals
 from edgeq.npzio import save_npz
 from edgeq.progress import task
 from edgeq.versions import package_versions
@@ -255,61 +255,19 @@ def _render(args: tuple[np.ndarray, Condition, int, int]) -> tuple[np.ndarray, l
     return apply_condition(image, condition, severity, seed)
 
 
-def _worker_init() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them (no KeyboardInterrupt traceback per worker)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # ignored now; the block came from _spawning
+def _render_item(_state: None, job: tuple[np.ndarray, Condition, int, int]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    return _render(job)
 
 
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel what is queued and terminate the workers now (``shutdown`` alone waits for queued work)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=10)
-    # The executor's manager thread notices the dead workers and closes its wake-up pipe; if the interpreter
-    # exits meanwhile, concurrent.futures' atexit hook writes to that pipe as it closes ("Exception ignored
-    # ... Bad file descriptor" on stderr, seen once in a full-suite run). Wait for the thread to finish.
-    manager = getattr(pool, "_executor_manager_thread", None)
-    if manager is not None and manager.is_alive():
-        manager.join(timeout=10)
-
-
-def _render_all(jobs: list[tuple[np.ndarray, Condition, int, int]], workers: int,
+def _render_all(jobs: list[tuple[np.ndarray, Condition, int, int]], executor: Executor | None,
                 consume: Callable[[tuple[np.ndarray, list[dict[str, Any]]]], None]) -> None:
     """Render ``jobs`` in order and hand each result to ``consume``; workers never outlive this call."""
-    if workers <= 1 or len(jobs) <= 1:
+    if executor is None or executor.workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             consume(_render(job))
         return
-    pool: ProcessPoolExecutor | None = None
-    try:
-        with _spawning():
-            # spawn, not fork: OpenCV's thread pool does not survive fork (a child can deadlock).
-            try:
-                pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_worker_init,
-                                           mp_context=multiprocessing.get_context("spawn"))
-            except OSError as exc:
-                raise InputError(f"cannot start worker processes: {exc.strerror or exc}") from None
-            results = pool.map(_render, jobs, chunksize=16)  # submits everything, spawning the workers
-        for result in results:
-            consume(result)
-    except BrokenProcessPool:
-        _stop_pool(pool)  # type: ignore[arg-type]
-        raise InputError("a worker process died (killed by the system, out of memory?); "
-                         "retry with fewer --workers") from None
-    except BaseException:
-        if pool is not None:
-            _stop_pool(pool)
-        raise
-    pool.shutdown(wait=True)
+    for result in executor.imap(Job(no_state, _render_item), jobs, chunksize=16):
+        consume(result)
 
 
 class _SignalState:
@@ -325,10 +283,6 @@ def _handle_signal(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
-def _termination_signals() -> list[int]:
-    return [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-
-
 @contextlib.contextmanager
 def _signals_as_exceptions() -> Iterator[None]:
     """While generating in the main thread, SIGTERM/SIGHUP raise :class:`Terminated` so cleanup runs.
@@ -339,7 +293,7 @@ def _signals_as_exceptions() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread() or _SignalState.active:
         yield
         return
-    previous = {s: signal.getsignal(s) for s in _termination_signals()}
+    previous = {s: signal.getsignal(s) for s in termination_signals()}
     taken = [s for s, handler in previous.items() if handler is signal.SIG_DFL]
     for s in taken:
         signal.signal(s, _handle_signal)
@@ -350,42 +304,6 @@ def _signals_as_exceptions() -> Iterator[None]:
         _SignalState.active, _SignalState.taken = False, ()
         for s in taken:
             signal.signal(s, previous[s])
-
-
-@contextlib.contextmanager
-def _spawning() -> Iterator[None]:
-    """Start worker processes without being interrupted halfway, and with the workers deaf to Ctrl-C.
-
-    A child whose parent stops between starting it and sending its start-up data prints a traceback,
-    and a child that gets Ctrl-C (sent to the whole process group) while importing prints one too. So
-    while workers start, SIGINT, SIGTERM and SIGHUP are only recorded (whatever handler is installed)
-    and delivered again right after, and SIGINT is blocked in this thread: the children inherit the
-    block, so Ctrl-C is only ever handled by the parent, which stops them.
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    from multiprocessing import resource_tracker
-
-    # Started first: launching it unblocks SIGINT in this thread again (multiprocessing's own handling).
-    resource_tracker.ensure_running()
-    held: list[int] = []
-    previous = {}
-    for s in (signal.SIGINT, *_termination_signals()):
-        handler = signal.getsignal(s)
-        if handler is not None and handler is not signal.SIG_IGN:
-            previous[s] = signal.signal(s, lambda signum, _frame: held.append(signum))
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a blocked Ctrl-C arrives now
-    for signum in dict.fromkeys(held):
-        if previous[signum] is signal.SIG_DFL:
-            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
-        signal.raise_signal(signum)  # handled now by whatever handler is installed
 
 
 def _inputs(config: DatagenConfig) -> list[tuple[str, Path]]:
@@ -400,11 +318,13 @@ def _inputs(config: DatagenConfig) -> list[tuple[str, Path]]:
 
 
 def generate(config: DatagenConfig, output: str | Path, workers: int = 1, force: bool = False,
-             progress: Callable[[int, int], None] | None = None) -> GeneratedSet:
+             progress: Callable[[int, int], None] | None = None, executor: Executor | None = None) -> GeneratedSet:
     """Render the set into a staging folder beside ``output`` and move it into place when complete.
 
     ``force`` replaces an existing *edgeq* set at ``output`` (see :mod:`datagen.outputs`); anything else
-    there is refused. The output may not overlap the source or the custom-conditions file.
+    there is refused. The output may not overlap the source or the custom-conditions file. Samples render on
+    ``executor`` (docs/executors.md) when one is given, else on ``workers`` spawned processes; the set's bytes do
+    not depend on either.
     """
     from datagen.conditions import registry_with
     from datagen.custom_conditions import load_custom_conditions
@@ -456,13 +376,17 @@ def generate(config: DatagenConfig, output: str | Path, workers: int = 1, force:
         for key in [k for k in decoded if k not in used]:
             del decoded[key]
         jobs = [(decoded[s.source_id][0], conditions[s.condition], s.severity, s.seed) for s in planned]
-        return _write_set(output, config, source, planned, jobs, decoded, rejects, conditions, force, workers,
-                          progress)
+        with contextlib.ExitStack() as stack:
+            if executor is None and workers > 1:
+                executor = stack.enter_context(open_executor(ExecutorSpec("processes", workers=workers)))
+            return _write_set(output, config, source, planned, jobs, decoded, rejects, conditions, force, executor,
+                              progress)
 
 
 def _write_set(output: Path, config: DatagenConfig, source: Source, planned: list[PlannedSample],
                jobs: list[tuple[np.ndarray, Condition, int, int]], decoded: Mapping[str, tuple[np.ndarray, str]],
-               rejects: list[dict[str, str]], conditions: Mapping[str, Condition], force: bool, workers: int,
+               rejects: list[dict[str, str]], conditions: Mapping[str, Condition], force: bool,
+               executor: Executor | None,
                progress: Callable[[int, int], None] | None) -> GeneratedSet:
     """Render ``jobs`` into a staging folder shard by shard, finish the set there and move it into place."""
     from datagen.preview import PER_ROW, contact_sheet
@@ -499,7 +423,7 @@ def _write_set(output: Path, config: DatagenConfig, source: Source, planned: lis
             rendered.update(len(records))
 
         with task("rendering", len(jobs), callback=progress) as rendered:
-            _render_all(jobs, workers, consume)
+            _render_all(jobs, executor, consume)
         if shard:
             flush()
         manifest = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
