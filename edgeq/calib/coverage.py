@@ -10,7 +10,9 @@ their manifest id, condition and source image for sets from ``edgeq datagen``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from edgeq.calib.estimators import SampleGuard, sample_stretch
 from edgeq.calib.outliers import outlier_samples
 from edgeq.calib.stats import SampleExtremes
 from edgeq.intake.float_model import FloatModel
+from edgeq.tflite.model import TensorKey
 
 TOP_QUANTILE = 0.9999
 
@@ -33,7 +36,7 @@ class LayerCoverage:
     calib_max: float  # max|x| over the calibration set
     calib_p9999: float
     production_max: float
-    production_p9999: float
+    production_p9999: float | None  # None: production logs hold only min and max per inference
     ratio: float  # calib_max / production_max: below the threshold, production leaves the calibrated range
     flagged: bool
     closing_conditions: tuple[str, ...] = ()  # calibration conditions whose own max|x| reaches production's
@@ -54,19 +57,24 @@ class CoverageReport:
         return tuple(layer for layer in self.layers if layer.flagged)
 
 
+Collect = Callable[..., ActivationStats]  # edgeq.calib.collect.collect's signature: (flatbuffer, set, ...)
+
+
 def _subset(data: CalibrationSet, indices: np.ndarray, name: str) -> CalibrationSet:
     return CalibrationSet(source=f"{data.source}[{name}]", arrays=tuple(a[indices] for a in data.arrays),
                           preprocessing=data.preprocessing, conditions=None)
 
 
-def per_condition_stats(float_model: FloatModel, data: CalibrationSet) -> dict[str, ActivationStats]:
+def per_condition_stats(float_model: FloatModel, data: CalibrationSet,
+                        collect_fn: Collect = collect) -> dict[str, ActivationStats]:
     """Statistics per condition (one group, 'all', when the set has no conditions); samples keep their index
     in ``data``."""
     labels = np.asarray(data.conditions if data.conditions else ["all"] * len(data))
     groups = {}
     for name in dict.fromkeys(labels.tolist()):
         indices = np.flatnonzero(labels == name)
-        groups[name] = collect(float_model.flatbuffer, _subset(data, indices, name), sample_indices=indices.tolist())
+        groups[name] = collect_fn(float_model.flatbuffer, _subset(data, indices, name),
+                                  sample_indices=indices.tolist())
     return groups
 
 
@@ -79,35 +87,78 @@ def _merged(groups: dict[str, ActivationStats]) -> dict[tuple[int, int], SampleE
     return merged
 
 
-def coverage(float_model: FloatModel, calibration: CalibrationSet, production: CalibrationSet,
-             threshold: float = 1.0, guard: SampleGuard | None = None) -> CoverageReport:
-    groups = per_condition_stats(float_model, calibration)
-    extremes = _merged(groups)
-    calib = {key: e.total() for key, e in extremes.items()}
-    prod = collect(float_model.flatbuffer, production)
-    first = next(iter(groups.values()))
-    names = first.names
-    layers = []
-    for index in sorted(calib):
-        c, p = calib[index], prod.tensors[index]
-        ratio = c.abs_max / p.abs_max if p.abs_max > 0 else float("inf")
+@dataclass(frozen=True)
+class CalibrationSide:
+    """The calibration set's statistics, once: per condition, merged per tensor, and the set they came from.
+
+    Production data (images or logs) is compared against this; the statistics are computed in one place,
+    ``calibration_side``, whichever way production comes in."""
+
+    data: CalibrationSet
+    groups: dict[str, ActivationStats]
+    extremes: dict[TensorKey, SampleExtremes]
+
+    @property
+    def first(self) -> ActivationStats:
+        return next(iter(self.groups.values()))
+
+    @property
+    def names(self) -> dict[TensorKey, str]:
+        return self.first.names
+
+    @cached_property
+    def totals(self) -> dict[TensorKey, tuple[float, float]]:
+        """Per tensor, the set's max|x| and p99.99|x| (computed once: logs compare them per segment and window)."""
+        return {key: (t.abs_max, t.abs_quantile(TOP_QUANTILE))
+                for key, t in ((k, e.total()) for k, e in self.extremes.items())}
+
+    def layer(self, key: TensorKey, production_max: float, production_p9999: float | None,
+              threshold: float) -> LayerCoverage:
+        """One tensor's comparison: ratio, flag and the conditions that alone reach production's max|x|."""
+        extremes = self.extremes[key]
+        calib_max, calib_p9999 = self.totals[key]
+        ratio = calib_max / production_max if production_max > 0 else float("inf")
         flagged = ratio < threshold
-        closing = tuple(name for name, g in groups.items()
-                        if flagged and g.tensors[index].abs_max >= p.abs_max) if len(groups) > 1 else ()
-        layers.append(LayerCoverage(
-            name=names[index], producer=prod.producers[index], calib_max=c.abs_max,
-            calib_p9999=c.abs_quantile(TOP_QUANTILE), production_max=p.abs_max,
-            production_p9999=p.abs_quantile(TOP_QUANTILE), ratio=ratio, flagged=flagged,
-            closing_conditions=closing, calib_top_sample=extremes[index].top_sample,
-            calib_stretch=sample_stretch(extremes[index]), calib_max_without_top=extremes[index].rest.abs_max))
-    per_condition = {name: tuple(g.tensors[i].abs_max for i in sorted(calib)) for name, g in groups.items()}
-    described = describe_samples(calibration) or []
-    merged = ActivationStats(model_fingerprint=first.model_fingerprint,
-                             calibration_fingerprint=calibration.fingerprint(), samples=len(calibration),
-                             names=names, producers=first.producers, tensors=calib, extremes=extremes,
-                             sample_info={i: d for i, d in enumerate(described) if d})
-    return CoverageReport(threshold=threshold, layers=tuple(layers), per_condition_max=per_condition,
-                          outlier_samples=outlier_samples(merged, guard))
+        closing = tuple(name for name, g in self.groups.items()
+                        if flagged and g.tensors[key].abs_max >= production_max) if len(self.groups) > 1 else ()
+        return LayerCoverage(
+            name=self.names[key], producer=self.first.producers[key], calib_max=calib_max,
+            calib_p9999=calib_p9999, production_max=production_max,
+            production_p9999=production_p9999, ratio=ratio, flagged=flagged, closing_conditions=closing,
+            calib_top_sample=extremes.top_sample, calib_stretch=sample_stretch(extremes),
+            calib_max_without_top=extremes.rest.abs_max)
+
+    def report(self, layers: dict[TensorKey, LayerCoverage], threshold: float,
+               guard: SampleGuard | None = None) -> CoverageReport:
+        """The report over ``layers`` (in tensor order): per-condition maxima of those tensors and the outlier
+        calibration samples."""
+        keys = sorted(layers)
+        per_condition = {name: tuple(g.tensors[k].abs_max for k in keys) for name, g in self.groups.items()}
+        described = describe_samples(self.data) or []
+        merged = ActivationStats(model_fingerprint=self.first.model_fingerprint,
+                                 calibration_fingerprint=self.data.fingerprint(), samples=len(self.data),
+                                 names=self.names, producers=self.first.producers,
+                                 tensors={key: e.total() for key, e in self.extremes.items()},
+                                 extremes=self.extremes, sample_info={i: d for i, d in enumerate(described) if d})
+        return CoverageReport(threshold=threshold, layers=tuple(layers[k] for k in keys),
+                              per_condition_max=per_condition, outlier_samples=outlier_samples(merged, guard))
+
+
+def calibration_side(float_model: FloatModel, calibration: CalibrationSet,
+                     collect_fn: Collect = collect) -> CalibrationSide:
+    groups = per_condition_stats(float_model, calibration, collect_fn)
+    return CalibrationSide(data=calibration, groups=groups, extremes=_merged(groups))
+
+
+def coverage(float_model: FloatModel, calibration: CalibrationSet, production: CalibrationSet,
+             threshold: float = 1.0, guard: SampleGuard | None = None,
+             collect_fn: Collect = collect) -> CoverageReport:
+    """Calibration against production images: both sets run through the float model the same way."""
+    side = calibration_side(float_model, calibration, collect_fn)
+    prod = collect_fn(float_model.flatbuffer, production)
+    layers = {key: side.layer(key, prod.tensors[key].abs_max, prod.tensors[key].abs_quantile(TOP_QUANTILE),
+                              threshold) for key in side.extremes}
+    return side.report(layers, threshold, guard)
 
 
 def plot_coverage(report: CoverageReport, path: Path) -> Path:

@@ -1,4 +1,8 @@
-"""``edgeq coverage``: does the calibration set cover production activations, layer by layer?"""
+"""``edgeq coverage``: does the calibration set cover production activations, layer by layer?
+
+Production comes as images (``--production SET``, run through the float model) or as the logs an app running
+the instrumented model wrote (``--production-log LOGS...``, docs/production_coverage.md).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import dataclasses
 import math
 import sys
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +20,36 @@ from edgeq.cli.argtypes import number
 from edgeq.cli.output import emit_json, info, json_text, print_table, tables_wanted
 from edgeq.errors import UsageError
 
+#: Human output: the worst tensors shown per segment, and the most recent windows shown (JSON has all).
+WORST_PER_SEGMENT = 3
+WINDOWS_SHOWN = 30
+
 
 def register(verbs: Any) -> None:
     cov = options.verb_parser(
         verbs, "coverage", help="compare calibration and production activation ranges per layer",
-        description="Per activation tensor: max|x| and p99.99 of the calibration set against production data; "
-                    "layers where production exceeds calibration are flagged with the conditions that would "
-                    "close the gap. Calibration samples that alone set tensors' ranges (outlier samples) are "
-                    "named. Exit 1 when a flagged gap remains.", handler=run_coverage)
+        description="Per activation tensor: max|x| and p99.99 of the calibration set against production data "
+                    "(images, or the logs of the model edgeq instrument built: then also per segment and per "
+                    "time window); layers where production exceeds calibration are flagged with the conditions "
+                    "that would close the gap. Calibration samples that alone set tensors' ranges (outlier "
+                    "samples) are named. Exit 1 when a flagged gap remains.", handler=run_coverage)
     options.add_model_argument(cov)
     options.add_calib_option(cov)
-    cov.add_argument("--production", required=True, metavar="SET", help="production data, same forms as --calib")
+    production = cov.add_mutually_exclusive_group(required=True)
+    production.add_argument("--production", metavar="SET", help="production data, same forms as --calib")
+    production.add_argument("--production-log", nargs="+", metavar="LOG",
+                            help="production logs (.jsonl files, .npz shards, or folders of them; "
+                                 "docs/production_log.md) recorded by the instrumented model")
+    cov.add_argument("--instrumented", metavar="SIDECAR",
+                     help="with --production-log: the instrumented model's sidecar (default: "
+                          "MODEL_STEM_instrumented.json beside MODEL)")
+    cov.add_argument("--window", type=number(0, None, strict_low=True), metavar="SECONDS", default=None,
+                     help="with --production-log: drift windows of this many seconds (86400: UTC days)")
     cov.add_argument("--threshold", type=number(0, 1e6, strict_low=True), default=1.0,
                      help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
     options.add_float_input_options(cov)
-    options.add_output_option(cov, "write coverage.json and coverage.png here", metavar="DIR", required=False)
+    options.add_output_option(cov, "write coverage.json and coverage.png (and drift.png for logs) here",
+                              metavar="DIR", required=False)
     options.add_machine_output_options(cov, "every layer's ranges and the flagged gaps")
 
 
@@ -44,6 +64,9 @@ def run_coverage(args: argparse.Namespace) -> int:
 
     if not args.threshold > 0:
         raise UsageError("--threshold must be positive")
+    logs = args.production_log
+    if not logs and (args.instrumented or args.window is not None):
+        raise UsageError("--instrumented and --window go with --production-log")
     if args.output:
         from edgeq.extras import require_extra
 
@@ -53,36 +76,92 @@ def run_coverage(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # said below, once, as one line each
         warnings.simplefilter("ignore", PreprocessingWarning)
         calibration = _calibration_data(float_model, args.calib, preprocessing, None)
-        production = _calibration_data(float_model, args.production, preprocessing or calibration.preprocessing,
-                                       None)
-    said = list(dict.fromkeys([*calibration.warnings, *production.warnings]))
+        production = None if logs else _calibration_data(float_model, args.production,
+                                                         preprocessing or calibration.preprocessing, None)
+    said = list(dict.fromkeys([*calibration.warnings, *(production.warnings if production else [])]))
     source = calibration.preprocessing_source or Source.NONE
     info(f"preprocessing: {describe(calibration.preprocessing)} (from {source.text})")
     for message in said:
         print(f"edgeq: warning: {message}", file=sys.stderr)
-    report = coverage(float_model, calibration, production, args.threshold)
+    logged = _log_coverage(args, float_model, calibration) if logs else None
+    report = logged.coverage if logged else coverage(float_model, calibration, production, args.threshold)
     document = {"threshold": report.threshold, "flagged": len(report.flagged),
                 "preprocessing": calibration.preprocessing.to_dict() if calibration.preprocessing else None,
                 "preprocessing_source": source.value, "warnings": said,
                 "layers": [_json_safe(dataclasses.asdict(layer)) for layer in report.layers],
                 "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()},
-                "outlier_samples": [dataclasses.asdict(o) for o in report.outlier_samples]}
+                "outlier_samples": [dataclasses.asdict(o) for o in report.outlier_samples],
+                "production_source": "logs" if logged else "images"}
+    if logged:
+        from edgeq.calib.log_coverage import log_document
+
+        document["production_log"] = log_document(logged, logs, args.instrumented)
     if args.output:
         out = Path(args.output)
         with atomic_path(out / "coverage.json") as tmp:
             tmp.write_text(json_text("edgeq.coverage", document))
         with atomic_path(out / "coverage.png", suffix=".png") as tmp:
             plot_coverage(report, tmp)
+        if logged and logged.windows:
+            from edgeq.calib.log_coverage import plot_drift
+
+            with atomic_path(out / "drift.png", suffix=".png") as tmp:
+                plot_drift(logged, tmp)
     if tables_wanted(args):
         rows = [[layer.name[-40:], layer.producer, f"{layer.calib_max:.4g}", f"{layer.production_max:.4g}",
                  f"{layer.ratio:.3f}", "GAP" if layer.flagged else "",
                  ", ".join(layer.closing_conditions) if layer.flagged else ""] for layer in report.layers]
         print_table(["tensor", "op", "calib max", "prod max", "ratio", "", "closed by"], rows)
+        if logged:
+            _print_log_tables(logged)
         print(f"\n{len(report.flagged)} of {len(report.layers)} layers flagged (threshold {report.threshold})")
         for outlier in report.outlier_samples:
             print(f"outlier calibration sample: {summary(outlier, len(report.layers))}")
     emit_json(args.json, "edgeq.coverage", document)
     return 1 if report.flagged else 0
+
+
+def _log_coverage(args: argparse.Namespace, float_model: Any, calibration: Any) -> Any:
+    """Read the sidecar (given, or beside MODEL) and compare the logs; the one place the logs are read."""
+    from edgeq.calib.log_coverage import DEFAULT_WINDOW_SECONDS, describe_read, find_sidecar, load_sidecar, log_coverage
+
+    args.instrumented = args.instrumented or str(find_sidecar(args.model))
+    sidecar = load_sidecar(args.instrumented)
+    window = DEFAULT_WINDOW_SECONDS if args.window is None else args.window
+    report = log_coverage(float_model, calibration, args.production_log, sidecar, args.instrumented,
+                          args.threshold, window)
+    info(f"production logs: {describe_read(report.read)}; model {report.model_sha256[:12]}... "
+         f"(instrumented from {'MODEL' if report.source_check == 'MODEL' else report.source_check})")
+    for example in report.read.examples[:3]:
+        info(f"  refused {example.position}: {example.reason.value}: {example.detail}")
+    return report
+
+
+def _print_log_tables(report: Any) -> None:
+    if report.not_logged:
+        shown = ", ".join(report.not_logged[:5]) + (", ..." if len(report.not_logged) > 5 else "")
+        print(f"\nnot logged (not compared, not covered): {len(report.not_logged)} tensors: {shown}")
+    if report.not_in_model:
+        print(f"logged but no activation of MODEL (ignored): {', '.join(report.not_in_model)}")
+    if report.saturated:
+        print(f"int8 tensors at the end of their range in production: {', '.join(report.saturated)}")
+    print()
+    print_table(["segment", "tensors", "flagged", "worst (ratio)"],
+                [[_segment_text(s.segment), len(s.tensors), s.flagged,
+                  "; ".join(f"{t.name[-30:]} {t.ratio:.3f}" for t in s.worst(WORST_PER_SEGMENT))]
+                 for s in report.segments])
+    if report.windows:
+        windows = report.windows[-WINDOWS_SHOWN:]
+        print(f"\ndrift: windows of {report.window_seconds:g} s (UTC)"
+              + (f", the last {len(windows)} of {len(report.windows)}" if len(windows) < len(report.windows) else ""))
+        print_table(["window start", "tensors", "flagged", "worst ratio", "worst tensor"],
+                    [[datetime.fromtimestamp(w.start, tz=UTC).strftime("%Y-%m-%d %H:%M:%S"), w.tensors, w.flagged,
+                      f"{w.worst_ratio:.3f}", w.worst_tensor[-40:]] for w in windows])
+
+
+def _segment_text(segment: Any) -> str:
+    parts = [segment.device or "-", segment.app_version or "-", *(f"{k}={v}" for k, v in segment.tags)]
+    return " ".join(parts)
 
 
 def _json_safe(document: dict[str, Any]) -> dict[str, Any]:

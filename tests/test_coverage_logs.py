@@ -1,0 +1,256 @@
+"""edgeq coverage --production-log: coverage from an instrumented model's logs equals coverage from the images.
+
+The demo float CNN is instrumented, the instrumented model runs over production images on exactly the kernels
+collect() uses, and its per-inference min/max are written as production log records (JSONL and .npz). The
+coverage computed from those logs must equal, float for float, the coverage computed from the same images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeq.calib.collect import collection_kernels, model_inputs
+from edgeq.calib.coverage import coverage
+from edgeq.calib.data import CalibrationSet
+from edgeq.calib.log_coverage import LoggedTensor, load_sidecar, log_coverage
+from edgeq.cli import main as cli
+from edgeq.errors import InputError
+from edgeq.intake.load import load_float_model
+from edgeq.production import TensorExtremes, append_record, write_shard
+from edgeq.tflite import model as tfl
+from edgeq.tflite.runtime import make_interpreter
+
+DEMO = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
+T0 = 1_764_000_000.0  # epoch seconds of the first simulated record
+STEP = 900.0  # one record every 15 minutes
+WINDOW = 3600.0
+SEGMENTS = [("Pixel 8", "1.0", {"camera": "back"}), ("Pixel 8", "1.1", {}), ("Galaxy S24", "1.1", {"camera": "front"})]
+
+
+def _set(arrays: np.ndarray, conditions: list[str] | None = None, source: str = "mem") -> CalibrationSet:
+    return CalibrationSet(source=source, arrays=(arrays.astype(np.float32),), preprocessing=None,
+                          conditions=tuple(conditions) if conditions else None)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("coverage_logs")
+    instrumented = root / "cnn_digits_float32_instrumented.tflite"
+    assert cli.main(["instrument", str(DEMO), "-o", str(instrumented), "--quiet"]) == 0
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(-1, 1, size=(24, 32, 32, 3))
+    calib[8:16] *= 0.5  # three conditions of different reach
+    calib[16:] *= 1.4
+    production = rng.uniform(-1, 1, size=(12, 32, 32, 3)) * np.linspace(0.6, 1.6, 12)[:, None, None, None]
+    np.save(root / "calib.npy", calib.astype(np.float32))
+    np.save(root / "production.npy", production.astype(np.float32))
+    return {"root": root, "float": load_float_model(DEMO), "instrumented": instrumented,
+            "sidecar_path": instrumented.with_suffix(".json"),
+            "sidecar": load_sidecar(instrumented.with_suffix(".json")),
+            "calib": _set(calib, ["a"] * 8 + ["b"] * 8 + ["c"] * 8), "production": _set(production)}
+
+
+def _run_instrumented(demo: dict, data: CalibrationSet) -> list[dict[str, tuple[float, float]]]:
+    """The app: the instrumented model on the kernels collect() uses; per inference, {tensor: (min, max)}."""
+    sidecar = demo["sidecar"]
+    interpreter, _ = make_interpreter(demo["instrumented"].read_bytes(), collection_kernels(demo["float"].flatbuffer),
+                                      threads=1)
+    details = interpreter.get_output_details()
+    per_inference = []
+    for _, batch in data.samples(model_inputs(interpreter)):
+        for detail, sample in zip(interpreter.get_input_details(), batch, strict=True):
+            interpreter.set_tensor(detail["index"], sample)
+        interpreter.invoke()
+        values: dict[str, list[float]] = {}
+        for out in sidecar.outputs:
+            values.setdefault(out.tensor, [0.0, 0.0])[out.statistic == "max"] = \
+                interpreter.get_tensor(details[out.output_index]["index"]).item()
+        per_inference.append({name: (lo, hi) for name, (lo, hi) in values.items()})
+    return per_inference
+
+
+def _records(demo: dict, data: CalibrationSet) -> list[dict]:
+    return [{"time": T0 + i * STEP, "segment": SEGMENTS[i % len(SEGMENTS)], "tensors": tensors}
+            for i, tensors in enumerate(_run_instrumented(demo, data))]
+
+
+def _write_jsonl(path: Path, sha: str, records: list[dict]) -> Path:
+    for r in records:
+        device, app, tags = r["segment"]
+        append_record(path, model_sha256=sha, time=r["time"], tensors=r["tensors"], device=device, app_version=app,
+                      tags=tags)
+    return path
+
+
+def _write_npz(path: Path, sha: str, records: list[dict]) -> Path:
+    names = sorted(records[0]["tensors"])
+    write_shard(path, model_sha256=sha, tensors=names,
+                mins=np.array([[r["tensors"][n][0] for n in names] for r in records]),
+                maxs=np.array([[r["tensors"][n][1] for n in names] for r in records]),
+                times=np.array([r["time"] for r in records]), devices=[r["segment"][0] for r in records],
+                app_versions=[r["segment"][1] for r in records],
+                tags={"camera": [r["segment"][2].get("camera", "") for r in records]})
+    return path
+
+
+@pytest.fixture(scope="module")
+def logged(demo: dict) -> dict:
+    records = _records(demo, demo["production"])
+    sha = demo["sidecar"].sha256
+    return {"records": records, "jsonl": _write_jsonl(demo["root"] / "app.jsonl", sha, records),
+            "npz": _write_npz(demo["root"] / "shard.npz", sha, records)}
+
+
+@pytest.mark.parametrize(("layout", "threshold"), [("jsonl", 1.3), ("npz", 1.3), ("jsonl", 1.0)])
+def test_coverage_from_logs_equals_coverage_from_the_same_images(demo: dict, logged: dict, layout: str,
+                                                                 threshold: float) -> None:
+    """1.3: a margin, so flagged tensors name the conditions that reach production; 1.0: gaps beyond every one."""
+    from_images = coverage(demo["float"], demo["calib"], demo["production"], threshold)
+    from_logs = log_coverage(demo["float"], demo["calib"], [logged[layout]], demo["sidecar"], demo["sidecar_path"],
+                             threshold, WINDOW)
+    images = {layer.name: layer for layer in from_images.layers}
+    logs = from_logs.coverage.layers
+    assert [layer.name for layer in logs] == [layer.name for layer in from_images.layers]  # every tensor logged
+    assert from_logs.not_logged == () and from_logs.not_in_model == ()
+    for layer in logs:
+        expected = images[layer.name]
+        assert (layer.production_max, layer.ratio, layer.flagged, layer.closing_conditions, layer.calib_max) == (
+            expected.production_max, expected.ratio, expected.flagged, expected.closing_conditions,
+            expected.calib_max), layer.name
+        assert layer.production_p9999 is None  # min/max logs hold no distribution
+    if threshold > 1:  # the comparison is not vacuous
+        assert any(layer.flagged and layer.closing_conditions for layer in logs)
+    else:
+        assert any(layer.flagged for layer in logs) and any(not layer.flagged for layer in logs)
+    assert from_logs.coverage.per_condition_max == from_images.per_condition_max
+
+
+def _reference_maxima(records: list[dict]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for r in records:
+        for name, (lo, hi) in r["tensors"].items():
+            out[name] = max(out.get(name, -math.inf), -lo, hi)
+    return out
+
+
+def test_segments_and_windows_match_a_slow_reference(demo: dict, logged: dict) -> None:
+    threshold = 1.1
+    report = log_coverage(demo["float"], demo["calib"], [logged["jsonl"]], demo["sidecar"], demo["sidecar_path"],
+                          threshold, WINDOW)
+    calib = {layer.name: layer.calib_max for layer in report.coverage.layers}
+
+    def expected(records: list[dict]) -> dict[str, tuple[float, float, bool]]:
+        maxima = _reference_maxima(records)
+        return {n: (m, calib[n] / m if m > 0 else math.inf, (calib[n] / m if m > 0 else math.inf) < threshold)
+                for n, m in maxima.items()}
+
+    records = logged["records"]
+    assert len(report.segments) == len(SEGMENTS)
+    for segment in report.segments:
+        key = (segment.segment.device, segment.segment.app_version, dict(segment.segment.tags))
+        mine = [r for r in records if r["segment"] == key]
+        assert {t.name: (t.production_max, t.ratio, t.flagged) for t in segment.tensors} == expected(mine)
+    windows = {}
+    for r in records:
+        windows.setdefault(math.floor(r["time"] / WINDOW), []).append(r)
+    assert [w.start for w in report.windows] == [i * WINDOW for i in sorted(windows)]
+    for w in report.windows:
+        rows = expected(windows[int(w.start // WINDOW)])
+        assert w.flagged == sum(f for _, _, f in rows.values()) and w.tensors == len(rows)
+        assert w.worst_ratio == min(r for _, r, _ in rows.values())
+
+
+def test_bad_lines_and_other_models_are_counted_not_merged(demo: dict, logged: dict, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(logged["jsonl"].read_bytes() + b"{not json\n")
+    _write_jsonl(path, "0" * 64, logged["records"][:2])  # another model's records, beyond anything calibrated
+    with path.open("ab") as f:
+        f.write(json.dumps({"version": 1, "model_sha256": demo["sidecar"].sha256, "time": 1,
+                            "tensors": {"nope": [0, 1]}}).encode() + b"\n")
+    clean = log_coverage(demo["float"], demo["calib"], [logged["jsonl"]], demo["sidecar"], demo["sidecar_path"])
+    mixed = log_coverage(demo["float"], demo["calib"], [path], demo["sidecar"], demo["sidecar_path"])
+    assert {r.value: n for r, n in mixed.read.bad.items()} == {"invalid_json": 1, "model_mismatch": 2,
+                                                                 "unknown_tensor": 1}
+    assert mixed.coverage.layers == clean.coverage.layers and mixed.records == clean.records
+
+
+def test_a_subset_instrumented_leaves_the_rest_not_logged(demo: dict, logged: dict, tmp_path: Path) -> None:
+    names = sorted(logged["records"][0]["tensors"])[:3]
+    path = tmp_path / "subset.jsonl"
+    for r in logged["records"]:
+        append_record(path, model_sha256=demo["sidecar"].sha256, time=r["time"],
+                      tensors={n: r["tensors"][n] for n in names})
+    report = log_coverage(demo["float"], demo["calib"], [path], demo["sidecar"], demo["sidecar_path"])
+    assert sorted(layer.name for layer in report.coverage.layers) == names
+    assert len(report.not_logged) == len(logged["records"][0]["tensors"]) - 3
+    assert not set(report.not_logged) & set(names)
+
+
+def test_int8_codes_are_dequantized_and_floats_refused() -> None:
+    tensor = LoggedTensor("t", "int8", scale=0.5, zero_point=-128)
+    extremes = TensorExtremes(-128.0, 127.0, 1, 1, 0.0, 0.0)
+    assert tensor.real(extremes, "here") == (0.0, 127.5)
+    assert tensor.saturated(extremes)  # the top code; the bottom one is the zero point, real 0
+    assert not tensor.saturated(TensorExtremes(-128.0, 100.0, 1, 1, 0.0, 0.0))
+    for bad in (TensorExtremes(-128.0, 12.5, 1, 1, 0.0, 0.0), TensorExtremes(-129.0, 0.0, 1, 1, 0.0, 0.0)):
+        with pytest.raises(InputError, match="no int8 code"):
+            tensor.real(bad, "here")
+    assert LoggedTensor("f", "float32").real(TensorExtremes(-2.5, 3.0, 1, 1, 0.0, 0.0), "here") == (-2.5, 3.0)
+
+
+def test_a_sidecar_of_another_model_is_refused(demo: dict, logged: dict, tmp_path: Path) -> None:
+    document = json.loads(demo["sidecar_path"].read_text())
+    document["source_sha256"] = "f" * 64
+    (tmp_path / "other.json").write_text(json.dumps(document))
+    code = cli.main(["coverage", str(DEMO), "--calib", str(demo["root"] / "calib.npy"), "--production-log",
+                     str(logged["jsonl"]), "--instrumented", str(tmp_path / "other.json"), "--quiet"])
+    assert code == 2
+
+
+def test_cli_exit_codes_and_clean_json(demo: dict, logged: dict, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    calib = str(demo["root"] / "calib.npy")
+    base = ["coverage", str(DEMO), "--instrumented", str(demo["sidecar_path"])]
+    # logs of the calibration images themselves: covered, exit 0
+    own = _write_jsonl(tmp_path / "own.jsonl", demo["sidecar"].sha256, _records(demo, _set(np.load(calib))))
+    assert cli.main([*base, "--calib", calib, "--production-log", str(own), "--json", "-"]) == 0
+    document = json.loads(capsys.readouterr().out)  # stdout is the document alone
+    assert document["kind"] == "edgeq.coverage" and document["flagged"] == 0
+    assert document["production_source"] == "logs" and document["production_log"]["records"] == 24
+    # production beyond calibration: exit 1, with plots
+    code = cli.main([*base, "--calib", calib, "--production-log", str(logged["jsonl"]), "--window", "3600",
+                     "-o", str(tmp_path / "out"), "--json", str(tmp_path / "cov.json")])
+    assert code == 1
+    written = json.loads((tmp_path / "out" / "coverage.json").read_text())
+    assert written["flagged"] > 0 and len(written["production_log"]["windows"]) == len(
+        {math.floor(r["time"] / WINDOW) for r in logged["records"]})
+    assert all(layer["production_p9999"] is None for layer in written["layers"])
+    for plot in ("coverage.png", "drift.png"):
+        assert (tmp_path / "out" / plot).read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "segment" in out and "drift" in out
+    # no valid record at all: exit 2, no document
+    _write_jsonl(tmp_path / "foreign.jsonl", "0" * 64, logged["records"][:2])
+    assert cli.main([*base, "--calib", calib, "--production-log", str(tmp_path / "foreign.jsonl"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "model_mismatch 2" in captured.err
+    # the two production sources exclude each other
+    assert cli.main([*base, "--calib", calib, "--production", calib, "--production-log", str(own)]) == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_the_sidecar_beside_the_model_is_found(demo: dict, logged: dict, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "m.tflite"
+    model.write_bytes(DEMO.read_bytes())
+    assert cli.main(["instrument", str(model), "-o", str(tmp_path / "m_instrumented.tflite"), "--quiet"]) == 0
+    assert tfl.sha256((tmp_path / "m_instrumented.tflite").read_bytes()) == demo["sidecar"].sha256
+    code = cli.main(["coverage", str(model), "--calib", str(demo["root"] / "calib.npy"), "--production-log",
+                     str(logged["npz"]), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1 and document["production_log"]["instrumented_sidecar"] == str(tmp_path / "m_instrumented.json")
