@@ -45,6 +45,7 @@ def register(verbs: Any) -> None:
     options.add_calib_option(calibrate)
     options.add_output_option(calibrate, "statistics file to write (.npz)")
     _add_data_arguments(calibrate)
+    options.add_executor_options(calibrate)
     options.add_machine_output_options(calibrate, "the statistics file, its counts and outlier samples")
 
     convert = options.verb_parser(verbs, "convert", help="full-integer INT8 .tflite with chosen activation ranges",
@@ -95,13 +96,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgeq.calib.data import parse_preprocessing
-    from edgeq.converter.api import calibrate
+    from edgeq.calib.parallel import collect_sharded
+    from edgeq.converter.api import Calibration, _calibration_data, _float_model
+    from edgeq.execute import open_executor
 
     _check_limit(args.limit)
     if Path(args.output).suffix != ".npz":
         raise UsageError(f"statistics output must end in .npz, got {args.output}")
-    result = calibrate(args.model, args.calib, preprocessing=parse_preprocessing(args.preprocess),
-                       input_shape=args.input_shape, limit=args.limit)
+    spec = options.executor_spec(args)
+    with open_executor(spec) as executor:
+        float_model = _float_model(args.model, args.input_shape)
+        data = _calibration_data(float_model, args.calib, parse_preprocessing(args.preprocess), args.limit)
+        result = Calibration(float_model, data, collect_sharded(float_model.flatbuffer, data, executor))
     result.stats.save(args.output)
     print(f"{len(result.stats.tensors)} activation tensors over {result.stats.samples} samples -> {args.output}")
     from edgeq.calib.outliers import outlier_samples, summary

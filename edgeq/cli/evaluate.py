@@ -28,6 +28,7 @@ def register(verbs: Any) -> None:
     options.add_preprocess_option(ev, default="the model's own TFLite Metadata, else its edgeq sidecar, else the "
                                               "set's datagen.json; none known is an error")
     ev.add_argument("--limit", type=integer(1, 100_000_000), help="evaluate only the first N samples")
+    options.add_executor_options(ev)
     options.add_machine_output_options(ev, "the result")
 
 
@@ -68,16 +69,20 @@ def _fidelity_rows(fidelity: dict[str, Any]) -> list[list[Any]]:
 def run_eval(args: argparse.Namespace) -> int:
     from edgeq.calib.data import parse_preprocessing
     from edgeq.errors import BackendUnavailable, UsageError
-    from edgeq.harness.accuracy import evaluate, output_index, predict, predict_outputs
+    from edgeq.execute import open_executor
+    from edgeq.harness.accuracy import evaluate, output_index
     from edgeq.harness.backends import availability, open_session, parse_backend
     from edgeq.harness.evaldata import load_eval_set
+    from edgeq.harness.parallel import check_shardable, predict_on, predict_outputs_on
     from edgeq.preprocess import own_preprocessing, resolve, same_normalization
     from edgeq.tflite import model as tfl
     from edgeq.validate.declarations import model_input
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    spec = options.executor_spec(args)
     backend = parse_backend(args.backend)
+    check_shardable(backend, spec.name)
     status = availability(backend)
     if not status.available:
         raise BackendUnavailable(f"backend {backend} unavailable: {status.reason}")
@@ -108,21 +113,27 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"edgeq: warning: {warning}", file=sys.stderr)
     x = data.model_inputs(pp)
     session = open_session(model_bytes, backend, args.threads)
-    ref_session = open_session(reference_bytes, parse_backend("cpu"), args.threads) if reference_bytes else None
+    cpu = parse_backend("cpu")
+    ref_session = open_session(reference_bytes, cpu, args.threads) if reference_bytes else None
     conditions = tuple(data.conditions) if data.conditions is not None else None
     document: dict[str, Any] = {"model": args.model, "model_sha256": tfl.sha256(model_bytes), "data": args.data,
                                 "backend": str(backend), "interpreter": session.runtime, "n": len(data)}
     result = None
-    if data.labelled:
-        out = output_index(session, args.output)
-        scores = predict(session, x, out)
-        reference = None if ref_session is None else predict(ref_session, x, output_index(ref_session, args.output))
-        result = evaluate(scores, data.labels, list(conditions) if conditions else None, reference)
-        document.update({"n": result.n, "top1": result.top1, "top5": result.top5, "agreement": result.agreement,
-                         "per_condition": result.per_condition})
-    if ref_session is not None:
-        outputs = predict_outputs(session, x)
-        document["fidelity"] = _fidelity(outputs, predict_outputs(ref_session, x), conditions)
+    with open_executor(spec) as executor:
+        if data.labelled:
+            scores = predict_on(executor, model_bytes, backend, args.threads, x, output_index(session, args.output),
+                                session)
+            reference = None
+            if reference_bytes is not None and ref_session is not None:
+                reference = predict_on(executor, reference_bytes, cpu, args.threads, x,
+                                       output_index(ref_session, args.output), ref_session)
+            result = evaluate(scores, data.labels, list(conditions) if conditions else None, reference)
+            document.update({"n": result.n, "top1": result.top1, "top5": result.top5, "agreement": result.agreement,
+                             "per_condition": result.per_condition})
+        if reference_bytes is not None and ref_session is not None:
+            outputs = predict_outputs_on(executor, model_bytes, backend, args.threads, x, session)
+            document["fidelity"] = _fidelity(outputs, predict_outputs_on(executor, reference_bytes, cpu, args.threads,
+                                                                         x, ref_session), conditions)
     document.update({"preprocessing": None if pp is None else pp.to_dict(),
                      "preprocessing_source": resolved.source.value, "warnings": warnings})
     emit_json(args.json, "edgeq.eval", document)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeq.cli.argtypes import integer, integer_list, shape
+
+if TYPE_CHECKING:
+    from edgeq.execute import ExecutorSpec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -133,3 +136,28 @@ def add_ci_output_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("CI outputs (docs/ci.md)")
     group.add_argument("--summary-md", metavar="FILE", help=SUMMARY_MD_HELP)
     group.add_argument("--junit", metavar="FILE", help=JUNIT_HELP)
+
+
+EXECUTOR_HELP = ("where the work runs: local (this process, the default), processes (worker processes on this "
+                 "machine), ray (a local Ray) or ray:ADDRESS (a Ray cluster: ray:auto, ray:HOST:6379, "
+                 "ray:ray://HOST:10001; needs edgeq[ray]); results are bit-identical on every executor")
+WORKERS_HELP = "workers of --executor processes or ray (default: every core of this machine, or the Ray cluster's CPUs)"
+
+
+def add_executor_options(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
+    """``--executor SPEC`` and ``--workers N`` of a data-parallel verb (``workers=False``: the verb has its own)."""
+    group = parser.add_argument_group("execution (docs/executors.md)")
+    group.add_argument("--executor", metavar="SPEC", help=EXECUTOR_HELP)
+    if workers:
+        group.add_argument("--workers", type=integer(1, 1024), metavar="N", help=WORKERS_HELP)
+
+
+def executor_spec(args: argparse.Namespace, *, default: str = "local") -> ExecutorSpec:
+    """The executor the options name (``default`` without ``--executor``), checked before any heavy work: a bad
+    spec is a usage error and a missing package (ray) one line naming the extra, both exit 2."""
+    from edgeq.execute import parse_executor
+    from edgeq.execute.registry import check_available
+
+    spec = parse_executor(args.executor or default, args.workers)
+    check_available(spec)
+    return spec
