@@ -42,6 +42,45 @@ class ConvertDocument(TypedDict):
     sidecar: QuantizedArtifact  # the sidecar's content
 
 
+class TensorRatioEntry(TypedDict):
+    name: str
+    production_max: float
+    ratio: float | None  # calibration max|x| / production max|x|; null when production is 0
+    flagged: bool
+
+
+class SegmentCoverageEntry(TypedDict):
+    device: str
+    app_version: str
+    tags: dict[str, str]
+    flagged: int
+    tensors: list[TensorRatioEntry]  # every compared tensor the segment logged
+
+
+class WindowCoverageEntry(TypedDict):
+    start: float  # epoch seconds (UTC) of the window [start, start + window_seconds)
+    tensors: int
+    flagged: int
+    worst_ratio: float | None
+    worst_tensor: str
+
+
+class ProductionLogCoverage(TypedDict):
+    logs: list[str]
+    instrumented_sidecar: str
+    model_sha256: str  # the instrumented model whose records were merged (others are refused)
+    source_check: str  # "MODEL", or the converter sidecar that ties an INT8 instrumented model to MODEL
+    window_seconds: Number | None
+    records: int
+    inferences: int
+    read: dict[str, Any]  # edgeq.production.ReadReport: files, records, bad per reason, examples
+    not_logged: list[str]  # MODEL's activations no record carried: not compared, not covered
+    not_in_model: list[str]  # logged tensors that are no activation of MODEL
+    saturated: list[str]  # int8 tensors whose logged codes reached the end of their range
+    segments: list[SegmentCoverageEntry]
+    windows: list[WindowCoverageEntry]
+
+
 class CoverageDocument(TypedDict):
     threshold: Number
     flagged: int  # layers flagged (exit 1 when any)
@@ -51,6 +90,8 @@ class CoverageDocument(TypedDict):
     layers: list[dict[str, Any]]  # edgeq.calib.coverage.LayerCoverage, non-finite floats as null
     per_condition_max: dict[str, list[float | None]]
     outlier_samples: list[OutlierSample]
+    production_source: NotRequired[Literal["images", "logs"]]  # --production or --production-log
+    production_log: NotRequired[ProductionLogCoverage]  # --production-log: per segment, per window, the read
 
 
 class DatagenDocument(TypedDict):

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -26,6 +27,7 @@ from edgeq.tflite import model as tfl
 from edgeq.tflite.runtime import make_interpreter
 
 DEMO = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
+SCHEMA = Path(__file__).parents[1] / "docs" / "schemas" / "edgeq.coverage.schema.json"
 T0 = 1_764_000_000.0  # epoch seconds of the first simulated record
 STEP = 900.0  # one record every 15 minutes
 WINDOW = 3600.0
@@ -222,6 +224,7 @@ def test_cli_exit_codes_and_clean_json(demo: dict, logged: dict, tmp_path: Path,
     document = json.loads(capsys.readouterr().out)  # stdout is the document alone
     assert document["kind"] == "edgeq.coverage" and document["flagged"] == 0
     assert document["production_source"] == "logs" and document["production_log"]["records"] == 24
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))  # the published schema knows the new keys
     # production beyond calibration: exit 1, with plots
     code = cli.main([*base, "--calib", calib, "--production-log", str(logged["jsonl"]), "--window", "3600",
                      "-o", str(tmp_path / "out"), "--json", str(tmp_path / "cov.json")])
@@ -230,6 +233,7 @@ def test_cli_exit_codes_and_clean_json(demo: dict, logged: dict, tmp_path: Path,
     assert written["flagged"] > 0 and len(written["production_log"]["windows"]) == len(
         {math.floor(r["time"] / WINDOW) for r in logged["records"]})
     assert all(layer["production_p9999"] is None for layer in written["layers"])
+    jsonschema.validate(written, json.loads(SCHEMA.read_text()))
     for plot in ("coverage.png", "drift.png"):
         assert (tmp_path / "out" / plot).read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
