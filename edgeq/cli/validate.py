@@ -74,6 +74,7 @@ def register(verbs: Any) -> None:
     options.add_preprocess_option(val, default="the model's own TFLite Metadata, else each set's datagen.json; "
                                                "none known is an error")
     options.add_output_option(val, "folder for models and the report", metavar="DIR")
+    options.add_executor_options(val)
     options.add_ci_output_options(val)
     options.add_machine_output_options(val, "the verdict, the gates and where the report and models are")
 
@@ -123,6 +124,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from edgeq.validate.protocol import validate
     from edgeq.validate.verdicts import max_drop_gate
 
+    spec = options.executor_spec(args)
     try:
         methods = tuple(Estimator(m.strip()) for m in args.methods.split(",") if m.strip())
     except ValueError:
@@ -159,10 +161,13 @@ def run_validate(args: argparse.Namespace) -> int:
     data = eval_set.with_preprocessing(resolved.spec)
     out = Path(args.output)
     created = not out.exists()
+    from edgeq.execute import open_executor
+
     try:
-        report = validate(float_model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp,
-                          split_seed=args.split_seed, tasks=declared, gates=limits, recover=rungs, targets=targets,
-                          sensitivity=args.sensitivity)
+        with open_executor(spec) as executor:
+            report = validate(float_model, args.calib, data, out, methods, args.max_drop, calib_preprocessing=pp,
+                              split_seed=args.split_seed, tasks=declared, gates=limits, recover=rungs,
+                              targets=targets, sensitivity=args.sensitivity, executor=executor)
     except BaseException:
         if created and out.exists():  # leave no half-filled output folder behind
             import shutil

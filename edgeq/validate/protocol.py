@@ -18,11 +18,15 @@ import numpy as np
 from edgeq.artifacts import Estimator, Preprocessing, QuantizedArtifact
 from edgeq.calib.estimators import METHODS, estimate
 from edgeq.calib.outliers import samples_document
-from edgeq.converter.api import ModelSource, calibrate, convert
+from edgeq.calib.parallel import collect_sharded
+from edgeq.converter.api import Calibration, ModelSource, _calibration_data, convert
 from edgeq.errors import InputError, UsageError
-from edgeq.harness.accuracy import evaluate, predict_outputs
+from edgeq.execute import Executor
+from edgeq.execute.local import LocalExecutor
+from edgeq.harness.accuracy import evaluate
 from edgeq.harness.backends import open_session, parse_backend
 from edgeq.harness.evaldata import EvalSet
+from edgeq.harness.parallel import predict_outputs_on
 from edgeq.intake.float_model import FloatModel
 from edgeq.intake.load import load_float_model
 from edgeq.progress import step
@@ -83,9 +87,9 @@ def model_path(out_dir: Path, method: Estimator) -> Path:
     return out_dir / f"int8_{method.value}.tflite"
 
 
-def _outputs(model: bytes, x: np.ndarray, plan: OutputPlan) -> dict[str, np.ndarray]:
+def _outputs(model: bytes, x: np.ndarray, plan: OutputPlan, executor: Executor) -> dict[str, np.ndarray]:
     """An INT8 model's outputs under the float model's output names (the converter keeps their order)."""
-    values = list(predict_outputs(open_session(model, parse_backend("cpu")), x).values())
+    values = list(predict_outputs_on(executor, model, parse_backend("cpu"), 1, x).values())
     shapes = [v.shape[1:] for v in values]
     expected = [tuple(o.shape[1:]) if o.shape and o.shape[0] == 1 else tuple(o.shape) for o in plan.outputs]
     if len(values) != len(plan.outputs) or any(tuple(s) != e for s, e in zip(shapes, expected, strict=False)):
@@ -155,11 +159,12 @@ def _range(choice: Any) -> tuple[float, float]:
     return float(choice.lo), float(choice.hi)
 
 
-def _plan(float_model: FloatModel, x: np.ndarray, data: EvalSet,
-          tasks: Sequence[Mapping[str, Any] | OutputTask]) -> tuple[OutputPlan, dict[str, np.ndarray]]:
+def _plan(float_model: FloatModel, x: np.ndarray, data: EvalSet, tasks: Sequence[Mapping[str, Any] | OutputTask],
+          executor: Executor) -> tuple[OutputPlan, dict[str, np.ndarray]]:
     """FP32's outputs on every sample, and the task of every output (checked on FP32's own outputs)."""
-    session = open_session(float_model.flatbuffer, parse_backend("cpu"))
-    fp32 = predict_outputs(session, x)
+    cpu = parse_backend("cpu")
+    session = open_session(float_model.flatbuffer, cpu)
+    fp32 = predict_outputs_on(executor, float_model.flatbuffer, cpu, 1, x, session)
     infos = [OutputInfo(name, tuple(int(d) for d in o.shape)) for name, o in zip(fp32, session.outputs, strict=True)]
     plan = plan_outputs(infos, tasks, labelled=data.labels is not None)
     check_plan(plan, fp32, data.labels)
@@ -177,14 +182,18 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
              recipe: QuantRecipe | None = None, calib_preprocessing: Preprocessing | None = None,
              split_seed: int = SPLIT_SEED, *, tasks: Sequence[Mapping[str, Any] | OutputTask] = (),
              gates: FidelityGates | None = None, recover: Sequence[Rung] = (),
-             targets: Sequence[str] = ("generic",), sensitivity: bool = False) -> ValidationReport:
+             targets: Sequence[str] = ("generic",), sensitivity: bool = False,
+             executor: Executor | None = None) -> ValidationReport:
     """Convert with every method from one calibration pass and measure each against FP32 on the whole set,
     every output (``tasks``: the declared output tasks, edgeq.validate.outputs); pick the most faithful method
     on the selection half and judge its max drop (labels and a classification output needed) and the
     fidelity ``gates`` on the held-out gate half (edgeq.validate.verdicts describes the rules). The INT8
     models stay in ``out_dir`` (:func:`model_path`). When a gate fails, ``recover`` climbs the recovery ladder
-    (edgeq.validate.ladder) for ``targets``; ``sensitivity`` adds the picked method's per-tensor sensitivity."""
+    (edgeq.validate.ladder) for ``targets``; ``sensitivity`` adds the picked method's per-tensor sensitivity.
+    ``executor`` runs the calibration pass and every evaluation pass in shards (docs/executors.md): the report is
+    the same on any executor."""
     recipe = recipe or QuantRecipe()
+    executor = executor or LocalExecutor()
     gates = gates or FidelityGates()
     labels = data.labels
     if max_drop_pp is not None and labels is None:
@@ -196,7 +205,7 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
     float_model = model if isinstance(model, FloatModel) else load_float_model(model)
     float_bytes = float_model.flatbuffer
     x = data.model_inputs()
-    plan, fp32_outputs = _plan(float_model, x, data, tasks)
+    plan, fp32_outputs = _plan(float_model, x, data, tasks, executor)
     check_gates(gates, plan)
     accuracy = plan.accuracy_output  # top-1 is measured on it (labels and a classification output)
     if max_drop_pp is not None and accuracy is None:
@@ -204,7 +213,8 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
                          f"are judged as {', '.join(f'{t.output}: {t.task}' for t in plan.tasks)} (declare one with "
                          "--task OUTPUT=classification)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    calibration = calibrate(float_model, calib, preprocessing=calib_preprocessing)
+    calib_data = _calibration_data(float_model, calib, calib_preprocessing, None)
+    calibration = Calibration(float_model, calib_data, collect_sharded(float_bytes, calib_data, executor))
     stats_file = calibration.stats.save(out_dir / "stats.npz")
     ranked_task, several = plan.ranking()
     conditions = data.conditions
@@ -221,7 +231,7 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
         artifacts[method] = convert(float_model, path, calib=calib if searched else None,
                                     stats=None if searched else stats_file, recipe=recipe.with_updates(method=method),
                                     preprocessing=calib_preprocessing if searched else None)
-        int8_outputs = _outputs(path.read_bytes(), x, plan)
+        int8_outputs = _outputs(path.read_bytes(), x, plan, executor)
         by_method[method] = measure_outputs(plan, fp32_outputs, int8_outputs, labels)
         if ranked_task == "classification":
             reference, scores = _flat(fp32_outputs, plan.ranked), _flat(int8_outputs, plan.ranked)
@@ -259,7 +269,7 @@ def validate(model: ModelSource, calib: str | Path, data: EvalSet, out_dir: Path
 
     def judge(path: Path, label: str) -> Verdict:
         """A recovery rung's model judged as the methods are: selection-half fidelity, gates on the gate half."""
-        int8_outputs = _outputs(path.read_bytes(), x, plan)
+        int8_outputs = _outputs(path.read_bytes(), x, plan, executor)
         measured = measure_outputs(plan, fp32_outputs, int8_outputs, labels)
         if ranked_task == "classification":
             reference, scores = _flat(fp32_outputs, plan.ranked), _flat(int8_outputs, plan.ranked)
