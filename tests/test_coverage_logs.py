@@ -258,3 +258,43 @@ def test_the_sidecar_beside_the_model_is_found(demo: dict, logged: dict, tmp_pat
                      str(logged["npz"]), "--json"])
     document = json.loads(capsys.readouterr().out)
     assert code == 1 and document["production_log"]["instrumented_sidecar"] == str(tmp_path / "m_instrumented.json")
+
+
+def test_an_int8_model_logs_codes_that_are_dequantized(demo: dict, tmp_path: Path) -> None:
+    """The deployed INT8 model (converted from MODEL, then instrumented) logs int8 codes; the converter sidecar ties
+    it to MODEL, and production max|x| is the dequantized codes' (reference: scale * (code - zero_point))."""
+    int8 = tmp_path / "m_int8.tflite"
+    assert cli.main(["convert", str(DEMO), "--calib", str(demo["root"] / "calib.npy"), "-o", str(int8),
+                     "--method", "minmax", "--quiet"]) == 0
+    instrumented = tmp_path / "m_int8_instrumented.tflite"
+    assert cli.main(["instrument", str(int8), "-o", str(instrumented), "--quiet"]) == 0
+    sidecar = load_sidecar(instrumented.with_suffix(".json"))
+    interpreter, _ = make_interpreter(instrumented.read_bytes(), collection_kernels(demo["float"].flatbuffer))
+    (detail,) = interpreter.get_input_details()
+    scale, zero = detail["quantization"]
+    outputs = interpreter.get_output_details()
+    codes = []
+    for _, (sample,) in demo["production"].samples(model_inputs(interpreter)):
+        interpreter.set_tensor(detail["index"], np.clip(np.round(sample / scale) + zero, -128, 127).astype(np.int8))
+        interpreter.invoke()
+        values: dict[str, list[float]] = {}
+        for out in sidecar.outputs:
+            values.setdefault(out.tensor, [0.0, 0.0])[out.statistic == "max"] = float(
+                interpreter.get_tensor(outputs[out.output_index]["index"]).item())
+        codes.append({name: (lo, hi) for name, (lo, hi) in values.items()})
+    log = tmp_path / "int8.jsonl"
+    for i, tensors in enumerate(codes):
+        append_record(log, model_sha256=sidecar.sha256, time=T0 + i, tensors=tensors)
+    report = log_coverage(demo["float"], demo["calib"], [log], sidecar, instrumented.with_suffix(".json"))
+    assert report.source_check == str(int8.with_suffix(".json"))
+    quant = {out.tensor: (out.scale, out.zero_point) for out in sidecar.outputs}
+    for layer in report.coverage.layers:
+        s, z = quant[layer.name]
+        expected = max(max(-s * (lo - z), s * (hi - z)) for lo, hi in (c[layer.name] for c in codes))
+        assert layer.production_max == expected, layer.name
+    assert "serving_default_image:0" in report.saturated  # 1.6x the calibrated inputs: clamped at code 127
+    # logged as floats (dequantized by the app) instead of codes: refused, never compared as codes
+    floats = tmp_path / "floats.jsonl"
+    append_record(floats, model_sha256=sidecar.sha256, time=T0, tensors={n: (0.5, 1.25) for n in codes[0]})
+    with pytest.raises(InputError, match="no int8 code"):
+        log_coverage(demo["float"], demo["calib"], [floats], sidecar, instrumented.with_suffix(".json"))
