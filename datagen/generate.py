@@ -266,8 +266,9 @@ def _render_all(jobs: list[tuple[np.ndarray, Condition, int, int]], executor: Ex
         for job in jobs:
             consume(_render(job))
         return
-    for result in executor.imap(Job(no_state, _render_item), jobs, chunksize=16):
-        consume(result)
+    with contextlib.closing(executor.imap(Job(no_state, _render_item), jobs, chunksize=16)) as results:
+        for result in results:  # closing stops the workers now if consume fails or a signal arrives
+            consume(result)
 
 
 class _SignalState:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from functools import reduce
 from typing import Any
+
+import numpy as np
 
 from edgeq.calib.collect import ActivationStats, collect, describe_samples
 from edgeq.calib.data import CalibrationSet
@@ -30,6 +33,10 @@ def subset(data: CalibrationSet, positions: range) -> CalibrationSet:
     part = slice(positions.start, positions.stop)
     return dataclasses.replace(data, arrays=tuple(a[part] for a in data.arrays),
                                conditions=data.conditions[part] if data.conditions else data.conditions)
+
+
+def _finite(data: CalibrationSet) -> bool:
+    return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in data.arrays)
 
 
 def _collect_shard(state: tuple[bytes, CalibrationSet], shard: Shard) -> ActivationStats:
@@ -56,16 +63,17 @@ def collect_sharded(float_model: bytes, data: CalibrationSet, executor: Executor
                     sample_indices: Sequence[int] | None = None) -> ActivationStats:
     """``collect(float_model, data, sample_indices=...)``, computed in shards on ``executor``: equal to it."""
     ranges = shards(len(data), executor.workers)
-    if executor.name == "local" or len(ranges) <= 1:
+    if executor.name == "local" or len(ranges) <= 1 or not _finite(data):
+        # one pass: a set with NaN/Inf is refused naming the sample by its place in the set, as collect does
         return collect(float_model, data, sample_indices=sample_indices)
     numbers = None if sample_indices is None else [int(i) for i in sample_indices]
     if numbers is not None and (len(numbers) != len(data) or len(set(numbers)) != len(numbers)):
         raise ValueError("sample_indices must number every sample of the set once")
     work: list[Shard] = [(r, None if numbers is None else numbers[r.start:r.stop]) for r in ranges]
     parts = []
-    with task("calibration statistics", len(data)) as counted:
-        for (positions, _), part in zip(work, executor.imap(Job(no_state, _collect_shard, (float_model, data)), work),
-                                        strict=True):
+    job = Job(no_state, _collect_shard, (float_model, data))
+    with task("calibration statistics", len(data)) as counted, closing(executor.imap(job, work)) as results:
+        for (positions, _), part in zip(work, results, strict=True):
             parts.append(part)
             counted.advance(len(positions))
     return merge_stats(parts, data, describe=sample_indices is None)
@@ -106,6 +114,7 @@ def read_log_sharded(paths: Iterable[str | os.PathLike[str]], executor: Executor
     groups = [files[r.start:r.stop] for r in shards(len(files), executor.workers)]
     if executor.name == "local" or len(groups) <= 1:
         return read_log(paths, **read_log_kwargs)
-    parts = list(executor.imap(Job(no_state, _read_files, read_log_kwargs), groups))
+    with closing(executor.imap(Job(no_state, _read_files, read_log_kwargs), groups)) as results:
+        parts = list(results)
     stats = reduce(lambda a, b: a.merge(b), (s for s, _ in parts))
     return stats, merge_reports([r for _, r in parts], listing.ignored_files)

@@ -59,8 +59,10 @@ def register(verbs: Any) -> None:
     datagen.add_argument("--gray", action="store_true", help="write single-channel images (default RGB)")
     options.add_preprocess_option(datagen, default=None, purpose="preprocessing that travels with the set (what "
                                                                  "convert/eval/coverage apply)")
-    datagen.add_argument("--workers", type=int, default=1,
-                         help="worker processes, 1..64 (results do not depend on it)")
+    datagen.add_argument("--workers", type=int,
+                         help="workers, 1..64 (results do not depend on it): worker processes without --executor "
+                              "(default 1: this process), else the executor's (default: every core)")
+    options.add_executor_options(datagen, workers=False)
     datagen.add_argument("--strict", action="store_true", help="fail on an undecodable image instead of skipping it")
     options.add_force_option(datagen, "replace the output folder if it is a calibration set edgeq wrote (never a "
                                       "folder with other files, the current or home folder, or a source)")
@@ -74,15 +76,23 @@ def run_datagen(args: argparse.Namespace) -> int:
 
     if args.severity not in SEVERITIES:
         raise UsageError(f"--severity must be one of {', '.join(map(str, SEVERITIES))}, got {args.severity}")
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    from datagen.limits import MAX_WORKERS
+    from edgeq.execute import open_executor
+
+    if args.workers is not None and args.workers > MAX_WORKERS:
+        raise UsageError(f"--workers must be an integer in 1..{MAX_WORKERS}, got {args.workers}")
+    # Without --executor, --workers N > 1 means N worker processes, as before executors existed.
+    spec = options.executor_spec(args, default="processes" if (args.workers or 1) > 1 else "local")
     config = DatagenConfig(
         source=args.source, conditions=parse_conditions(args.conditions), n=args.n, severity=args.severity,
         seed=args.seed, size=args.size, channels=1 if args.gray else 3,
         preprocessing=_preprocessing(args.preprocess), strict=args.strict,
         custom_conditions=args.custom_conditions)
     try:
-        result = generate(config, args.output, workers=args.workers, force=args.force)
+        with open_executor(spec) as executor:
+            result = generate(config, args.output, force=args.force, executor=executor)
     except Terminated as stop:
         print(f"edgeq: terminated by signal {stop.signum}; workers stopped, nothing written", file=sys.stderr)
         return 128 + stop.signum

@@ -35,7 +35,8 @@ class Executor(Protocol):
 
     def imap(self, job: Job[Any, T, R], items: Sequence[T], *, chunksize: int = 1) -> Iterator[R]:
         """The results of ``job`` on each item, in item order, as they complete; workers started for this call
-        are stopped when the iterator ends, fails or is closed."""
+        are stopped when the iterator ends, fails or is closed (use ``contextlib.closing`` so an error in the
+        caller's loop stops them at once)."""
         ...
 
 

@@ -25,17 +25,21 @@ WORKER_PACKAGES = ("edgeq", "ai-edge-litert", "tflite-runtime", "tensorflow", "n
 
 
 class _ShardWorker:
-    """The actor: the job's shared value until the first item, then its state (e.g. an open interpreter)."""
+    """The actor: the state of the job it is working on (e.g. an open interpreter), set up on its first item."""
 
-    def __init__(self, setup: Any, shared: Any) -> None:
-        self.setup, self.shared, self.state, self.ready = setup, shared, None, False
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.state: Any = None
 
     def versions(self) -> dict[str, str]:
         return package_versions(WORKER_PACKAGES)
 
-    def run(self, run: Any, item: Any) -> Any:
-        if not self.ready:
-            self.state, self.ready, self.shared = self.setup(self.shared), True, None
+    def run(self, token: str, setup: Any, shared: list[Any], run: Any, item: Any) -> Any:
+        if token != self.token:  # a new job: drop the last one's state, fetch this one's shared value once
+            import ray
+
+            self.token, self.state = None, None
+            self.state, self.token = setup(ray.get(shared[0])), token
         return run(self.state, item)
 
 
@@ -45,32 +49,49 @@ def _one_line(exc: BaseException) -> str:
 
 
 class RayExecutor:
+    """Actors start on the first ``imap`` and serve every later one; all are killed when the executor closes."""
+
     name = "ray"
 
     def __init__(self, ray: Any, workers: int) -> None:
         self.ray, self.workers = ray, workers
         self.actor = ray.remote(num_cpus=1)(_ShardWorker)
+        self.actors: list[Any] = []
+
+    def _pool(self, count: int) -> list[Any]:
+        if len(self.actors) < count:
+            new = [self.actor.remote() for _ in range(count - len(self.actors))]
+            self.actors.extend(new)
+            _check_versions(self.ray.get([a.versions.remote() for a in new]))
+        return self.actors[:count]
 
     def imap(self, job: Job[Any, T, R], items: Sequence[T], *, chunksize: int = 1) -> Iterator[R]:
         if not items:
             return
+        import uuid
+
         from ray.exceptions import RayActorError, RayTaskError
         from ray.util import ActorPool
 
-        ray = self.ray
-        shared = ray.put(job.shared)  # into the object store once; every actor reads the same copy
-        actors = [self.actor.remote(job.setup, shared) for _ in range(min(self.workers, len(items)))]
+        # The shared value goes into the object store once; wrapped in a list, Ray does not fetch it per call.
+        shared, token = [self.ray.put(job.shared)], uuid.uuid4().hex
         try:
-            _check_versions(ray.get([a.versions.remote() for a in actors]))
-            pool = ActorPool(actors)
-            yield from pool.map(lambda actor, item: actor.run.remote(job.run, item), items)
+            pool = ActorPool(self._pool(min(self.workers, len(items))))
+            yield from pool.map(lambda actor, item: actor.run.remote(token, job.setup, shared, job.run, item), items)
         except RayTaskError as exc:
+            self.close()
             raise exc.cause from None  # what the work raised, as it would have raised here
         except RayActorError as exc:
+            self.close()
             raise InputError(f"a Ray worker died ({_one_line(exc)}); retry with fewer --workers") from None
-        finally:
-            for actor in actors:
-                ray.kill(actor)
+        except BaseException:
+            self.close()  # Ctrl-C or the caller stopped early: no actor keeps working for nobody
+            raise
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
 
 
 def _check_versions(reported: list[dict[str, str]]) -> None:
@@ -107,7 +128,11 @@ def open_ray(spec: ExecutorSpec) -> Iterator[RayExecutor]:
         workers = spec.workers or cpus or 1
         if workers > cpus:
             raise InputError(f"--workers {workers} needs {workers} CPUs; the Ray cluster has {cpus}")
-        yield RayExecutor(ray, workers)
+        executor = RayExecutor(ray, workers)
+        try:
+            yield executor
+        finally:
+            executor.close()
     finally:
         if started:
             ray.shutdown()  # a local Ray stops; a cluster we connected to is only disconnected from

@@ -8,6 +8,7 @@ one-pass result bit for bit (docs/executors.md). Backends bound to one device (E
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from edgeq.errors import UsageError
 from edgeq.execute import Executor, Job, shards
 from edgeq.harness.accuracy import predict, predict_outputs
-from edgeq.harness.backends import BackendName, open_session
+from edgeq.harness.backends import BACKENDS, BackendName, open_session
 from edgeq.harness.session import Session
 from edgeq.progress import task
 
@@ -45,7 +46,7 @@ def _shard(state: tuple[Session, ModelPass], rows: range) -> Any:
 def check_shardable(backend: BackendName, executor: str) -> None:
     """A backend bound to one device cannot be opened by several workers: refuse it (before any work) unless
     ``executor`` (its name) is local."""
-    if executor != "local" and backend.remote:
+    if executor != "local" and BACKENDS[backend.kind].takes_option:  # its option names the device (or serial)
         raise UsageError(f"the {backend.kind} backend is one device, which workers cannot share: use --executor local")
 
 
@@ -56,8 +57,8 @@ def _sharded(run: ModelPass, executor: Executor, session: Session | None) -> Any
         return predict_outputs(session, run.x) if run.output is None else predict(session, run.x, run.output)
     check_shardable(run.backend, executor.name)
     parts = []
-    with task("evaluating", len(run.x)) as counted:
-        for rows, part in zip(ranges, executor.imap(Job(_open, _shard, run), ranges), strict=True):
+    with task("evaluating", len(run.x)) as counted, closing(executor.imap(Job(_open, _shard, run), ranges)) as results:
+        for rows, part in zip(ranges, results, strict=True):
             parts.append(part)
             counted.advance(len(rows))
     if run.output is not None:
