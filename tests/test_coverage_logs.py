@@ -236,6 +236,10 @@ def test_cli_exit_codes_and_clean_json(demo: dict, logged: dict, tmp_path: Path,
     jsonschema.validate(written, json.loads(SCHEMA.read_text()))
     for plot in ("coverage.png", "drift.png"):
         assert (tmp_path / "out" / plot).read_bytes()[:4] == b"\x89PNG"
+    first = (tmp_path / "out" / "drift.png").read_bytes()
+    assert cli.main([*base, "--calib", calib, "--production-log", str(logged["jsonl"]), "--window", "3600",
+                     "-o", str(tmp_path / "again"), "--quiet"]) == 1
+    assert (tmp_path / "again" / "drift.png").read_bytes() == first  # deterministic: no timestamp inside
     out = capsys.readouterr().out
     assert "segment" in out and "drift" in out
     # no valid record at all: exit 2, no document

@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -299,9 +300,7 @@ def plot_drift(report: LogCoverageReport, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     threshold = report.coverage.threshold
-    hours = [w.start / 3600.0 for w in report.windows]
-    origin = hours[0] if hours else 0.0
-    x = [h - origin for h in hours]
+    x = [datetime.fromtimestamp(w.start, tz=UTC) for w in report.windows]
     y = [w.worst_ratio if math.isfinite(w.worst_ratio) else float("nan") for w in report.windows]
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     ax.plot(x, y, marker="o", color="black", linewidth=1.5, label="worst tensor: calibration / production max|x|")
@@ -310,8 +309,8 @@ def plot_drift(report: LogCoverageReport, path: Path) -> Path:
         ax.scatter([x[i] for i in flagged], [y[i] for i in flagged], color="red", zorder=3,
                    label="window with a flagged tensor")
     ax.axhline(threshold, color="red", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    start = report.windows[0].start if report.windows else 0.0
-    ax.set_xlabel(f"hours since window start {start:.0f} (epoch s, UTC); windows of {report.window_seconds:g} s")
+    ax.set_xlabel(f"window start (UTC); windows of {report.window_seconds:g} s")
+    fig.autofmt_xdate()
     ax.set_ylabel("worst ratio")
     ax.set_title("Calibration coverage of production, per time window")
     ax.legend(fontsize=7)

@@ -23,6 +23,7 @@ from edgeq.errors import UsageError
 #: Human output: the worst tensors shown per segment, and the most recent windows shown (JSON has all).
 WORST_PER_SEGMENT = 3
 WINDOWS_SHOWN = 30
+NEAR_THRESHOLD = 1e-4  # relative: a flagged ratio this close to the threshold may be kernel rounding
 
 
 def register(verbs: Any) -> None:
@@ -109,11 +110,12 @@ def run_coverage(args: argparse.Namespace) -> int:
                 plot_drift(logged, tmp)
     if tables_wanted(args):
         rows = [[layer.name[-40:], layer.producer, f"{layer.calib_max:.4g}", f"{layer.production_max:.4g}",
-                 f"{layer.ratio:.3f}", "GAP" if layer.flagged else "",
+                 _ratio_text(layer.ratio, layer.flagged, report.threshold), "GAP" if layer.flagged else "",
                  ", ".join(layer.closing_conditions) if layer.flagged else ""] for layer in report.layers]
         print_table(["tensor", "op", "calib max", "prod max", "ratio", "", "closed by"], rows)
         if logged:
             _print_log_tables(logged)
+            _near_threshold_note(report)
         print(f"\n{len(report.flagged)} of {len(report.layers)} layers flagged (threshold {report.threshold})")
         for outlier in report.outlier_samples:
             print(f"outlier calibration sample: {summary(outlier, len(report.layers))}")
@@ -148,7 +150,8 @@ def _print_log_tables(report: Any) -> None:
     print()
     print_table(["segment", "tensors", "flagged", "worst (ratio)"],
                 [[_segment_text(s.segment), len(s.tensors), s.flagged,
-                  "; ".join(f"{t.name[-30:]} {t.ratio:.3f}" for t in s.worst(WORST_PER_SEGMENT))]
+                  "; ".join(f"{t.name[-30:]} {_ratio_text(t.ratio, t.flagged, report.coverage.threshold)}"
+                            for t in s.worst(WORST_PER_SEGMENT))]
                  for s in report.segments])
     if report.windows:
         windows = report.windows[-WINDOWS_SHOWN:]
@@ -156,7 +159,23 @@ def _print_log_tables(report: Any) -> None:
               + (f", the last {len(windows)} of {len(report.windows)}" if len(windows) < len(report.windows) else ""))
         print_table(["window start", "tensors", "flagged", "worst ratio", "worst tensor"],
                     [[datetime.fromtimestamp(w.start, tz=UTC).strftime("%Y-%m-%d %H:%M:%S"), w.tensors, w.flagged,
-                      f"{w.worst_ratio:.3f}", w.worst_tensor[-40:]] for w in windows])
+                      _ratio_text(w.worst_ratio, w.worst_ratio < report.coverage.threshold, report.coverage.threshold),
+                      w.worst_tensor[-40:]] for w in windows])
+
+
+def _ratio_text(ratio: float, flagged: bool, threshold: float) -> str:
+    """Three decimals, or as many as it takes to show why a ratio that rounds to the threshold is flagged."""
+    text = f"{ratio:.3f}"
+    return f"{ratio:.7f}" if flagged and float(text) >= threshold else text
+
+
+def _near_threshold_note(report: Any) -> None:
+    """Logs come from the app's kernels, calibration from collect()'s: last-bit differences can flag a tensor."""
+    near = [layer.name for layer in report.flagged if layer.ratio >= report.threshold * (1 - NEAR_THRESHOLD)]
+    if near:
+        print(f"note: {len(near)} flagged tensors are within {NEAR_THRESHOLD:.0e} of the threshold (e.g. {near[0]}); "
+              "an app on other kernels than calibration's (XNNPACK, GPU) differs in the last bits: see "
+              "docs/production_coverage.md")
 
 
 def _segment_text(segment: Any) -> str:
