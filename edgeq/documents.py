@@ -71,6 +71,7 @@ class ProductionLogCoverage(TypedDict):
     model_sha256: str  # the instrumented model whose records were merged (others are refused)
     source_check: str  # "MODEL", or the converter sidecar that ties an INT8 instrumented model to MODEL
     window_seconds: Number | None
+    segment_by: list[str] | None  # device, app_version, tag:NAME; null: every dimension together
     records: int
     inferences: int
     read: dict[str, Any]  # edgeq.production.ReadReport: files, records, bad per reason, examples

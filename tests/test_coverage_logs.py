@@ -18,9 +18,9 @@ import pytest
 from edgeq.calib.collect import collection_kernels, model_inputs
 from edgeq.calib.coverage import coverage
 from edgeq.calib.data import CalibrationSet
-from edgeq.calib.log_coverage import LoggedTensor, load_sidecar, log_coverage
+from edgeq.calib.log_coverage import LoggedTensor, load_sidecar, log_coverage, parse_segment_by
 from edgeq.cli import main as cli
-from edgeq.errors import InputError
+from edgeq.errors import InputError, UsageError
 from edgeq.intake.load import load_float_model
 from edgeq.production import TensorExtremes, append_record, write_shard
 from edgeq.tflite import model as tfl
@@ -165,6 +165,32 @@ def test_segments_and_windows_match_a_slow_reference(demo: dict, logged: dict) -
         rows = expected(windows[int(w.start // WINDOW)])
         assert w.flagged == sum(f for _, _, f in rows.values()) and w.tensors == len(rows)
         assert w.worst_ratio == min(r for _, r, _ in rows.values())
+
+
+@pytest.mark.parametrize("by", ["device", "tag:camera", "app_version,tag:camera"])
+def test_segments_rolled_up_match_a_slow_reference(demo: dict, logged: dict, by: str) -> None:
+    report = log_coverage(demo["float"], demo["calib"], [logged["npz"]], demo["sidecar"], demo["sidecar_path"],
+                          segment_by=parse_segment_by(by))
+    dims = by.split(",")
+
+    def key(segment: tuple) -> tuple:
+        device, app, tags = segment
+        return (device if "device" in dims else "", app if "app_version" in dims else "",
+                tuple(sorted((k, v) for k, v in tags.items() if f"tag:{k}" in dims)))
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in logged["records"]:
+        groups.setdefault(key(r["segment"]), []).append(r)
+    got = {(s.segment.device, s.segment.app_version, s.segment.tags): {t.name: t.production_max for t in s.tensors}
+           for s in report.segments}
+    assert got == {k: _reference_maxima(v) for k, v in groups.items()}
+
+
+def test_segment_by_is_checked() -> None:
+    for bad in ("", "country", "tag:", "device,os"):
+        with pytest.raises(UsageError):
+            parse_segment_by(bad)
+    assert parse_segment_by("device, device,tag:x") == ("device", "tag:x")
 
 
 def test_bad_lines_and_other_models_are_counted_not_merged(demo: dict, logged: dict, tmp_path: Path) -> None:

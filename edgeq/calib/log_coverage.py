@@ -28,7 +28,7 @@ from edgeq.calib.collect import collect
 from edgeq.calib.coverage import CalibrationSide, Collect, CoverageReport, calibration_side
 from edgeq.calib.data import CalibrationSet
 from edgeq.calib.estimators import SampleGuard
-from edgeq.errors import InputError
+from edgeq.errors import InputError, UsageError
 from edgeq.intake.float_model import FloatModel
 from edgeq.production import ProductionStats, ReadReport, SegmentKey, TensorExtremes, read_log
 from edgeq.tflite.instrument import InstrumentSidecar
@@ -170,6 +170,7 @@ class LogCoverageReport:
     model_sha256: str  # the instrumented model the records came from
     source_check: str  # how the instrumented model was tied to MODEL
     window_seconds: float | None
+    segment_by: tuple[str, ...] | None  # the segment dimensions (None: device, app version and every tag)
     records: int
     inferences: int
     read: ReadReport
@@ -178,6 +179,35 @@ class LogCoverageReport:
     not_logged: tuple[str, ...]  # MODEL's activations no record carried: not compared, never "covered"
     not_in_model: tuple[str, ...]  # logged tensors that are no activation of MODEL (an INT8 model's own tensors)
     saturated: tuple[str, ...]  # int8 tensors whose logs reached the end of their quantized range
+
+
+SEGMENT_DIMENSIONS = ("device", "app_version")  # and tag:NAME
+
+
+def parse_segment_by(text: str | None) -> tuple[str, ...] | None:
+    """``device,app_version,tag:camera`` -> the dimensions segments are rolled up to (None: every dimension)."""
+    if text is None:
+        return None
+    parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [p for p in parts if p not in SEGMENT_DIMENSIONS and not (p.startswith("tag:") and len(p) > 4)]
+    if bad or not parts:
+        raise UsageError(f"--segment-by {text!r}: give device, app_version and/or tag:NAME, comma-separated")
+    return parts
+
+
+def roll_up(segments: Mapping[SegmentKey, Mapping[str, TensorExtremes]],
+            by: Sequence[str] | None) -> dict[SegmentKey, dict[str, TensorExtremes]]:
+    """The segments merged over the dimensions not in ``by`` (exact: min of mins, max of maxes, sums)."""
+    if by is None:
+        return {key: dict(table) for key, table in segments.items()}
+    out: dict[SegmentKey, dict[str, TensorExtremes]] = {}
+    for key, table in segments.items():
+        projected = SegmentKey(key.device if "device" in by else "", key.app_version if "app_version" in by else "",
+                               tuple((k, v) for k, v in key.tags if f"tag:{k}" in by))
+        merged = out.setdefault(projected, {})
+        for name, extremes in table.items():
+            merged[name] = merged[name].merge(extremes) if name in merged else extremes
+    return out
 
 
 def _name_index(side: CalibrationSide) -> dict[str, TensorKey]:
@@ -237,8 +267,10 @@ def describe_read(report: ReadReport) -> str:
 def log_coverage(float_model: FloatModel, calibration: CalibrationSet, logs: Sequence[str | Path],
                  sidecar: InstrumentSidecar, sidecar_path: str | Path, threshold: float = 1.0,
                  window_seconds: float | None = DEFAULT_WINDOW_SECONDS, guard: SampleGuard | None = None, *,
-                 collect_fn: Collect = collect, read_fn: ReadLog = read_log) -> LogCoverageReport:
-    """Compare the calibration set with the logs of MODEL's instrumented model (see the module doc)."""
+                 segment_by: Sequence[str] | None = None, collect_fn: Collect = collect,
+                 read_fn: ReadLog = read_log) -> LogCoverageReport:
+    """Compare the calibration set with the logs of MODEL's instrumented model (see the module doc); segments are
+    rolled up to ``segment_by`` (``parse_segment_by``; None: device, app version and every tag)."""
     how = check_source(sidecar, sidecar_path, float_model)
     stats, read = read_production_log(logs, sidecar, window_seconds, read_fn)
     logged = logged_tensors(sidecar)
@@ -250,9 +282,10 @@ def log_coverage(float_model: FloatModel, calibration: CalibrationSet, logs: Seq
         raise InputError(f"none of the {len(totals)} logged tensors is an activation of {float_model.source}: "
                          "nothing to compare")
     report = side.report({k: side.layer(k, m, None, threshold) for k, m in maxima.items()}, threshold, guard)
-    segments = tuple(SegmentCoverage(key, _ratios(side, _real_table(stats.segments[key], logged, index,
+    rolled = roll_up(stats.segments, segment_by)
+    segments = tuple(SegmentCoverage(key, _ratios(side, _real_table(rolled[key], logged, index,
                                                                     f"segment {key.to_dict()}"), threshold))
-                     for key in sorted(stats.segments))
+                     for key in sorted(rolled))
     windows = []
     for i in sorted(stats.windows):
         rows = _ratios(side, _real_table(stats.windows[i], logged, index, f"window {i}"), threshold)
@@ -262,6 +295,7 @@ def log_coverage(float_model: FloatModel, calibration: CalibrationSet, logs: Seq
                                           worst.ratio, worst.name))
     return LogCoverageReport(
         coverage=report, model_sha256=sidecar.sha256, source_check=how, window_seconds=window_seconds,
+        segment_by=None if segment_by is None else tuple(segment_by),
         records=stats.records, inferences=stats.inferences, read=read, segments=segments, windows=tuple(windows),
         not_logged=tuple(side.names[k] for k in sorted(index.values()) if k not in maxima),
         not_in_model=tuple(name for name in totals if name not in index),
@@ -282,7 +316,9 @@ def log_document(report: LogCoverageReport, logs: Sequence[str | Path], sidecar_
     return {
         "logs": [str(p) for p in logs], "instrumented_sidecar": str(sidecar_path),
         "model_sha256": report.model_sha256, "source_check": report.source_check,
-        "window_seconds": report.window_seconds, "records": report.records, "inferences": report.inferences,
+        "window_seconds": report.window_seconds,
+        "segment_by": None if report.segment_by is None else list(report.segment_by),
+        "records": report.records, "inferences": report.inferences,
         "read": report.read.to_dict(), "not_logged": list(report.not_logged),
         "not_in_model": list(report.not_in_model), "saturated": list(report.saturated),
         "segments": [{**s.segment.to_dict(), "flagged": s.flagged, "tensors": rows(s.tensors)}

@@ -46,6 +46,9 @@ def register(verbs: Any) -> None:
                           "MODEL_STEM_instrumented.json beside MODEL)")
     cov.add_argument("--window", type=number(0, None, strict_low=True), metavar="SECONDS", default=None,
                      help="with --production-log: drift windows of this many seconds (86400: UTC days)")
+    cov.add_argument("--segment-by", metavar="DIMS",
+                     help="with --production-log: segments per these dimensions only, comma-separated: device, "
+                          "app_version, tag:NAME (default: device, app version and every tag together)")
     cov.add_argument("--threshold", type=number(0, 1e6, strict_low=True), default=1.0,
                      help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
     options.add_float_input_options(cov)
@@ -66,12 +69,13 @@ def run_coverage(args: argparse.Namespace) -> int:
     if not args.threshold > 0:
         raise UsageError("--threshold must be positive")
     logs = args.production_log
-    if not logs and (args.instrumented or args.window is not None):
-        raise UsageError("--instrumented and --window go with --production-log")
+    if not logs and (args.instrumented or args.window is not None or args.segment_by is not None):
+        raise UsageError("--instrumented, --window and --segment-by go with --production-log")
     if args.output:
         from edgeq.extras import require_extra
 
         require_extra("matplotlib", "the coverage plot (-o)")  # before the work, not after it
+    log_inputs = _log_inputs(args) if logs else None
     float_model = load_float_model(args.model, args.input_shape)
     preprocessing = parse_preprocessing(args.preprocess)
     with warnings.catch_warnings():  # said below, once, as one line each
@@ -84,7 +88,7 @@ def run_coverage(args: argparse.Namespace) -> int:
     info(f"preprocessing: {describe(calibration.preprocessing)} (from {source.text})")
     for message in said:
         print(f"edgeq: warning: {message}", file=sys.stderr)
-    logged = _log_coverage(args, float_model, calibration) if logs else None
+    logged = _log_coverage(args, float_model, calibration, *log_inputs) if log_inputs else None
     report = logged.coverage if logged else coverage(float_model, calibration, production, args.threshold)
     document = {"threshold": report.threshold, "flagged": len(report.flagged),
                 "preprocessing": calibration.preprocessing.to_dict() if calibration.preprocessing else None,
@@ -123,15 +127,23 @@ def run_coverage(args: argparse.Namespace) -> int:
     return 1 if report.flagged else 0
 
 
-def _log_coverage(args: argparse.Namespace, float_model: Any, calibration: Any) -> Any:
-    """Read the sidecar (given, or beside MODEL) and compare the logs; the one place the logs are read."""
-    from edgeq.calib.log_coverage import DEFAULT_WINDOW_SECONDS, describe_read, find_sidecar, load_sidecar, log_coverage
+def _log_inputs(args: argparse.Namespace) -> tuple[Any, tuple[str, ...] | None]:
+    """The instrument sidecar (given, or beside MODEL) and the segment dimensions, checked before any work."""
+    from edgeq.calib.log_coverage import find_sidecar, load_sidecar, parse_segment_by
 
+    segment_by = parse_segment_by(args.segment_by)
     args.instrumented = args.instrumented or str(find_sidecar(args.model))
-    sidecar = load_sidecar(args.instrumented)
+    return load_sidecar(args.instrumented), segment_by
+
+
+def _log_coverage(args: argparse.Namespace, float_model: Any, calibration: Any, sidecar: Any,
+                  segment_by: tuple[str, ...] | None) -> Any:
+    """Compare the logs with the calibration set; the one place the logs are read."""
+    from edgeq.calib.log_coverage import DEFAULT_WINDOW_SECONDS, describe_read, log_coverage
+
     window = DEFAULT_WINDOW_SECONDS if args.window is None else args.window
     report = log_coverage(float_model, calibration, args.production_log, sidecar, args.instrumented,
-                          args.threshold, window)
+                          args.threshold, window, segment_by=segment_by)
     info(f"production logs: {describe_read(report.read)}; model {report.model_sha256[:12]}... "
          f"(instrumented from {'MODEL' if report.source_check == 'MODEL' else report.source_check})")
     for example in report.read.examples[:3]:
