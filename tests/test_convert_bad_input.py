@@ -16,6 +16,13 @@ def cnn_path(tiny_cnn: zoo.BuiltModel) -> Path:
     return tiny_cnn.path
 
 
+@pytest.fixture(scope="module")
+def cases(cnn_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list[str], str]]:
+    """The bad inputs, written once for the module: they are only read (each test writes into its own folder),
+    and writing them converts the CNN and builds the custom-op model (about 2 s per test when per test)."""
+    return _cases(tmp_path_factory.mktemp("bad-inputs"), cnn_path)
+
+
 def _cases(tmp: Path, cnn: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (argv after 'convert MODEL', expected message fragment)."""
     good = tmp / "good.npy"
@@ -92,9 +99,9 @@ CASE_NAMES = ["missing model", "not a model (txt)", "not a flatbuffer", "truncat
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
-def test_bad_input_exits_2_with_one_line_and_no_output(case: str, cnn_path: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    argv, fragment = _cases(tmp_path, cnn_path)[case]
+def test_bad_input_exits_2_with_one_line_and_no_output(case: str, cases: dict[str, tuple[list[str], str]],
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv, fragment = cases[case]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     code = cli.main(["convert", *argv, "-o", str(out_dir / "m.tflite")])
