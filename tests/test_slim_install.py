@@ -86,18 +86,25 @@ def other_python() -> str | None:
     return None
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of this working tree, built once for both venvs (it is pure Python: one wheel fits every version)."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=_not_sources)  # setuptools writes build/ next to its sources
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "wheel"), str(source)])
+    (built,) = (work / "wheel").glob("edgeq-*-py3-none-any.whl")
+    return built
+
+
 @pytest.fixture(scope="module", params=["this", "other"])
-def slim(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def slim(request: pytest.FixtureRequest, wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ folder of a venv holding the wheel with [device-test] and nothing else."""
     python = sys.executable if request.param == "this" else other_python()
     if python is None:
         pytest.skip(f"no Python {' or '.join(OTHER_PYTHONS)} on this machine (set EDGEQ_TEST_PYTHONS to one); "
                     f"the slim install was proven on {THIS_PYTHON} only")
     work = tmp_path_factory.mktemp("slim")
-    source = work / "source"
-    shutil.copytree(ROOT, source, ignore=_not_sources)  # setuptools writes build/ next to its sources
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "wheel"), str(source)])
-    (wheel,) = (work / "wheel").glob("edgeq-*.whl")
     run([python, "-m", "venv", "--without-pip", str(work / "venv")])  # this pip installs into it: 6 s less
     bin_dir = work / "venv" / "bin"
     assert _runs(str(bin_dir / "python")) == _runs(python)
