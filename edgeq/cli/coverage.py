@@ -18,7 +18,7 @@ from typing import Any
 from edgeq.cli import options
 from edgeq.cli.argtypes import number
 from edgeq.cli.output import emit_json, info, json_text, print_table, tables_wanted
-from edgeq.errors import UsageError
+from edgeq.errors import InputError, UsageError
 
 #: Human output: the worst tensors shown per segment, and the most recent windows shown (JSON has all).
 WORST_PER_SEGMENT = 3
@@ -132,6 +132,9 @@ def _log_inputs(args: argparse.Namespace) -> tuple[Any, tuple[str, ...] | None]:
     from edgeq.calib.log_coverage import find_sidecar, load_sidecar, parse_segment_by
 
     segment_by = parse_segment_by(args.segment_by)
+    missing = [p for p in args.production_log if not Path(p).exists()]
+    if missing:
+        raise InputError(f"{missing[0]}: no such file or directory")
     args.instrumented = args.instrumented or str(find_sidecar(args.model))
     return load_sidecar(args.instrumented), segment_by
 
