@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeq.artifacts import Preprocessing
 from edgeq.calib.data import CalibrationSet, ModelInput
+from edgeq.calib.outputs_engine import NonFiniteValues, OutputsEngine, applies
 from edgeq.calib.stats import SampleExtremes, TensorStats
 from edgeq.errors import InputError
 from edgeq.files import atomic_path
@@ -242,53 +243,82 @@ class GraphReplay:
         return self.interpreters[g]
 
 
+class ReplayEngine:
+    """Every tensor of every subgraph the main graph runs, on the builtin kernels with all tensors kept, control
+    flow replayed (``GraphReplay``): for graphs the outputs engine does not take."""
+
+    kernels = CpuKernels.CPU
+
+    def __init__(self, parsed: Any, model: bytes, keys: Sequence[TensorKey]) -> None:
+        self.interpreter, _ = make_interpreter(model, self.kernels, threads=1, preserve_all_tensors=True)
+        self.replay = GraphReplay(parsed, model, keys, self._observe)
+        self.current: dict[TensorKey, TensorStats] = {}
+
+    def _observe(self, key: TensorKey, value: np.ndarray, sample: int) -> None:
+        try:
+            self.current.setdefault(key, TensorStats.empty()).update(value)
+        except ValueError as exc:
+            if "non-finite" in str(exc):
+                raise NonFiniteValues(key) from None
+            raise
+
+    def sample_stats(self, sample: Sequence[np.ndarray], number: int) -> dict[TensorKey, TensorStats]:
+        """Run one sample and return each tensor's statistics (a loop body's over all its iterations)."""
+        self.current = {}
+        for detail, array in zip(self.interpreter.get_input_details(), sample, strict=True):
+            self.interpreter.set_tensor(detail["index"], array)
+        self.interpreter.invoke()
+        self.replay.measure(0, self.interpreter, number)
+        return self.current
+
+
+ENGINES: dict[str, type[ReplayEngine] | type[OutputsEngine]] = {"outputs": OutputsEngine, "replay": ReplayEngine}
+
+
+def _engine_name(parsed: Any, engine: str) -> str:
+    if engine == "auto":
+        return "outputs" if applies(parsed) else "replay"
+    if engine not in ENGINES:
+        raise ValueError(f"unknown collection engine {engine!r}; known: auto, {', '.join(ENGINES)}")
+    return engine
+
+
 def collection_kernels(float_model: bytes) -> CpuKernels:
-    """Which kernels ``collect()`` runs this model on (so a check can run another model on exactly these)."""
-    del float_model  # every model still runs on the builtin kernels; the fast engine will decide per model
-    return CpuKernels.CPU
+    """Which kernels ``collect()`` runs this model on: XNNPACK (as deployed) unless the main graph runs other
+    subgraphs, whose control flow is replayed on the builtin kernels."""
+    return ENGINES[_engine_name(tfl.parse(float_model), "auto")].kernels
 
 
 def collect(float_model: bytes, data: CalibrationSet, progress: Callable[[int, int], None] | None = None, *,
-            sample_indices: Sequence[int] | None = None) -> ActivationStats:
-    """Run ``float_model`` on every sample of ``data`` with all tensors kept; accumulate their stats, in every
+            sample_indices: Sequence[int] | None = None, engine: str = "auto") -> ActivationStats:
+    """Run ``float_model`` on every sample of ``data``; accumulate the stats of its float activations, in every
     subgraph the main graph runs, and which samples produced each tensor's extremes.
 
     ``sample_indices`` numbers the samples (default 0, 1, ...): a subset of a set keeps the set's numbering,
     so statistics of disjoint subsets merge into those of the whole. Samples are then described by the
     caller; by default they are described from ``data`` (a datagen manifest, an image folder's files).
+    ``engine`` (internal: benchmarks and tests) forces ``"outputs"`` or ``"replay"``; ``"auto"`` picks the
+    outputs engine whenever it applies (``collection_kernels``).
     """
     parsed = tfl.parse(float_model)
     activations = tfl.float_activations(parsed)
     producers = tfl.producers(parsed)
-    interpreter, _ = make_interpreter(float_model, CpuKernels.CPU, threads=1, preserve_all_tensors=True)
-    inputs = model_inputs(interpreter)
-    input_indices = [d["index"] for d in interpreter.get_input_details()]
     numbers = list(range(len(data))) if sample_indices is None else [int(i) for i in sample_indices]
     if len(numbers) != len(data) or len(set(numbers)) != len(numbers):
         raise ValueError("sample_indices must number every sample of the set once")
     extremes = {a.key: SampleExtremes.empty() for a in activations}
-    current: dict[TensorKey, TensorStats] = {}  # the sample being run: its own statistics per tensor
-
-    def observe(key: TensorKey, value: np.ndarray, sample: int) -> None:
-        try:
-            current.setdefault(key, TensorStats.empty()).update(value)
-        except ValueError as exc:
-            if "non-finite" in str(exc):
+    runner = ENGINES[_engine_name(parsed, engine)](parsed, float_model, list(extremes))
+    with task("calibration statistics", len(data), callback=progress) as counted:
+        for i, batch in data.samples(model_inputs(runner.interpreter)):
+            try:
+                found = runner.sample_stats(batch, numbers[i])
+            except NonFiniteValues as exc:
+                key = exc.key
                 name = tfl.tensor_name(parsed.subgraphs[key[0]].tensors[key[1]])
                 where = f" ({tfl.describe_subgraph(parsed, key[0])})" if key[0] else ""
-                raise InputError(f"calibration sample {sample} of {data.source} drives tensor '{name}'{where} "
+                raise InputError(f"calibration sample {numbers[i]} of {data.source} drives tensor '{name}'{where} "
                                  "to NaN or Inf") from None
-            raise
-
-    replay = GraphReplay(parsed, float_model, extremes, observe)
-    with task("calibration statistics", len(data), callback=progress) as counted:
-        for i, batch in data.samples(inputs):
-            current.clear()
-            for index, sample in zip(input_indices, batch, strict=True):
-                interpreter.set_tensor(index, sample)
-            interpreter.invoke()
-            replay.measure(0, interpreter, numbers[i])
-            for key, sample_stats in current.items():
+            for key, sample_stats in found.items():
                 extremes[key].add(numbers[i], sample_stats)
             counted.advance()
     named = sorted({s for e in extremes.values() for ranked in (e.top_max, e.top_min, e.top_abs) for s, _ in ranked})

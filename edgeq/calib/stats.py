@@ -62,10 +62,11 @@ def _bin_indices(values: np.ndarray, radius: float) -> np.ndarray:
     return np.where(values >= 0, c + (_HALF - 1), _HALF - c)
 
 
-def _regrid(hist: np.ndarray, radius: float, new_radius: float) -> np.ndarray:
-    """``hist`` on the grid of ``new_radius`` (a power-of-two multiple of ``radius``): exact pair sums."""
+def _regrid(hist: np.ndarray, radius: float, new_radius: float, copy: bool = True) -> np.ndarray:
+    """``hist`` on the grid of ``new_radius`` (a power-of-two multiple of ``radius``): exact pair sums.
+    ``copy=False`` may return ``hist`` itself, for a caller that only reads the result."""
     if radius == 0 or radius == new_radius:
-        return hist.copy()  # radius 0: all mass is at zero, which is bin _HALF on every grid
+        return hist.copy() if copy else hist  # radius 0: all mass is at zero, which is bin _HALF on every grid
     doublings = math.frexp(new_radius)[1] - math.frexp(radius)[1]
     # After 12 doublings every value sits in one of the two centre bins, a fixed point of the fold.
     for _ in range(min(doublings, 16)):
@@ -143,7 +144,8 @@ class TensorStats:
     def merge(self, other: TensorStats) -> TensorStats:
         """The stats of both data sets together; neither operand changes."""
         radius = max(self.radius, other.radius)
-        hist = _regrid(self.hist, self.radius, radius) + _regrid(other.hist, other.radius, radius)
+        hist = _regrid(self.hist, self.radius, radius)
+        hist += _regrid(other.hist, other.radius, radius, copy=False)
         return TensorStats(count=self.count + other.count, min=min(self.min, other.min),
                            max=max(self.max, other.max), radius=radius, hist=hist)
 
@@ -322,7 +324,8 @@ class SampleExtremes:
         top_abs = _ranked(self.top_abs + other.top_abs, descending=True)
         mine = top_abs[0] == self.top_abs[0]
         winner, loser = (self, other) if mine else (other, self)
-        self.rest = self.rest.merge(other.rest).merge(loser.top)
+        rest = self.rest.merge(other.rest) if other.rest.count else self.rest  # one new sample has no rest
+        self.rest = rest.merge(loser.top)
         self.top = winner.top
         self.top_abs = top_abs
         self.top_max = _ranked(self.top_max + other.top_max, descending=True)
