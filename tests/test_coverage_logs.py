@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -57,21 +58,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "calib": _set(calib, ["a"] * 8 + ["b"] * 8 + ["c"] * 8), "production": _set(production)}
 
 
-def _run_instrumented(demo: dict, data: CalibrationSet) -> list[dict[str, tuple[float, float]]]:
-    """The app: the instrumented model on the kernels collect() uses; per inference, {tensor: (min, max)}."""
-    sidecar = demo["sidecar"]
-    interpreter, _ = make_interpreter(demo["instrumented"].read_bytes(), collection_kernels(demo["float"].flatbuffer),
-                                      threads=1)
+def _run_instrumented(demo: dict, data: CalibrationSet, model: Path | None = None, sidecar: Any = None,
+                      ) -> list[dict[str, tuple[float, float]]]:
+    """The app: the instrumented model on the kernels collect() uses; per inference, {tensor: (min, max)} as the
+    model outputs them (float values, or int8 codes: float inputs are quantized for an int8 input)."""
+    model, sidecar = model or demo["instrumented"], sidecar or demo["sidecar"]
+    interpreter, _ = make_interpreter(model.read_bytes(), collection_kernels(demo["float"].flatbuffer), threads=1)
     details = interpreter.get_output_details()
     per_inference = []
     for _, batch in data.samples(model_inputs(interpreter)):
         for detail, sample in zip(interpreter.get_input_details(), batch, strict=True):
+            if detail["dtype"] == np.int8:
+                scale, zero = detail["quantization"]
+                sample = np.clip(np.round(sample / scale) + zero, -128, 127).astype(np.int8)
             interpreter.set_tensor(detail["index"], sample)
         interpreter.invoke()
         values: dict[str, list[float]] = {}
         for out in sidecar.outputs:
             values.setdefault(out.tensor, [0.0, 0.0])[out.statistic == "max"] = \
-                interpreter.get_tensor(details[out.output_index]["index"]).item()
+                float(interpreter.get_tensor(details[out.output_index]["index"]).item())
         per_inference.append({name: (lo, hi) for name, (lo, hi) in values.items()})
     return per_inference
 
@@ -299,19 +304,7 @@ def test_an_int8_model_logs_codes_that_are_dequantized(demo: dict, tmp_path: Pat
     instrumented = tmp_path / "m_int8_instrumented.tflite"
     assert cli.main(["instrument", str(int8), "-o", str(instrumented), "--quiet"]) == 0
     sidecar = load_sidecar(instrumented.with_suffix(".json"))
-    interpreter, _ = make_interpreter(instrumented.read_bytes(), collection_kernels(demo["float"].flatbuffer))
-    (detail,) = interpreter.get_input_details()
-    scale, zero = detail["quantization"]
-    outputs = interpreter.get_output_details()
-    codes = []
-    for _, (sample,) in demo["production"].samples(model_inputs(interpreter)):
-        interpreter.set_tensor(detail["index"], np.clip(np.round(sample / scale) + zero, -128, 127).astype(np.int8))
-        interpreter.invoke()
-        values: dict[str, list[float]] = {}
-        for out in sidecar.outputs:
-            values.setdefault(out.tensor, [0.0, 0.0])[out.statistic == "max"] = float(
-                interpreter.get_tensor(outputs[out.output_index]["index"]).item())
-        codes.append({name: (lo, hi) for name, (lo, hi) in values.items()})
+    codes = _run_instrumented(demo, demo["production"], instrumented, sidecar)
     log = tmp_path / "int8.jsonl"
     for i, tensors in enumerate(codes):
         append_record(log, model_sha256=sidecar.sha256, time=T0 + i, tensors=tensors)
