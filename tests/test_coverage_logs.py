@@ -321,3 +321,23 @@ def test_an_int8_model_logs_codes_that_are_dequantized(demo: dict, tmp_path: Pat
     append_record(floats, model_sha256=sidecar.sha256, time=T0, tensors={n: (0.5, 1.25) for n in codes[0]})
     with pytest.raises(InputError, match="no int8 code"):
         log_coverage(demo["float"], demo["calib"], [floats], sidecar, instrumented.with_suffix(".json"))
+
+
+def test_many_segments_print_the_worst_and_json_keeps_all(demo: dict, logged: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "users.jsonl"
+    records = logged["records"] * 3
+    for i, r in enumerate(records[:25]):
+        append_record(path, model_sha256=demo["sidecar"].sha256, time=r["time"], tensors=r["tensors"],
+                      tags={"user": f"u{i:02d}"})
+    code = cli.main(["coverage", str(DEMO), "--instrumented", str(demo["sidecar_path"]), "--calib",
+                     str(demo["root"] / "calib.npy"), "--production-log", str(path), "--json",
+                     str(tmp_path / "c.json")])
+    out = capsys.readouterr().out
+    assert code == 1 and "the 20 segments of 25 with the lowest ratios" in out
+    shown = [line for line in out.splitlines() if line.startswith("- - user=")]
+    document = json.loads((tmp_path / "c.json").read_text())
+    segments = document["production_log"]["segments"]
+    assert len(segments) == 25 and len(shown) == 20
+    worst = sorted(segments, key=lambda s: min(t["ratio"] for t in s["tensors"]))[:20]
+    assert sorted(line.split()[2] for line in shown) == sorted(f"user={s['tags']['user']}" for s in worst)

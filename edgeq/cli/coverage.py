@@ -20,9 +20,11 @@ from edgeq.cli.argtypes import number
 from edgeq.cli.output import emit_json, info, json_text, print_table, tables_wanted
 from edgeq.errors import InputError, UsageError
 
-#: Human output: the worst tensors shown per segment, and the most recent windows shown (JSON has all).
+#: Human output: the worst tensors shown per segment, the most recent windows and the worst segments shown
+#: (the JSON has all).
 WORST_PER_SEGMENT = 3
 WINDOWS_SHOWN = 30
+SEGMENTS_SHOWN = 20
 NEAR_THRESHOLD = 1e-4  # relative: a flagged ratio this close to the threshold may be kernel rounding
 
 
@@ -162,12 +164,17 @@ def _print_log_tables(report: Any) -> None:
         print(f"logged but no activation of MODEL (ignored): {', '.join(report.not_in_model)}")
     if report.saturated:
         print(f"int8 tensors at the end of their range in production: {', '.join(report.saturated)}")
+    segments = report.segments
+    if len(segments) > SEGMENTS_SHOWN:  # the worst ones; the JSON has every segment
+        worst = sorted(segments, key=lambda s: min((t.ratio for t in s.tensors), default=math.inf))[:SEGMENTS_SHOWN]
+        segments = [s for s in segments if s in worst]
+        print(f"\nthe {SEGMENTS_SHOWN} segments of {len(report.segments)} with the lowest ratios:")
     print()
     print_table(["segment", "tensors", "flagged", "worst (ratio)"],
                 [[_segment_text(s.segment), len(s.tensors), s.flagged,
                   "; ".join(f"{t.name[-30:]} {_ratio_text(t.ratio, t.flagged, report.coverage.threshold)}"
                             for t in s.worst(WORST_PER_SEGMENT))]
-                 for s in report.segments])
+                 for s in segments])
     if report.windows:
         windows = report.windows[-WINDOWS_SHOWN:]
         print(f"\ndrift: windows of {report.window_seconds:g} s (UTC)"
