@@ -112,7 +112,7 @@ def check_source(sidecar: InstrumentSidecar, sidecar_path: str | Path, float_mod
     for candidate in dict.fromkeys([source.with_suffix(".json"), beside / source.with_suffix(".json").name]):
         try:
             artifact = QuantizedArtifact.from_dict(json.loads(candidate.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError, InputError, KeyError, TypeError):
+        except (OSError, UnicodeDecodeError, ValueError, InputError, KeyError, TypeError, AttributeError):
             continue
         if artifact.sha256 == sidecar.source_sha256 and artifact.source_fingerprint == float_model.source_fingerprint:
             return str(candidate)
