@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -334,3 +335,20 @@ def test_ray_absent_is_detected_without_importing_it(monkeypatch: pytest.MonkeyP
     with pytest.raises(MissingDependencyError, match=r"edgeq\[ray\]"):
         check_available(parse_executor("ray"))
     check_available(parse_executor("processes"))
+
+
+def test_an_unreachable_ray_address_is_one_line_exit_2(tmp_path: Path) -> None:
+    """Refused at once (ray.init itself would retry for minutes), without touching the Ray of this module."""
+    from edgeq.execute.rayactors import unreachable
+
+    with socket.socket() as server:  # a port nothing listens on: bound, never listening
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        assert unreachable(f"127.0.0.1:{port}") and unreachable(f"ray://127.0.0.1:{port}")
+        done = subprocess.run([sys.executable, "-m", "edgeq.cli.main", "calibrate", str(DEMO), "--calib", "digits:test",
+                               "-o", str(tmp_path / "s.npz"), "--executor", f"ray:127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edgeq: error: cannot connect to Ray at 127.0.0.1:{port}: ")
+    assert unreachable("auto") is None and not (tmp_path / "s.npz").exists()

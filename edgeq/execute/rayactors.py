@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -103,6 +104,23 @@ def _check_versions(reported: list[dict[str, str]]) -> None:
                                  "would not be bit-identical; install the same versions on every node")
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def unreachable(address: str) -> str | None:
+    """Why no TCP connection opens to ``address``'s HOST:PORT (None when one does, or for ``auto``).
+
+    Checked before ``ray.init``, which retries an unreachable address for minutes, printing as it goes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return None  # Ray parses the rest (and refuses what it cannot)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
+
+
 @contextlib.contextmanager
 def open_ray(spec: ExecutorSpec) -> Iterator[RayExecutor]:
     import ray
@@ -114,6 +132,9 @@ def open_ray(spec: ExecutorSpec) -> Iterator[RayExecutor]:
         if spec.address:
             options["address"] = spec.address
             where = f"connect to Ray at {spec.address}"
+            problem = unreachable(spec.address)
+            if problem is not None:
+                raise InputError(f"cannot {where}: {problem}")
         else:
             options.update(num_cpus=spec.workers or os.cpu_count() or 1, include_dashboard=False)
             where = "start a local Ray"
