@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -57,34 +58,69 @@ def tiny_cnn(zoo_cache: Path):
     return build("cnn", recipe=reduced_recipe("cnn"), cache=zoo_cache)
 
 
+class _OnFirstUse(Mapping[str, Path]):
+    """Zoo name -> a file made by ``make(name)`` the first time a test asks for it, so a test that needs only
+    the CNN never waits for the ViT."""
+
+    def __init__(self, make: Callable[[str], Path]) -> None:
+        self._make = make
+        self._paths: dict[str, Path] = {}
+
+    def __getitem__(self, name: str) -> Path:
+        from edgeq_models import ZOO
+
+        if name not in ZOO:
+            raise KeyError(name)
+        if name not in self._paths:
+            self._paths[name] = self._make(name)
+        return self._paths[name]
+
+    def __iter__(self) -> Iterator[str]:
+        from edgeq_models import ZOO
+
+        return iter(ZOO)
+
+    def __len__(self) -> int:
+        from edgeq_models import ZOO
+
+        return len(ZOO)
+
+
 @pytest.fixture(scope="session")
-def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Path]:
     """Every zoo model after one short epoch: real architectures, real (if weak) weights.
 
-    Shared by the xdist workers of one run: the first to get the lock trains, the others reuse its cache
-    (the zoo's builds are deterministic and renamed into place atomically), so the run trains them once."""
-    import fcntl
-
-    from edgeq_models import ZOO, build
-
+    Trained on first use into a cache shared by the xdist workers of one run, with one lock per model: the
+    first worker to ask for a model trains it, a worker asking meanwhile waits for that model and then reuses
+    it (the zoo's builds are deterministic and renamed into place atomically), so the run trains each once."""
     shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
     cache = (shared / "tiny-zoo-cache") if shared else tmp_path_factory.mktemp("tiny-zoo-cache")
     cache.mkdir(exist_ok=True)
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return {name: build(name, recipe=reduced_recipe(name, train_limit=64), cache=cache).path for name in ZOO}
+
+    def train(name: str) -> Path:
+        import fcntl
+
+        from edgeq_models import build
+
+        with open(cache / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return build(name, recipe=reduced_recipe(name, train_limit=64), cache=cache).path
+
+    return _OnFirstUse(train)
 
 
 @pytest.fixture(scope="session")
-def tiny_zoo_int8(tiny_zoo: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every tiny zoo model converted by edgeq (auto estimator, 32 real calibration images)."""
-    import edgeq
-    from edgeq_models import ZOO
-
+def tiny_zoo_int8(tiny_zoo: Mapping[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Path]:
+    """Every tiny zoo model converted by edgeq (auto estimator, 32 real calibration images), on first use."""
     out = tmp_path_factory.mktemp("int8")
-    converted = {}
-    for name, path in tiny_zoo.items():
+
+    def convert(name: str) -> Path:
+        import edgeq
+        from edgeq_models import ZOO
+
         calib = "lfw:train" if ZOO[name].dataset == "lfw" else "digits:train"
-        converted[name] = out / f"{name}.tflite"
-        edgeq.convert(path, converted[name], calib=calib, limit=32, preprocessing=ZOO[name].preprocessing)
-    return converted
+        edgeq.convert(tiny_zoo[name], out / f"{name}.tflite", calib=calib, limit=32,
+                      preprocessing=ZOO[name].preprocessing)
+        return out / f"{name}.tflite"
+
+    return _OnFirstUse(convert)

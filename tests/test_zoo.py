@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,11 @@ def test_training_is_deterministic(tiny_cnn: zoo.BuiltModel, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("name", ["vit", "face_cnn"])
-def test_every_family_builds_saves_and_loads(name: str, zoo_cache: Path) -> None:
-    """Including the ViT's custom position-embedding layer, which must survive save/load."""
-    built = zoo.build(name, recipe=reduced_recipe(name, train_limit=32), cache=zoo_cache)
-    model = zoo.load_model(built.path)
+def test_every_family_builds_saves_and_loads(name: str, tiny_zoo: Mapping[str, Path]) -> None:
+    """Including the ViT's custom position-embedding layer, which must survive save/load.
+
+    The models are the session's tiny zoo (built and saved by zoo.build, as here before, but once per run)."""
+    model = zoo.load_model(tiny_zoo[name])
     entry = zoo.ZOO[name]
     assert tuple(model.input_shape[1:]) == entry.input_shape
     assert model.output_shape[-1] == entry.num_classes
