@@ -62,3 +62,30 @@ def test_production_beyond_calibration_is_a_gap(tiny_zoo: dict[str, Path], tmp_p
     assert code == 1
     first = document["layers"][0]
     assert first["producer"] == "INPUT" and first["flagged"] and first["ratio"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_candidates_name_the_conditions_that_close_each_gap(tiny_zoo: dict[str, Path], sets: dict[str, Path],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A clean calibration set cannot name a closing condition at threshold 1 (its max is its one condition's);
+    a candidate set can: the conditions whose own max|x| reaches production's, as the candidate set's own
+    per-condition maxima (measured as a calibration set, another code path) say."""
+    common = [str(tiny_zoo["cnn"]), "--production", str(sets["production"]), "--json"]
+    code = cli.main(["coverage", *common, "--calib", str(sets["clean"]), "--candidates", str(sets["stratified"])])
+    document = json.loads(capsys.readouterr().out)
+    assert cli.main(["coverage", *common, "--calib", str(sets["stratified"])]) in (0, 1)
+    as_calibration = json.loads(capsys.readouterr().out)["per_condition_max"]
+    assert code == 1 and document["candidate_max"] == as_calibration
+    flagged = [(i, layer) for i, layer in enumerate(document["layers"]) if layer["flagged"]]
+    assert flagged and any(layer["closing_conditions"] for _, layer in flagged)
+    for i, layer in enumerate(document["layers"]):
+        expected = [c for c, v in as_calibration.items() if v[i] >= layer["production_max"]] if layer["flagged"] else []
+        assert layer["closing_conditions"] == expected
+
+
+def test_candidates_without_conditions_are_refused(tiny_zoo: dict[str, Path], sets: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "plain.npy", np.zeros((4, 32, 32, 3), np.float32))
+    code = cli.main(["coverage", str(tiny_zoo["cnn"]), "--calib", str(sets["clean"]), "--production",
+                     str(sets["production"]), "--candidates", str(tmp_path / "plain.npy")])
+    err = capsys.readouterr().err
+    assert code == 2 and "several conditions" in err and len(err.strip().splitlines()) == 1

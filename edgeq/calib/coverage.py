@@ -39,7 +39,7 @@ class LayerCoverage:
     production_p9999: float | None  # None: production logs hold only min and max per inference
     ratio: float  # calib_max / production_max: below the threshold, production leaves the calibrated range
     flagged: bool
-    closing_conditions: tuple[str, ...] = ()  # calibration conditions whose own max|x| reaches production's
+    closing_conditions: tuple[str, ...] = ()  # calibration, then candidate, conditions reaching production's max|x|
     calib_top_sample: int | None = None  # the calibration sample with the largest max|x| here
     calib_stretch: float | None = None  # its max|x| / every other calibration sample's (None: unknown or 0)
     calib_max_without_top: float = 0.0  # max|x| of the other calibration samples
@@ -51,6 +51,7 @@ class CoverageReport:
     layers: tuple[LayerCoverage, ...]
     per_condition_max: dict[str, tuple[float, ...]] = field(default_factory=dict)  # condition -> per-layer max|x|
     outlier_samples: tuple[OutlierSample, ...] = ()  # calibration samples that alone set tensors' ranges
+    candidate_max: dict[str, tuple[float, ...]] = field(default_factory=dict)  # candidate condition -> per-layer max|x|
 
     @property
     def flagged(self) -> tuple[LayerCoverage, ...]:
@@ -97,6 +98,10 @@ class CalibrationSide:
     data: CalibrationSet
     groups: dict[str, ActivationStats]
     extremes: dict[TensorKey, SampleExtremes]
+    # Conditions of a candidate set (e.g. every datagen condition rendered from the calibration's images): not part
+    # of the calibration, only asked which of them reach production's range. At a threshold <= 1 a calibration
+    # condition never can (the set's max is the largest condition's), so naming what closes a gap needs these.
+    candidates: dict[str, ActivationStats] = field(default_factory=dict)
 
     @property
     def first(self) -> ActivationStats:
@@ -119,8 +124,9 @@ class CalibrationSide:
         calib_max, calib_p9999 = self.totals[key]
         ratio = calib_max / production_max if production_max > 0 else float("inf")
         flagged = ratio < threshold
-        closing = tuple(name for name, g in self.groups.items()
-                        if flagged and g.tensors[key].abs_max >= production_max) if len(self.groups) > 1 else ()
+        own = self.groups if len(self.groups) > 1 else {}
+        closing = tuple(dict.fromkeys(name for groups in (own, self.candidates) for name, g in groups.items()
+                                      if flagged and g.tensors[key].abs_max >= production_max))
         return LayerCoverage(
             name=self.names[key], producer=self.first.producers[key], calib_max=calib_max,
             calib_p9999=calib_p9999, production_max=production_max,
@@ -134,6 +140,7 @@ class CalibrationSide:
         calibration samples."""
         keys = sorted(layers)
         per_condition = {name: tuple(g.tensors[k].abs_max for k in keys) for name, g in self.groups.items()}
+        candidate_max = {name: tuple(g.tensors[k].abs_max for k in keys) for name, g in self.candidates.items()}
         described = describe_samples(self.data) or []
         merged = ActivationStats(model_fingerprint=self.first.model_fingerprint,
                                  calibration_fingerprint=self.data.fingerprint(), samples=len(self.data),
@@ -141,20 +148,22 @@ class CalibrationSide:
                                  tensors={key: e.total() for key, e in self.extremes.items()},
                                  extremes=self.extremes, sample_info={i: d for i, d in enumerate(described) if d})
         return CoverageReport(threshold=threshold, layers=tuple(layers[k] for k in keys),
-                              per_condition_max=per_condition, outlier_samples=outlier_samples(merged, guard))
+                              per_condition_max=per_condition, outlier_samples=outlier_samples(merged, guard),
+                              candidate_max=candidate_max)
 
 
-def calibration_side(float_model: FloatModel, calibration: CalibrationSet,
-                     collect_fn: Collect = collect) -> CalibrationSide:
+def calibration_side(float_model: FloatModel, calibration: CalibrationSet, collect_fn: Collect = collect,
+                     candidates: CalibrationSet | None = None) -> CalibrationSide:
     groups = per_condition_stats(float_model, calibration, collect_fn)
-    return CalibrationSide(data=calibration, groups=groups, extremes=_merged(groups))
+    named = per_condition_stats(float_model, candidates, collect_fn) if candidates is not None else {}
+    return CalibrationSide(data=calibration, groups=groups, extremes=_merged(groups), candidates=named)
 
 
 def coverage(float_model: FloatModel, calibration: CalibrationSet, production: CalibrationSet,
              threshold: float = 1.0, guard: SampleGuard | None = None,
-             collect_fn: Collect = collect) -> CoverageReport:
+             collect_fn: Collect = collect, candidates: CalibrationSet | None = None) -> CoverageReport:
     """Calibration against production images: both sets run through the float model the same way."""
-    side = calibration_side(float_model, calibration, collect_fn)
+    side = calibration_side(float_model, calibration, collect_fn, candidates)
     prod = collect_fn(float_model.flatbuffer, production)
     layers = {key: side.layer(key, prod.tensors[key].abs_max, prod.tensors[key].abs_quantile(TOP_QUANTILE),
                               threshold) for key in side.extremes}

@@ -268,13 +268,13 @@ def log_coverage(float_model: FloatModel, calibration: CalibrationSet, logs: Seq
                  sidecar: InstrumentSidecar, sidecar_path: str | Path, threshold: float = 1.0,
                  window_seconds: float | None = DEFAULT_WINDOW_SECONDS, guard: SampleGuard | None = None, *,
                  segment_by: Sequence[str] | None = None, collect_fn: Collect = collect,
-                 read_fn: ReadLog = read_log) -> LogCoverageReport:
+                 read_fn: ReadLog = read_log, candidates: CalibrationSet | None = None) -> LogCoverageReport:
     """Compare the calibration set with the logs of MODEL's instrumented model (see the module doc); segments are
     rolled up to ``segment_by`` (``parse_segment_by``; None: device, app version and every tag)."""
     how = check_source(sidecar, sidecar_path, float_model)
     stats, read = read_production_log(logs, sidecar, window_seconds, read_fn)
     logged = logged_tensors(sidecar)
-    side = calibration_side(float_model, calibration, collect_fn)
+    side = calibration_side(float_model, calibration, collect_fn, candidates)
     index = _name_index(side)
     totals = stats.tensors()
     maxima = _real_table(totals, logged, index, "the logs")

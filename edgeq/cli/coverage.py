@@ -7,10 +7,13 @@ the instrumented model wrote (``--production-log LOGS...``, docs/production_cove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import math
 import sys
 import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,11 +54,16 @@ def register(verbs: Any) -> None:
     cov.add_argument("--segment-by", metavar="DIMS",
                      help="with --production-log: segments per these dimensions only, comma-separated: device, "
                           "app_version, tag:NAME (default: device, app version and every tag together)")
+    cov.add_argument("--candidates", metavar="SET",
+                     help="a set from edgeq datagen with several conditions (e.g. every condition rendered from the "
+                          "calibration images): not calibration, only asked which of its conditions reach "
+                          "production's range, to name what closes each gap")
     cov.add_argument("--threshold", type=number(0, 1e6, strict_low=True), default=1.0,
                      help="flag layers whose calibration max|x| / production max|x| is below this (1.0)")
     options.add_float_input_options(cov)
     options.add_output_option(cov, "write coverage.json and coverage.png (and drift.png for logs) here",
                               metavar="DIR", required=False)
+    options.add_executor_options(cov)
     options.add_machine_output_options(cov, "every layer's ranges and the flagged gaps")
 
 
@@ -78,6 +86,7 @@ def run_coverage(args: argparse.Namespace) -> int:
 
         require_extra("matplotlib", "the coverage plot (-o)")  # before the work, not after it
     log_inputs = _log_inputs(args) if logs else None
+    spec = options.executor_spec(args)
     float_model = load_float_model(args.model, args.input_shape)
     preprocessing = parse_preprocessing(args.preprocess)
     with warnings.catch_warnings():  # said below, once, as one line each
@@ -85,18 +94,24 @@ def run_coverage(args: argparse.Namespace) -> int:
         calibration = _calibration_data(float_model, args.calib, preprocessing, None)
         production = None if logs else _calibration_data(float_model, args.production,
                                                          preprocessing or calibration.preprocessing, None)
-    said = list(dict.fromkeys([*calibration.warnings, *(production.warnings if production else [])]))
+        candidates = _candidates(float_model, args.candidates, preprocessing or calibration.preprocessing)
+    said = list(dict.fromkeys([*calibration.warnings, *(production.warnings if production else []),
+                               *(candidates.warnings if candidates else [])]))
     source = calibration.preprocessing_source or Source.NONE
     info(f"preprocessing: {describe(calibration.preprocessing)} (from {source.text})")
     for message in said:
         print(f"edgeq: warning: {message}", file=sys.stderr)
-    logged = _log_coverage(args, float_model, calibration, *log_inputs) if log_inputs else None
-    report = logged.coverage if logged else coverage(float_model, calibration, production, args.threshold)
+    with _work(spec) as (collect_fn, read_fn):
+        logged = (_log_coverage(args, float_model, calibration, *log_inputs, collect_fn=collect_fn, read_fn=read_fn,
+                                candidates=candidates) if log_inputs else None)
+        report = logged.coverage if logged else coverage(float_model, calibration, production, args.threshold,
+                                                         collect_fn=collect_fn, candidates=candidates)
     document = {"threshold": report.threshold, "flagged": len(report.flagged),
                 "preprocessing": calibration.preprocessing.to_dict() if calibration.preprocessing else None,
                 "preprocessing_source": source.value, "warnings": said,
                 "layers": [_json_safe(dataclasses.asdict(layer)) for layer in report.layers],
                 "per_condition_max": {k: list(v) for k, v in report.per_condition_max.items()},
+                "candidate_max": {k: list(v) for k, v in report.candidate_max.items()},
                 "outlier_samples": [dataclasses.asdict(o) for o in report.outlier_samples],
                 "production_source": "logs" if logged else "images"}
     if logged:
@@ -141,14 +156,38 @@ def _log_inputs(args: argparse.Namespace) -> tuple[Any, tuple[str, ...] | None]:
     return load_sidecar(args.instrumented), segment_by
 
 
+@contextlib.contextmanager
+def _work(spec: Any) -> Iterator[tuple[Any, Any]]:
+    """The statistics collection and the log read on the executor ``spec`` names (bit-identical on each)."""
+    from edgeq.calib.parallel import collect_sharded, read_log_sharded
+    from edgeq.execute import open_executor
+
+    with open_executor(spec) as executor:
+        yield (functools.partial(collect_sharded, executor=executor),
+               functools.partial(read_log_sharded, executor=executor))
+
+
+def _candidates(float_model: Any, candidates: str | None, preprocessing: Any) -> Any:
+    """The candidate set, which must hold several conditions: a set without them cannot name one."""
+    from edgeq.converter.api import _calibration_data
+
+    if candidates is None:
+        return None
+    data = _calibration_data(float_model, candidates, preprocessing, None)
+    if len(set(data.conditions or ())) < 2:
+        raise InputError(f"--candidates {candidates}: not a set from edgeq datagen with several conditions "
+                         "(it could not name which condition closes a gap)")
+    return data
+
+
 def _log_coverage(args: argparse.Namespace, float_model: Any, calibration: Any, sidecar: Any,
-                  segment_by: tuple[str, ...] | None) -> Any:
+                  segment_by: tuple[str, ...] | None, **work: Any) -> Any:
     """Compare the logs with the calibration set; the one place the logs are read."""
     from edgeq.calib.log_coverage import DEFAULT_WINDOW_SECONDS, describe_read, log_coverage
 
     window = DEFAULT_WINDOW_SECONDS if args.window is None else args.window
     report = log_coverage(float_model, calibration, args.production_log, sidecar, args.instrumented,
-                          args.threshold, window, segment_by=segment_by)
+                          args.threshold, window, segment_by=segment_by, **work)
     info(f"production logs: {describe_read(report.read)}; model {report.model_sha256[:12]}... "
          f"(instrumented from {'MODEL' if report.source_check == 'MODEL' else report.source_check})")
     for example in report.read.examples[:3]:

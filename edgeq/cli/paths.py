@@ -110,7 +110,8 @@ ROLES: dict[str, PathRoles] = {
     "check": PathRoles(inputs=_args("model", "float_model")),
     "convert": PathRoles(inputs=_args("model", "calib", "stats", "recipe", "preprocess"),
                          file_outputs=_and_json(_convert_outputs)),
-    "coverage": PathRoles(inputs=_args("model", "calib", "production", "production_log", "instrumented", "preprocess"),
+    "coverage": PathRoles(inputs=_args("model", "calib", "production", "production_log", "instrumented", "candidates",
+                                       "preprocess"),
                           folder_outputs=_args("output")),
     "datagen": PathRoles(inputs=_args("source", "custom_conditions", "preprocess"), folder_outputs=_args("output")),
     "device-test": PathRoles(inputs=_suite_values(SUITE_FILE_OPTIONS),  # the rest of its command line is pytest's
