@@ -90,6 +90,7 @@ class CoverageDocument(TypedDict):
     warnings: list[str]
     layers: list[dict[str, Any]]  # edgeq.calib.coverage.LayerCoverage, non-finite floats as null
     per_condition_max: dict[str, list[float | None]]
+    candidate_max: NotRequired[dict[str, list[float | None]]]  # --candidates: per condition, per layer max|x|
     outlier_samples: list[OutlierSample]
     production_source: NotRequired[Literal["images", "logs"]]  # --production or --production-log
     production_log: NotRequired[ProductionLogCoverage]  # --production-log: per segment, per window, the read
