@@ -4,6 +4,7 @@ them, image folders decoded exactly as datagen decodes them, strict preprocessin
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ from PIL import Image
 from edgeq.calib.data import ModelInput, input_aliases, load_calibration, parse_preprocessing
 from edgeq.cli import main as cli
 from edgeq.errors import InputError
-from edgeq_models.zoo import BuiltModel
 
 PP = parse_preprocessing("mean=127.5,std=127.5")
 
@@ -33,10 +33,10 @@ def test_a_header_declaring_a_huge_array_is_refused_before_allocation(tmp_path: 
         load_calibration(str(bomb), [ModelInput("x", (512, 512, 3))], PP)
 
 
-def test_the_convert_verb_refuses_it_in_one_line(tiny_cnn: BuiltModel, tmp_path: Path,
+def test_the_convert_verb_refuses_it_in_one_line(tiny_zoo: Mapping[str, Path], tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     bomb = _npy_declaring(tmp_path / "bomb.npy", (1 << 30, 32, 32, 3))
-    assert cli.main(["convert", str(tiny_cnn.path), "--calib", str(bomb), "--preprocess", "mean=127.5,std=127.5",
+    assert cli.main(["convert", str(tiny_zoo["cnn"]), "--calib", str(bomb), "--preprocess", "mean=127.5,std=127.5",
                      "-o", str(tmp_path / "m.tflite")]) == 2
     err = capsys.readouterr().err
     assert "budget" in err and err.count("\n") == 1

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import edgeq_models.zoo as zoo
 from edgeq.cli import main as cli
 
 
 @pytest.fixture(scope="module")
-def cnn_path(tiny_cnn: zoo.BuiltModel) -> Path:
-    return tiny_cnn.path
+def cnn_path(tiny_zoo: Mapping[str, Path]) -> Path:
+    return tiny_zoo["cnn"]
 
 
 @pytest.fixture(scope="module")

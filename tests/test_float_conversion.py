@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,8 +19,8 @@ from edgeq.tflite.runtime import CpuKernels, make_interpreter
 
 
 @pytest.fixture(scope="module")
-def cnn_flatbuffer(tiny_cnn: zoo.BuiltModel) -> tuple[object, bytes]:
-    model = zoo.load_model(tiny_cnn.path)
+def cnn_flatbuffer(tiny_zoo: Mapping[str, Path]) -> tuple[object, bytes]:
+    model = zoo.load_model(tiny_zoo["cnn"])
     return model, keras_to_float_tflite(model)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -224,12 +224,14 @@ def test_validate_and_build_point_to_their_reports(work: Path, made: dict[str, A
     assert all(g["passed"] for g in body["gates"])
 
 
-def test_zoo_build(work: Path, tiny_cnn: Any, monkeypatch: pytest.MonkeyPatch,
+def test_zoo_build(work: Path, tiny_zoo: Mapping[str, Path], monkeypatch: pytest.MonkeyPatch,
                    capsys: pytest.CaptureFixture[str]) -> None:
-    """The card of a built model (the session's tiny CNN stands in for training)."""
+    """The card of a built model (the session's tiny CNN, with the card its build wrote, stands in for training)."""
     import edgeq_models.zoo
 
-    monkeypatch.setattr(edgeq_models.zoo, "build", lambda *_, **__: tiny_cnn)
+    card = edgeq_models.zoo.ZooCard.from_dict(json.loads((tiny_zoo["cnn"].parent / "card.json").read_text()))
+    built = edgeq_models.zoo.BuiltModel(card=card, path=tiny_zoo["cnn"], reused=True)
+    monkeypatch.setattr(edgeq_models.zoo, "build", lambda *_, **__: built)
     body = check_document(run_json(["zoo", "build", "cnn", "-o", str(work / "cnn.keras")], capsys), "edgeq.zoo")
     assert body["action"] == "build" and body["card"]["name"] == "cnn" and (work / "cnn.keras").is_file()
 
