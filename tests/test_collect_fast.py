@@ -72,7 +72,7 @@ arrays = st.one_of(plain, edges, scaled)
 
 @functools.cache
 def binner(chunk: int) -> Binner:
-    return Binner(chunk)
+    return Binner(chunk, small=0)  # every array through the fast path, however small
 
 
 @settings(max_examples=400, deadline=None)
@@ -103,14 +103,25 @@ def test_samples_across_radius_doublings_merge_to_the_reference(samples: list[np
     np.ones((0, 3), np.float32),
 ])
 def test_binner_on_hand_picked_values(values: np.ndarray) -> None:
-    assert same(Binner(chunk=7).stats(values), reference(values))
+    assert same(Binner(chunk=7, small=0).stats(values), reference(values))
+
+
+def test_the_default_binner_on_tensor_sized_arrays() -> None:
+    """Several chunks, ReLU zeros, bin edges and -0.0 together; and a small array, which update bins."""
+    rng = np.random.default_rng(5)
+    big = np.maximum(rng.normal(0, 3, size=200_003), 0).astype(np.float32)
+    big[::7] = np.round(big[::7] * 256) / 256  # on edges of radius 8 (and 16)
+    big[1::11] *= -1
+    big[2::13] = -0.0
+    for values in (big, big[:4095], big * np.float32(2.0**-90)):
+        assert same(Binner().stats(values), reference(values))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_binner_refuses_non_finite_values_like_the_reference(bad: float) -> None:
     values = np.array([1.0, bad, 2.0], np.float32)
     with pytest.raises(ValueError, match="non-finite") as fast:
-        Binner().stats(values)
+        Binner(small=0).stats(values)
     with pytest.raises(ValueError) as slow:
         reference(values)
     assert str(fast.value) == str(slow.value)

@@ -15,8 +15,9 @@ buffers of a whole tensor's size cost more in page faults than the arithmetic. C
 ``_COPIES`` interleaved copies of the histogram (summed at the end), so runs of one value (ReLU zeros) do
 not serialize ``bincount`` on one counter.
 
-Not taken here, but by ``update`` itself: other dtypes, and radii above ``_HALF`` (a scale below 1, where a
-tiny negative value could round to -0.0 and land on the wrong side of zero).
+Not taken here, but by ``update`` itself: other dtypes, arrays under ``_SMALL`` values (fixed costs dominate),
+and radii above ``_HALF`` (a scale below 1, where a tiny negative value could round to -0.0 and land on the
+wrong side of zero).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ _COPIES = 2  # interleaved histogram copies (measured: 2 beats 1 and 4 on Mobile
 _FINE = 2 * HIST_BINS + 1  # fine keys -2H .. 2H, shifted to 0 .. 4H
 _MAGIC = np.float32(2.0**23)  # float32 in [2**23, 2**24) holds integers whose bits are 0x4B000000 + value
 _MAGIC_BITS = np.int32(0x4B000000)
+_SMALL = 4096  # below this many values update's fewer calls win (measured: equal at 4,000, 1.4x at 100)
 
 
 class Binner:
     """Builds per-sample ``TensorStats``; holds scratch buffers, so one per thread."""
 
-    def __init__(self, chunk: int = _CHUNK) -> None:
-        self.chunk = chunk
+    def __init__(self, chunk: int = _CHUNK, small: int = _SMALL) -> None:
+        self.chunk, self.small = chunk, small
         self._scaled = np.empty(chunk, np.float32)
         self._keys = np.empty(chunk, np.float32)
         # Per position: the fine-key shift (2H), the magic, and which histogram copy the value counts in.
@@ -48,7 +50,7 @@ class Binner:
     def stats(self, values: np.ndarray) -> TensorStats:
         """``TensorStats.empty()`` updated with ``values`` (any shape, any real dtype): same ValueError on NaN/Inf."""
         array = np.asarray(values)
-        if array.dtype != np.float32:
+        if array.dtype != np.float32 or array.size < self.small:
             return _reference(array)
         flat = array.reshape(-1)
         if flat.size == 0:
@@ -69,7 +71,7 @@ class Binner:
     def histogram(self, flat: np.ndarray, per_unit: np.float32) -> np.ndarray:
         """The ``HIST_BINS`` counts of finite float32 ``flat`` with ``|flat| * per_unit <= _HALF``, ``per_unit``
         a power of two >= 1 (so ``flat * per_unit`` is exact and no nonzero value scales to zero)."""
-        counts = np.zeros(_COPIES * _FINE, dtype=np.int64)
+        counts = None
         for start in range(0, flat.size, self.chunk):
             x = flat[start:start + self.chunk]
             scaled, keys = self._scaled[:x.size], self._keys[:x.size]
@@ -80,8 +82,16 @@ class Binner:
             np.add(keys, self._shift[:x.size], out=keys)
             bits = keys.view(np.int32)
             np.subtract(bits, _MAGIC_BITS, out=bits)
-            counts += np.bincount(bits, minlength=_COPIES * _FINE)
-        return fold(counts.reshape(_COPIES, _FINE).sum(axis=0))
+            found = np.bincount(bits, minlength=_COPIES * _FINE)
+            if counts is None:
+                counts = found
+            else:
+                counts += found
+        assert counts is not None  # flat is not empty
+        fine = counts[:_FINE].copy()
+        for copy in range(1, _COPIES):
+            fine += counts[copy * _FINE:(copy + 1) * _FINE]
+        return fold(fine)
 
 
 def fold(fine: np.ndarray) -> np.ndarray:

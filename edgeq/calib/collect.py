@@ -3,6 +3,11 @@
 The collector only accumulates; estimators turn the statistics into ranges later. Memory is one
 bounded histogram per activation tensor, whatever the number of samples.
 
+Two engines run the model (``ENGINES``). A main graph that runs no other subgraph is collected on XNNPACK,
+its measured tensors appended to a copy's outputs (``edgeq.calib.outputs_engine``; docs/collect_speed.md);
+``collection_kernels`` says which kernels a model gets. Otherwise the replay engine below runs it on the
+builtin kernels with every tensor kept.
+
 Every subgraph the main graph runs is measured, keyed by (subgraph, tensor). The interpreter keeps a
 loop body's tensors of the last iteration only, so control flow is replayed here: after each sample,
 every WHILE / IF of a measured graph is run again from its recorded inputs over standalone copies of its
