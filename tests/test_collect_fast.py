@@ -215,6 +215,32 @@ def test_the_outputs_engine_and_the_replay_engine_agree_where_kernels_compute_al
     assert all(same(fast.tensors[k], slow.tensors[k]) for k in slow.tensors)
 
 
+def dynamic_model() -> bytes:
+    """The positive values of the input, gathered (WHERE + GATHER_ND): how many depends on the data, so the
+    gathered tensors are dynamic, allocated when their op runs, and left by XNNPACK to the builtin kernels."""
+    S = tfl.schema()  # noqa: N806
+    b = GraphBuilder()
+    x = b.tensor("x", [1, 4, 4, 3], "FLOAT32")
+    zero = b.tensor("zero", [], "FLOAT32", np.array(0, np.float32))
+    positive = b.tensor("positive", [1, 4, 4, 3], "BOOL")
+    where = b.tensor("where", [1, 4], "INT64")  # shapes of data-dependent tensors: resized when run
+    gathered = b.tensor("gathered", [1], "FLOAT32")
+    doubled = b.tensor("doubled", [1], "FLOAT32")
+    b.op("GREATER", [x, zero], [positive])
+    b.op("WHERE", [positive], [where])
+    b.op("GATHER_ND", [x, where], [gathered])
+    b.op("ADD", [gathered, gathered], [doubled], S.AddOptionsT())
+    return b.build([x], [doubled])
+
+
+def test_a_dynamic_tensor_is_measured_after_each_invoke() -> None:
+    model = dynamic_model()
+    data = calibration(model, 4, seed=4)
+    fast, slow = collect(model, data, engine="outputs"), collect(model, data, engine="replay")
+    assert fast.extremes == slow.extremes and len(fast.extremes) == 3
+    assert fast.tensors[(0, 4)].count == int((data.arrays[0] > 0).sum())
+
+
 def test_outputs_model_appends_each_measured_tensor_once_and_drops_signatures() -> None:
     model = residual_model()
     graph = tfl.parse(model).subgraphs[0]
