@@ -134,6 +134,16 @@ def test_a_worker_that_dies_is_one_clear_error(name: str, workers: int) -> None:
         list(executor.imap(Job(no_state, _die_on_three), list(range(8))))
 
 
+def test_a_ray_worker_with_other_package_versions_is_refused() -> None:
+    from edgeq.execute.rayactors import WORKER_PACKAGES, _check_versions
+    from edgeq.versions import package_versions
+
+    here = package_versions(WORKER_PACKAGES)
+    _check_versions([here, dict(here)])
+    with pytest.raises(InputError, match=r"a Ray worker has numpy 0\.0\.1, this machine .*bit-identical"):
+        _check_versions([here, {**here, "numpy": "0.0.1"}])
+
+
 # --- calibrate ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
