@@ -241,6 +241,9 @@ def test_a_dynamic_tensor_is_measured_after_each_invoke() -> None:
     fast, slow = collect(model, data, engine="outputs"), collect(model, data, engine="replay")
     assert fast.extremes == slow.extremes and len(fast.extremes) == 3
     assert fast.tensors[(0, 4)].count == int((data.arrays[0] > 0).sum())
+    data.arrays[0][::2] = -np.abs(data.arrays[0][::2])  # no positive value: the gathered tensors hold nothing
+    fast, slow = collect(model, data, engine="outputs"), collect(model, data, engine="replay")
+    assert fast.extremes == slow.extremes and fast.extremes[(0, 4)].samples == 2
 
 
 def test_outputs_model_appends_each_measured_tensor_once_and_drops_signatures() -> None:
