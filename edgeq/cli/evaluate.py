@@ -73,7 +73,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from edgeq.harness.accuracy import evaluate, output_index
     from edgeq.harness.backends import availability, open_session, parse_backend
     from edgeq.harness.evaldata import load_eval_set
-    from edgeq.harness.parallel import check_shardable, predict_on, predict_outputs_on
+    from edgeq.harness.parallel import ModelPass, check_shardable, evaluation_pass
     from edgeq.preprocess import own_preprocessing, resolve, same_normalization
     from edgeq.tflite import model as tfl
     from edgeq.validate.declarations import model_input
@@ -119,21 +119,22 @@ def run_eval(args: argparse.Namespace) -> int:
     document: dict[str, Any] = {"model": args.model, "model_sha256": tfl.sha256(model_bytes), "data": args.data,
                                 "backend": str(backend), "interpreter": session.runtime, "n": len(data)}
     result = None
-    with open_executor(spec) as executor:
-        if data.labelled:
-            scores = predict_on(executor, model_bytes, backend, args.threads, x, output_index(session, args.output),
-                                session)
-            reference = None
-            if reference_bytes is not None and ref_session is not None:
-                reference = predict_on(executor, reference_bytes, cpu, args.threads, x,
-                                       output_index(ref_session, args.output), ref_session)
-            result = evaluate(scores, data.labels, list(conditions) if conditions else None, reference)
-            document.update({"n": result.n, "top1": result.top1, "top5": result.top5, "agreement": result.agreement,
-                             "per_condition": result.per_condition})
+    with open_executor(spec) as executor:  # one pass per model: its scores and, with a reference, every output
+        fidelity = reference_bytes is not None and ref_session is not None
+        scores, outputs = evaluation_pass(executor, ModelPass(
+            model_bytes, backend, args.threads, x, scores=output_index(session, args.output) if data.labelled else None,
+            outputs=fidelity), session)
+        reference = ref_outputs = None
         if reference_bytes is not None and ref_session is not None:
-            outputs = predict_outputs_on(executor, model_bytes, backend, args.threads, x, session)
-            document["fidelity"] = _fidelity(outputs, predict_outputs_on(executor, reference_bytes, cpu, args.threads,
-                                                                         x, ref_session), conditions)
+            reference, ref_outputs = evaluation_pass(executor, ModelPass(
+                reference_bytes, cpu, args.threads, x,
+                scores=output_index(ref_session, args.output) if data.labelled else None, outputs=True), ref_session)
+    if scores is not None:
+        result = evaluate(scores, data.labels, list(conditions) if conditions else None, reference)
+        document.update({"n": result.n, "top1": result.top1, "top5": result.top5, "agreement": result.agreement,
+                         "per_condition": result.per_condition})
+    if outputs is not None and ref_outputs is not None:
+        document["fidelity"] = _fidelity(outputs, ref_outputs, conditions)
     document.update({"preprocessing": None if pp is None else pp.to_dict(),
                      "preprocessing_source": resolved.source.value, "warnings": warnings})
     emit_json(args.json, "edgeq.eval", document)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -24,23 +23,33 @@ from edgeq.progress import task
 
 @dataclass(frozen=True)
 class ModelPass:
-    """What every worker needs: the model, where it runs, and the float model inputs (N, ...)."""
+    """What every worker needs: the model, where it runs, the float model inputs (N, ...), and what to return:
+    ``predict``'s scores of output ``scores`` (an index) and/or every output (``predict_outputs``)."""
 
     model: bytes
     backend: BackendName
     threads: int
     x: np.ndarray
-    output: int | None = None  # predict's output index; None: every output (predict_outputs)
+    scores: int | None = None
+    outputs: bool = False
+
+
+Results = tuple[np.ndarray | None, dict[str, np.ndarray] | None]  # (scores, outputs), None where not asked
+
+
+def _run(session: Session, run: ModelPass, x: np.ndarray) -> Results:
+    """One pass as the caller would run it in this process: predict, then predict_outputs, on one session."""
+    scores = None if run.scores is None else predict(session, x, run.scores)
+    return scores, predict_outputs(session, x) if run.outputs else None
 
 
 def _open(run: ModelPass) -> tuple[Session, ModelPass]:
     return open_session(run.model, run.backend, run.threads), run
 
 
-def _shard(state: tuple[Session, ModelPass], rows: range) -> Any:
+def _shard(state: tuple[Session, ModelPass], rows: range) -> Results:
     session, run = state
-    x = run.x[rows.start:rows.stop]
-    return predict_outputs(session, x) if run.output is None else predict(session, x, run.output)
+    return _run(session, run, run.x[rows.start:rows.stop])
 
 
 def check_shardable(backend: BackendName, executor: str) -> None:
@@ -50,30 +59,36 @@ def check_shardable(backend: BackendName, executor: str) -> None:
         raise UsageError(f"the {backend.kind} backend is one device, which workers cannot share: use --executor local")
 
 
-def _sharded(run: ModelPass, executor: Executor, session: Session | None) -> Any:
+def evaluation_pass(executor: Executor, run: ModelPass, session: Session | None = None) -> Results:
+    """``run``'s scores and/or outputs over every sample, in shards on ``executor`` (one job: each worker opens
+    the model once for both); ``session`` (that model's) is reused when the work stays in this process."""
     ranges = shards(len(run.x), executor.workers)
     if executor.name == "local" or len(ranges) <= 1:
-        session = session or open_session(run.model, run.backend, run.threads)
-        return predict_outputs(session, run.x) if run.output is None else predict(session, run.x, run.output)
+        return _run(session or open_session(run.model, run.backend, run.threads), run, run.x)
     check_shardable(run.backend, executor.name)
-    parts = []
+    parts: list[Results] = []
     with task("evaluating", len(run.x)) as counted, closing(executor.imap(Job(_open, _shard, run), ranges)) as results:
         for rows, part in zip(ranges, results, strict=True):
             parts.append(part)
             counted.advance(len(rows))
-    if run.output is not None:
-        return np.concatenate(parts)
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    scores = None if run.scores is None else np.concatenate([p[0] for p in parts])
+    outputs = None
+    if run.outputs:
+        outputs = {name: np.concatenate([p[1][name] for p in parts]) for name in parts[0][1]}  # type: ignore[index]
+    return scores, outputs
 
 
 def predict_on(executor: Executor, model: bytes, backend: BackendName, threads: int, x: np.ndarray, output: int = 0,
                session: Session | None = None) -> np.ndarray:
-    """``predict(open_session(model, backend, threads), x, output)`` on ``executor``; ``session`` (that model's)
-    is reused when the work stays in this process."""
-    return _sharded(ModelPass(model, backend, threads, x, output), executor, session)
+    """``predict(open_session(model, backend, threads), x, output)`` on ``executor``."""
+    scores, _ = evaluation_pass(executor, ModelPass(model, backend, threads, x, scores=output), session)
+    assert scores is not None
+    return scores
 
 
 def predict_outputs_on(executor: Executor, model: bytes, backend: BackendName, threads: int, x: np.ndarray,
                        session: Session | None = None) -> dict[str, np.ndarray]:
     """``predict_outputs(open_session(model, backend, threads), x)`` on ``executor``."""
-    return _sharded(ModelPass(model, backend, threads, x), executor, session)
+    _, outputs = evaluation_pass(executor, ModelPass(model, backend, threads, x, outputs=True), session)
+    assert outputs is not None
+    return outputs
