@@ -55,7 +55,9 @@ class Binner:
         flat = array.reshape(-1)
         if flat.size == 0:
             return TensorStats.empty()
-        lo, hi = float(flat.min()), float(flat.max())
+        # + 0.0 makes -0.0 plain 0.0: min(0.0, -0.0) keeps its first argument, so a signed zero as an extreme
+        # would depend on the order samples and shards are merged in (and so would the saved bytes).
+        lo, hi = float(flat.min()) + 0.0, float(flat.max()) + 0.0
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("values contain non-finite numbers (NaN or Inf)")
         radius = radius_for(max(-lo, hi))

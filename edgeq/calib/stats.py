@@ -128,7 +128,9 @@ class TensorStats:
         flat = array.astype(precision, copy=False).ravel()
         if flat.size == 0:
             return
-        lo, hi = float(flat.min()), float(flat.max())
+        # + 0.0 makes -0.0 plain 0.0: min(0.0, -0.0) keeps its first argument, so a signed zero as an extreme
+        # would depend on the order samples and shards are merged in (and so would the saved bytes).
+        lo, hi = float(flat.min()) + 0.0, float(flat.max()) + 0.0
         if not (math.isfinite(lo) and math.isfinite(hi)):  # min/max propagate NaN and reach +-Inf
             raise ValueError("values contain non-finite numbers (NaN or Inf)")
         radius = max(self.radius, radius_for(max(-lo, hi)))
