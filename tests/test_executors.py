@@ -318,6 +318,55 @@ def test_a_sharded_log_read_equals_one_read(logs: Path, name: str, workers: int)
     assert list(sharded_report.bad) == list(report.bad)
 
 
+# --- coverage: images and production logs ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def coverage_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The demo instrumented, and its logs over 24 test digits on collect()'s kernels: 3 files, 2 devices, 2 days."""
+    from edgeq.calib.collect import collection_kernels, model_inputs
+    from edgeq.calib.log_coverage import load_sidecar
+    from edgeq.converter.api import _calibration_data, _float_model
+    from edgeq.production.writer import append_record
+    from edgeq.tflite.runtime import make_interpreter
+
+    root = tmp_path_factory.mktemp("coverage")
+    instrumented = root / "demo_instrumented.tflite"
+    assert cli.main(["instrument", str(DEMO), "-o", str(instrumented), "--quiet"]) == 0
+    sidecar = load_sidecar(instrumented.with_suffix(".json"))
+    data = _calibration_data(_float_model(DEMO, None), "digits:test", parse_preprocess(), 24)
+    interpreter, _ = make_interpreter(instrumented.read_bytes(), collection_kernels(DEMO.read_bytes()))
+    outputs = interpreter.get_output_details()
+    (root / "logs").mkdir()
+    for i, batch in data.samples(model_inputs(interpreter)):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch[0])
+        interpreter.invoke()
+        values: dict[str, list[float]] = {}
+        for out in sidecar.outputs:
+            values.setdefault(out.tensor, [0.0, 0.0])[out.statistic == "max"] = float(
+                interpreter.get_tensor(outputs[out.output_index]["index"]).item())
+        append_record(root / "logs" / f"app-{i % 3}.jsonl", model_sha256=sidecar.sha256, time=86400.0 * (i % 2) + i,
+                      tensors={k: (lo, hi) for k, (lo, hi) in values.items()}, device=f"d{i % 2}")
+    return instrumented.with_suffix(".json"), root / "logs"
+
+
+@pytest.mark.parametrize(("name", "workers"), [EXECUTORS[0], EXECUTORS[2], EXECUTORS[4]], ids=[ids[0], ids[2], ids[4]])
+def test_coverage_from_images_and_logs_is_the_same(calib_set: Path, coverage_logs: tuple[Path, Path],
+                                                   tmp_path_factory: pytest.TempPathFactory, name: str,
+                                                   workers: int | None) -> None:
+    folder = tmp_path_factory.getbasetemp() / "coverage-cli"
+    folder.mkdir(exist_ok=True)
+    sidecar, logs = coverage_logs
+    common = [str(DEMO), "--calib", str(calib_set), "--preprocess", PP, "--quiet", *_options(name, workers)]
+    for kind, production in (("images", ["--production", "digits:test", "--candidates", str(calib_set)]),
+                             ("logs", ["--production-log", str(logs), "--instrumented", str(sidecar)])):
+        out = folder / f"{kind}-{name}{workers or ''}.json"
+        assert cli.main(["coverage", *common, *production, "--json", str(out)]) in (0, 1)
+        document = json.loads(out.read_text())
+        if kind == "logs":
+            assert document["production_log"]["records"] == 24 and len(document["production_log"]["windows"]) == 2
+        assert document == json.loads((folder / f"{kind}-local.json").read_text())  # local ran first
+
+
 # --- Ray absent ---------------------------------------------------------------------------------------------------
 
 def test_without_ray_the_ray_executor_exits_2_naming_the_extra(tmp_path: Path) -> None:

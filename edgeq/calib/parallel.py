@@ -25,8 +25,6 @@ from edgeq.execute import Executor, Job, shards
 from edgeq.execute.base import no_state
 from edgeq.progress import task
 
-Shard = tuple[range, list[int] | None]  # positions in the set, and their sample numbers (None: the positions)
-
 
 def subset(data: CalibrationSet, positions: range) -> CalibrationSet:
     """The samples at ``positions`` (contiguous) of ``data``, with their conditions."""
@@ -39,10 +37,9 @@ def _finite(data: CalibrationSet) -> bool:
     return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in data.arrays)
 
 
-def _collect_shard(state: tuple[bytes, CalibrationSet], shard: Shard) -> ActivationStats:
-    model, data = state
-    positions, numbers = shard
-    return collect(model, subset(data, positions), sample_indices=numbers if numbers is not None else positions)
+def _collect_shard(model: bytes, shard: tuple[CalibrationSet, list[int]]) -> ActivationStats:
+    part, numbers = shard
+    return collect(model, part, sample_indices=numbers)
 
 
 def merge_stats(parts: Sequence[ActivationStats], data: CalibrationSet, *, describe: bool = True) -> ActivationStats:
@@ -69,13 +66,15 @@ def collect_sharded(float_model: bytes, data: CalibrationSet, executor: Executor
     numbers = None if sample_indices is None else [int(i) for i in sample_indices]
     if numbers is not None and (len(numbers) != len(data) or len(set(numbers)) != len(numbers)):
         raise ValueError("sample_indices must number every sample of the set once")
-    work: list[Shard] = [(r, None if numbers is None else numbers[r.start:r.stop]) for r in ranges]
+    # Each shard carries its own samples (a worker receives only what it runs: every byte of the set is sent once),
+    # numbered by their place in the whole set; the model is the job's shared value, sent once per worker.
+    work = [(subset(data, r), list(r) if numbers is None else numbers[r.start:r.stop]) for r in ranges]
     parts = []
-    job = Job(no_state, _collect_shard, (float_model, data))
+    job = Job(no_state, _collect_shard, float_model)
     with task("calibration statistics", len(data)) as counted, closing(executor.imap(job, work)) as results:
-        for (positions, _), part in zip(work, results, strict=True):
+        for (part_data, _), part in zip(work, results, strict=True):
             parts.append(part)
-            counted.advance(len(positions))
+            counted.advance(len(part_data))
     return merge_stats(parts, data, describe=sample_indices is None)
 
 

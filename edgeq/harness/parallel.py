@@ -8,6 +8,7 @@ one-pass result bit for bit (docs/executors.md). Backends bound to one device (E
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -47,9 +48,9 @@ def _open(run: ModelPass) -> tuple[Session, ModelPass]:
     return open_session(run.model, run.backend, run.threads), run
 
 
-def _shard(state: tuple[Session, ModelPass], rows: range) -> Results:
+def _shard(state: tuple[Session, ModelPass], x: np.ndarray) -> Results:
     session, run = state
-    return _run(session, run, run.x[rows.start:rows.stop])
+    return _run(session, run, x)
 
 
 def check_shardable(backend: BackendName, executor: str) -> None:
@@ -67,7 +68,11 @@ def evaluation_pass(executor: Executor, run: ModelPass, session: Session | None 
         return _run(session or open_session(run.model, run.backend, run.threads), run, run.x)
     check_shardable(run.backend, executor.name)
     parts: list[Results] = []
-    with task("evaluating", len(run.x)) as counted, closing(executor.imap(Job(_open, _shard, run), ranges)) as results:
+    # Each shard carries its own rows (every byte of the inputs is sent once); the job's shared value, sent to each
+    # worker once, is the pass without them.
+    job = Job(_open, _shard, dataclasses.replace(run, x=run.x[:0]))
+    items = [run.x[rows.start:rows.stop] for rows in ranges]
+    with task("evaluating", len(run.x)) as counted, closing(executor.imap(job, items)) as results:
         for rows, part in zip(ranges, results, strict=True):
             parts.append(part)
             counted.advance(len(rows))
