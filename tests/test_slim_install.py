@@ -55,7 +55,7 @@ def test_only_absent_registered_modules_become_a_missing_extra(monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "skimage", None)  # as on the slim install
     error = missing_dependency(ModuleNotFoundError("x", name="skimage.data"))
     assert error is not None and "pip install 'edgeq[full]'" in str(error)
-    assert {package.extra for package in OPTIONAL.values()} <= {"device", "device-test", "tflm", "full", "onnx"}
+    assert {package.extra for package in OPTIONAL.values()} <= {"device", "device-test", "tflm", "full", "onnx", "ray"}
 
 
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
