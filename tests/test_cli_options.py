@@ -62,6 +62,9 @@ SHARED: dict[str, Shared] = {
                         values=("2", "256"), bad=("0", "257", "x", "-1")),
     "--cache-dir": Shared((("--cache-dir",),), _is(options.CACHE_DIR_HELP), values=("/tmp/c",),
                           fragment=options.CACHE_DIR_HELP),
+    # the data-parallel verbs: where the work runs (docs/executors.md)
+    "--executor": Shared((("--executor",),), _is(options.EXECUTOR_HELP), metavar="SPEC",
+                         values=("local", "processes", "ray", "ray:auto"), fragment=options.EXECUTOR_HELP),
     # build and validate: the CI outputs (docs/ci.md)
     "--summary-md": Shared((("--summary-md",),), _is(options.SUMMARY_MD_HELP), metavar="FILE", values=("s.md",)),
     "--junit": Shared((("--junit",),), _is(options.JUNIT_HELP), metavar="FILE", values=("j.xml",)),
