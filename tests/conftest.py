@@ -25,6 +25,26 @@ settings.load_profile("edgeq")
 
 DEMO_FLOAT = Path(__file__).parent / "data" / "demo" / "cnn_digits_float32.tflite"
 
+#: Test files by measured test time, slowest first (docs/testing.md, "Measured time"). `make test` hands whole
+#: files to its two workers in collection order (``--dist loadfile --no-loadscope-reorder``); xdist's own order
+#: (most tests first) left files with few but slow tests, such as test_validate_build.py, to the end, where one
+#: worker ran them alone. Longest first keeps both busy to the end. Unlisted files follow in their usual order.
+SLOW_FILES_FIRST = (
+    "test_validate_build.py", "test_converter.py", "test_validate_tasks.py", "test_report_html.py",
+    "test_data_safety.py", "test_baseline_comparability.py", "test_slim_install.py", "test_json_envelope.py",
+    "test_metadata.py", "test_check.py", "test_harness.py", "test_onnx_intake.py", "test_build_recipe.py",
+    "test_eval_unlabelled.py", "test_recovery_ladder.py", "test_outlier_samples.py", "test_verdicts.py",
+    "test_zoo.py", "test_mediapipe.py", "test_datagen_hostile.py", "test_device_test_verb.py", "test_probe.py",
+    "test_convert_bad_input.py", "test_ci_outputs.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow files first (SLOW_FILES_FIRST); a stable sort, so each file's tests keep their order."""
+    rank = {name: index for index, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 
 def tiny_build_recipe(gates: str) -> str:
     """The cheapest whole ``edgeq build``: the demo CNN, 32 calibration and 40 evaluation digits, one method,
@@ -111,16 +131,26 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_zoo_int8(tiny_zoo: Mapping[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Path]:
-    """Every tiny zoo model converted by edgeq (auto estimator, 32 real calibration images), on first use."""
-    out = tmp_path_factory.mktemp("int8")
+    """Every tiny zoo model converted by edgeq (auto estimator, 32 real calibration images), with its sidecar.
+
+    Converted on first use into a folder shared by the xdist workers of one run, one lock per model, as the
+    tiny zoo: conversion is deterministic (tests/test_converter.py), so the run converts each model once."""
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    out = (shared / "tiny-zoo-int8") if shared else tmp_path_factory.mktemp("int8")
+    out.mkdir(exist_ok=True)
 
     def convert(name: str) -> Path:
+        import fcntl
+
         import edgeq
         from edgeq_models import ZOO
 
-        calib = "lfw:train" if ZOO[name].dataset == "lfw" else "digits:train"
-        edgeq.convert(tiny_zoo[name], out / f"{name}.tflite", calib=calib, limit=32,
-                      preprocessing=ZOO[name].preprocessing)
-        return out / f"{name}.tflite"
+        path = out / f"{name}.tflite"
+        with open(out / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():  # under the lock: a model another worker converted is complete
+                calib = "lfw:train" if ZOO[name].dataset == "lfw" else "digits:train"
+                edgeq.convert(tiny_zoo[name], path, calib=calib, limit=32, preprocessing=ZOO[name].preprocessing)
+        return path
 
     return _OnFirstUse(convert)
