@@ -23,9 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # Two workers, tests grouped by file (module fixtures built once): measured 143 s vs 234 s serial on
-# 2 idle cores (docs/testing.md).
+# 2 idle cores (docs/testing.md). Files are handed out slowest first (tests/conftest.py SLOW_FILES_FIRST),
+# not by xdist's test count, so no worker ends alone with a long file.
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 	$(BIN)/edgeq device-test -q --model device_tests/data/cnn_digits_int8.tflite \
 		--eval-set device_tests/data/digits_test.npz --reference tests/data/demo/cnn_digits_float32.tflite \
 		--budget device_tests/budget.ci.yaml \
