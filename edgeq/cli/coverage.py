@@ -235,8 +235,9 @@ def _near_threshold_note(report: Any) -> None:
     near = [layer.name for layer in report.flagged if layer.ratio >= report.threshold * (1 - NEAR_THRESHOLD)]
     if near:
         print(f"note: {len(near)} flagged tensors are within {NEAR_THRESHOLD:.0e} of the threshold (e.g. {near[0]}); "
-              "an app on other kernels than calibration's (XNNPACK, GPU) differs in the last bits: see "
-              "docs/production_coverage.md")
+              "that may be a real gap, or an app on other kernels than calibration's (collected on "
+              "XNNPACK for graphs without control flow; a GPU delegate, the builtin kernels) differing in the last "
+              "bits: see docs/production_coverage.md")
 
 
 def _segment_text(segment: Any) -> str:
