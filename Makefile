@@ -11,7 +11,8 @@ export NO_ALBUMENTATIONS_UPDATE = 1
 # Re-install only when the dependency list changes; otherwise this is a no-op.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -e ".[dev]"
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true  # pip compiles one file at a time
 	touch $(STAMP)
 
 venv: $(STAMP)
