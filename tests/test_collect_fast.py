@@ -280,3 +280,32 @@ def test_control_flow_stays_on_the_replay_engine() -> None:
 def test_an_unknown_engine_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown collection engine"):
         collect(residual_model(), calibration(residual_model(), 1), engine="fast")
+
+
+def test_tensors_computed_from_constants_alone_keep_the_replay_engine() -> None:
+    """XNNPACK packs DEQUANTIZE(int8 weights) as static weights and never writes its output, even when it is a
+    graph output: reading it gave uninitialised memory (ranges of 1e24, different on every run). Such a model
+    is collected on the builtin kernels, which compute the dequantized weights: scale * code, exactly."""
+    from edgeq.calib.outputs_engine import applies, constant_derived
+
+    schema = tfl.schema()
+    b = GraphBuilder()
+    x = b.tensor("x", [1, 4], "FLOAT32")
+    codes = b.tensor("codes", [3, 4], "INT8", np.arange(-6, 6, dtype=np.int8).reshape(3, 4))
+    q = schema.QuantizationParametersT()
+    q.scale, q.zeroPoint = [0.5], [0]
+    b.graph.tensors[codes].quantization = q
+    w = b.tensor("w", [3, 4], "FLOAT32")
+    y = b.tensor("y", [1, 3], "FLOAT32")
+    b.op("DEQUANTIZE", [codes], [w], version=2)
+    b.op("FULLY_CONNECTED", [x, w, -1], [y], schema.FullyConnectedOptionsT())
+    model = b.build([x], [y])
+    parsed = tfl.parse(model)
+    assert constant_derived(parsed) == [w] and not applies(parsed)
+    assert collection_kernels(model) == CpuKernels.CPU
+    data = CalibrationSet(source="t", arrays=(np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32),),
+                          preprocessing=None)
+    stats = collect(model, data)
+    weights = next(key for key, name in stats.names.items() if name == "w")
+    assert (stats.tensors[weights].min, stats.tensors[weights].max) == (-3.0, 2.5)
+    assert stats.tensors == collect(model, data, engine="replay").tensors
