@@ -316,6 +316,11 @@ def test_an_int8_model_logs_codes_that_are_dequantized(demo: dict, tmp_path: Pat
         expected = max(max(-s * (lo - z), s * (hi - z)) for lo, hi in (c[layer.name] for c in codes))
         assert layer.production_max == expected, layer.name
     assert "serving_default_image:0" in report.saturated  # 1.6x the calibrated inputs: clamped at code 127
+    # a clamped tensor's logged max is only a lower bound: flagged whatever its ratio, never "covered"
+    for layer in report.coverage.layers:
+        assert layer.saturated == (layer.name in report.saturated)
+        assert layer.flagged == (layer.saturated or layer.ratio < report.coverage.threshold)
+    assert any(layer.saturated and layer.ratio >= 1.0 for layer in report.coverage.layers)  # was reported covered
     # logged as floats (dequantized by the app) instead of codes: refused, never compared as codes
     floats = tmp_path / "floats.jsonl"
     append_record(floats, model_sha256=sidecar.sha256, time=T0, tensors={n: (0.5, 1.25) for n in codes[0]})

@@ -15,6 +15,7 @@ Min/max logs hold no distribution, so no p99.99 is reported from them (None, nev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -281,7 +282,12 @@ def log_coverage(float_model: FloatModel, calibration: CalibrationSet, logs: Seq
     if not maxima:
         raise InputError(f"none of the {len(totals)} logged tensors is an activation of {float_model.source}: "
                          "nothing to compare")
-    report = side.report({k: side.layer(k, m, None, threshold) for k, m in maxima.items()}, threshold, guard)
+    saturated = tuple(name for name, e in totals.items() if name in logged and logged[name].saturated(e))
+    clamped = {index[name] for name in saturated if name in index}
+    layers = {k: side.layer(k, m, None, threshold) for k, m in maxima.items()}
+    layers = {k: dataclasses.replace(layer, flagged=True, saturated=True) if k in clamped else layer
+              for k, layer in layers.items()}
+    report = side.report(layers, threshold, guard)
     rolled = roll_up(stats.segments, segment_by)
     segments = tuple(SegmentCoverage(key, _ratios(side, _real_table(rolled[key], logged, index,
                                                                     f"segment {key.to_dict()}"), threshold))
@@ -299,7 +305,7 @@ def log_coverage(float_model: FloatModel, calibration: CalibrationSet, logs: Seq
         records=stats.records, inferences=stats.inferences, read=read, segments=segments, windows=tuple(windows),
         not_logged=tuple(side.names[k] for k in sorted(index.values()) if k not in maxima),
         not_in_model=tuple(name for name in totals if name not in index),
-        saturated=tuple(name for name, e in totals.items() if name in logged and logged[name].saturated(e)))
+        saturated=saturated)
 
 
 def _finite(value: float) -> float | None:

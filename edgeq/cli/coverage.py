@@ -131,7 +131,8 @@ def run_coverage(args: argparse.Namespace) -> int:
                 plot_drift(logged, tmp)
     if tables_wanted(args):
         rows = [[layer.name[-40:], layer.producer, f"{layer.calib_max:.4g}", f"{layer.production_max:.4g}",
-                 _ratio_text(layer.ratio, layer.flagged, report.threshold), "GAP" if layer.flagged else "",
+                 _ratio_text(layer.ratio, layer.flagged, report.threshold),
+                 ("SATURATED" if layer.saturated else "GAP") if layer.flagged else "",
                  ", ".join(layer.closing_conditions) if layer.flagged else ""] for layer in report.layers]
         print_table(["tensor", "op", "calib max", "prod max", "ratio", "", "closed by"], rows)
         if logged:
@@ -202,7 +203,8 @@ def _print_log_tables(report: Any) -> None:
     if report.not_in_model:
         print(f"logged but no activation of MODEL (ignored): {', '.join(report.not_in_model)}")
     if report.saturated:
-        print(f"int8 tensors at the end of their range in production: {', '.join(report.saturated)}")
+        print(f"int8 tensors at the end of their range in production (flagged: production went at least that far, "
+              f"the model clamps there): {', '.join(report.saturated)}")
     segments = report.segments
     if len(segments) > SEGMENTS_SHOWN:  # the worst ones; the JSON has every segment
         worst = sorted(segments, key=lambda s: min((t.ratio for t in s.tensors), default=math.inf))[:SEGMENTS_SHOWN]
