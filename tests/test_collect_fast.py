@@ -309,3 +309,23 @@ def test_tensors_computed_from_constants_alone_keep_the_replay_engine() -> None:
     weights = next(key for key, name in stats.names.items() if name == "w")
     assert (stats.tensors[weights].min, stats.tensors[weights].max) == (-3.0, 2.5)
     assert stats.tensors == collect(model, data, engine="replay").tensors
+
+
+def test_coverage_of_a_tensor_production_never_fills_is_not_a_crash(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Production with no positive input leaves the gathered tensors empty: p99.99 is null there (it was exit 4:
+    a quantile of no values), the max is 0 and so covered."""
+    import json
+
+    from edgeq.cli import main as cli
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "m.tflite").write_bytes(dynamic_model())
+    np.save(tmp_path / "calib.npy", rng.normal(size=(6, 4, 4, 3)).astype(np.float32))
+    np.save(tmp_path / "prod.npy", -np.abs(rng.normal(size=(6, 4, 4, 3))).astype(np.float32))
+    code = cli.main(["coverage", str(tmp_path / "m.tflite"), "--calib", str(tmp_path / "calib.npy"), "--production",
+                     str(tmp_path / "prod.npy"), "--preprocess", "none", "--json"])
+    layers = {layer["name"]: layer for layer in json.loads(capsys.readouterr().out)["layers"]}
+    assert code in (0, 1)
+    assert layers["gathered"]["production_max"] == 0 and layers["gathered"]["production_p9999"] is None
+    assert not layers["gathered"]["flagged"]

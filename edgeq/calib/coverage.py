@@ -22,7 +22,7 @@ from edgeq.calib.collect import ActivationStats, collect, describe_samples
 from edgeq.calib.data import CalibrationSet
 from edgeq.calib.estimators import SampleGuard, sample_stretch
 from edgeq.calib.outliers import outlier_samples
-from edgeq.calib.stats import SampleExtremes
+from edgeq.calib.stats import SampleExtremes, TensorStats
 from edgeq.intake.float_model import FloatModel
 from edgeq.tflite.model import TensorKey
 
@@ -117,8 +117,7 @@ class CalibrationSide:
     @cached_property
     def totals(self) -> dict[TensorKey, tuple[float, float]]:
         """Per tensor, the set's max|x| and p99.99|x| (computed once: logs compare them per segment and window)."""
-        return {key: (t.abs_max, t.abs_quantile(TOP_QUANTILE))
-                for key, t in ((k, e.total()) for k, e in self.extremes.items())}
+        return {key: (t.abs_max, _p9999(t)) for key, t in ((k, e.total()) for k, e in self.extremes.items())}
 
     def layer(self, key: TensorKey, production_max: float, production_p9999: float | None,
               threshold: float) -> LayerCoverage:
@@ -155,6 +154,11 @@ class CalibrationSide:
                               candidate_max=candidate_max)
 
 
+def _p9999(stats: TensorStats) -> float:
+    """p99.99 of |x|; NaN (null in JSON) for a tensor that never held a value (a data-dependent shape of 0)."""
+    return stats.abs_quantile(TOP_QUANTILE) if stats.count else float("nan")
+
+
 def calibration_side(float_model: FloatModel, calibration: CalibrationSet, collect_fn: Collect = collect,
                      candidates: CalibrationSet | None = None) -> CalibrationSide:
     groups = per_condition_stats(float_model, calibration, collect_fn)
@@ -168,8 +172,8 @@ def coverage(float_model: FloatModel, calibration: CalibrationSet, production: C
     """Calibration against production images: both sets run through the float model the same way."""
     side = calibration_side(float_model, calibration, collect_fn, candidates)
     prod = collect_fn(float_model.flatbuffer, production)
-    layers = {key: side.layer(key, prod.tensors[key].abs_max, prod.tensors[key].abs_quantile(TOP_QUANTILE),
-                              threshold) for key in side.extremes}
+    layers = {key: side.layer(key, prod.tensors[key].abs_max, _p9999(prod.tensors[key]), threshold)
+              for key in side.extremes}
     return side.report(layers, threshold, guard)
 
 
