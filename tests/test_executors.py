@@ -83,6 +83,7 @@ def test_executor_specs(text: str | None, workers: int | None, expected: tuple[A
 @pytest.mark.parametrize(("text", "workers", "message"), [
     ("threads", None, "unknown executor"), ("processes:host", None, "takes no address"), ("ray:", None, "no address"),
     ("local", 2, "--workers needs"), ("processes", 0, "--workers must be"), ("processes", True, "--workers must be"),
+    ("ray:ray://", None, "names no host"),  # Ray's client would wait 30 s for it
 ])
 def test_bad_executor_specs_are_usage_errors(text: str, workers: Any, message: str) -> None:
     with pytest.raises(UsageError, match=message):

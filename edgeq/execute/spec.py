@@ -20,6 +20,8 @@ def parse_executor(text: str | None, workers: int | None = None) -> ExecutorSpec
         raise UsageError(f"executor {name} takes no address (only ray:ADDRESS does), got {text!r}")
     if sep and not address.strip():
         raise UsageError(f"executor {text!r} names no address; use ray alone for a local Ray, or ray:ADDRESS")
+    if address.strip().startswith("ray://") and not address.strip().removeprefix("ray://").strip("/"):
+        raise UsageError(f"executor {text!r} names no host; use ray:ray://HOST:10001")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                 or not 1 <= workers <= MAX_WORKERS):
         raise UsageError(f"--workers must be an integer in 1..{MAX_WORKERS}, got {workers!r}")
