@@ -29,18 +29,24 @@ def _digits(n: int = 24):
     return apply_preprocessing(ZOO["cnn"].preprocessing, load_digits("test").images[:n])
 
 
-def test_an_injected_bad_layer_is_ranked_worst(tiny_zoo: dict[str, Path], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def bad_layer_target(tiny_zoo: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
+    """(the CNN's float flatbuffer, the layer to break): a conv whose output no same-scale op (max pool) shares,
+    so its range is its own; found on the healthy minmax model's per-layer rows."""
+    float_bytes = load_float_model(tiny_zoo["cnn"]).flatbuffer
+    healthy = _minmax_model(tiny_zoo["cnn"], tmp_path_factory.mktemp("healthy") / "healthy.tflite")
+    rows = per_layer(float_bytes, healthy.read_bytes(), _digits())
+    target = next(r.name for r, after in itertools.pairwise(rows) if r.op == "CONV_2D" and after.op != "MAX_POOL_2D")
+    return float_bytes, target
+
+
+def test_an_injected_bad_layer_is_ranked_worst(tiny_zoo: dict[str, Path], bad_layer_target: tuple[bytes, str],
+                                               tmp_path: Path) -> None:
     """A deliberately tight range on one tensor (percentile 60) must come out as the worst layer."""
     from edgeq_models import ZOO
 
     pp = ZOO["cnn"].preprocessing
-    healthy = tmp_path / "healthy.tflite"
-    edgeq.convert(tiny_zoo["cnn"], healthy, calib="digits:train", limit=32, preprocessing=pp,
-                  recipe=QuantRecipe(method=Estimator.MINMAX))
-    float_bytes = load_float_model(tiny_zoo["cnn"]).flatbuffer
-    rows = per_layer(float_bytes, healthy.read_bytes(), _digits())
-    # a conv whose output no same-scale op (max pool) shares: its range is its own
-    target = next(r.name for r, after in itertools.pairwise(rows) if r.op == "CONV_2D" and after.op != "MAX_POOL_2D")
+    float_bytes, target = bad_layer_target
     broken = tmp_path / "broken.tflite"
     rule = Override(method=Estimator.PERCENTILE, tensors=target, percentile=60.0)
     edgeq.convert(tiny_zoo["cnn"], broken, calib="digits:train", limit=32, preprocessing=pp,
@@ -139,8 +145,8 @@ def test_validate_gate_sits_at_the_measured_drop(tiny_zoo: dict[str, Path], eval
 
 
 @pytest.fixture(scope="module")
-def injected(tiny_zoo: dict[str, Path], eval_set: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[str, ValidationReport]:
+def injected(tiny_zoo: dict[str, Path], eval_set: Path, bad_layer_target: tuple[bytes, str],
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ValidationReport]:
     """validate (minmax) with one conv forced bad by a percentile-60 range, under a gate it cannot meet:
     (the bad layer's name, the report)."""
     from edgeq.harness.labelled import load_labelled
@@ -150,10 +156,7 @@ def injected(tiny_zoo: dict[str, Path], eval_set: Path, tmp_path_factory: pytest
     pp = ZOO["cnn"].preprocessing
     images, labels, conditions, _ = load_labelled(str(eval_set))
     data = EvalData(name=str(eval_set), images=images, labels=labels, conditions=conditions, preprocessing=pp)
-    healthy = _minmax_model(tiny_zoo["cnn"], tmp_path_factory.mktemp("healthy") / "healthy.tflite")
-    rows = per_layer(load_float_model(tiny_zoo["cnn"]).flatbuffer, healthy.read_bytes(), _digits())
-    # as in test_an_injected_bad_layer_is_ranked_worst: a conv whose range no same-scale op shares
-    target = next(r.name for r, after in itertools.pairwise(rows) if r.op == "CONV_2D" and after.op != "MAX_POOL_2D")
+    _, target = bad_layer_target  # as in test_an_injected_bad_layer_is_ranked_worst
     rule = Override(method=Estimator.PERCENTILE, tensors=target, percentile=60.0)
     report = validate(tiny_zoo["cnn"], "digits:train", data, tmp_path_factory.mktemp("injected"), (Estimator.MINMAX,),
                       max_drop_pp=-100.0, recipe=QuantRecipe(method=Estimator.MINMAX, overrides=(rule,)),
