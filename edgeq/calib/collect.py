@@ -294,6 +294,63 @@ def collection_kernels(float_model: bytes) -> CpuKernels:
     return ENGINES[_engine_name(tfl.parse(float_model), "auto")].kernels
 
 
+class Collector:
+    """A float model prepared for statistics collection (parsed, its activations, the engine and its interpreter),
+    to run over any number of sets or shards: a worker of a sharded pass builds it once, not once per shard
+    (parsing a 14 MB model and preparing XNNPACK's weights took a good part of a shard's time)."""
+
+    def __init__(self, float_model: bytes, engine: str = "auto") -> None:
+        self.model = float_model
+        self.parsed = tfl.parse(float_model)
+        self.activations = tfl.float_activations(self.parsed)
+        self.producers = tfl.producers(self.parsed)
+        self.runner = ENGINES[_engine_name(self.parsed, engine)](self.parsed, float_model,
+                                                                 [a.key for a in self.activations])
+        self.fingerprint = tfl.sha256(float_model)
+
+    def collect(self, data: CalibrationSet, progress: Callable[[int, int], None] | None = None, *,
+                sample_indices: Sequence[int] | None = None) -> ActivationStats:
+        """``collect(self.model, data, progress, sample_indices=...)``."""
+        parsed, runner = self.parsed, self.runner
+        numbers = list(range(len(data))) if sample_indices is None else [int(i) for i in sample_indices]
+        if len(numbers) != len(data) or len(set(numbers)) != len(numbers):
+            raise ValueError("sample_indices must number every sample of the set once")
+        extremes = {a.key: SampleExtremes.empty() for a in self.activations}
+        with task("calibration statistics", len(data), callback=progress) as counted:
+            for i, batch in data.samples(model_inputs(runner.interpreter)):
+                try:
+                    found = runner.sample_stats(batch, numbers[i])
+                except NonFiniteValues as exc:
+                    key = exc.key
+                    name = tfl.tensor_name(parsed.subgraphs[key[0]].tensors[key[1]])
+                    where = f" ({tfl.describe_subgraph(parsed, key[0])})" if key[0] else ""
+                    raise InputError(f"calibration sample {numbers[i]} of {data.source} drives tensor '{name}'"
+                                     f"{where} to NaN or Inf") from None
+                for key, sample_stats in found.items():
+                    extremes[key].add(numbers[i], sample_stats)
+                counted.advance()
+        return self.stats(data, extremes, describe=sample_indices is None)
+
+    def stats(self, data: CalibrationSet, extremes: dict[TensorKey, SampleExtremes], *,
+              describe: bool = True) -> ActivationStats:
+        return assemble_stats(data, extremes, names={a.key: a.name for a in self.activations},
+                              producers={a.key: self.producers.get(a.key, "?") for a in self.activations},
+                              model_fingerprint=self.fingerprint, describe=describe)
+
+
+def assemble_stats(data: CalibrationSet, extremes: dict[TensorKey, SampleExtremes], *, names: dict[TensorKey, str],
+                   producers: dict[TensorKey, str], model_fingerprint: str, describe: bool = True) -> ActivationStats:
+    """The set's statistics from every sample's extremes (collected in one pass, or merged from shards); the
+    samples named in them are described from ``data`` when ``describe``."""
+    named = sorted({s for e in extremes.values() for ranked in (e.top_max, e.top_min, e.top_abs) for s, _ in ranked})
+    described = describe_samples(data) if describe else None
+    return ActivationStats(
+        model_fingerprint=model_fingerprint, calibration_fingerprint=data.fingerprint(), samples=len(data),
+        names=names, producers=producers, tensors={key: e.total() for key, e in extremes.items()},
+        preprocessing=data.preprocessing, extremes=extremes,
+        sample_info={s: described[s] for s in named if described and described[s]})
+
+
 def collect(float_model: bytes, data: CalibrationSet, progress: Callable[[int, int], None] | None = None, *,
             sample_indices: Sequence[int] | None = None, engine: str = "auto") -> ActivationStats:
     """Run ``float_model`` on every sample of ``data``; accumulate the stats of its float activations, in every
@@ -305,36 +362,7 @@ def collect(float_model: bytes, data: CalibrationSet, progress: Callable[[int, i
     ``engine`` (internal: benchmarks and tests) forces ``"outputs"`` or ``"replay"``; ``"auto"`` picks the
     outputs engine whenever it applies (``collection_kernels``).
     """
-    parsed = tfl.parse(float_model)
-    activations = tfl.float_activations(parsed)
-    producers = tfl.producers(parsed)
-    numbers = list(range(len(data))) if sample_indices is None else [int(i) for i in sample_indices]
-    if len(numbers) != len(data) or len(set(numbers)) != len(numbers):
-        raise ValueError("sample_indices must number every sample of the set once")
-    extremes = {a.key: SampleExtremes.empty() for a in activations}
-    runner = ENGINES[_engine_name(parsed, engine)](parsed, float_model, list(extremes))
-    with task("calibration statistics", len(data), callback=progress) as counted:
-        for i, batch in data.samples(model_inputs(runner.interpreter)):
-            try:
-                found = runner.sample_stats(batch, numbers[i])
-            except NonFiniteValues as exc:
-                key = exc.key
-                name = tfl.tensor_name(parsed.subgraphs[key[0]].tensors[key[1]])
-                where = f" ({tfl.describe_subgraph(parsed, key[0])})" if key[0] else ""
-                raise InputError(f"calibration sample {numbers[i]} of {data.source} drives tensor '{name}'{where} "
-                                 "to NaN or Inf") from None
-            for key, sample_stats in found.items():
-                extremes[key].add(numbers[i], sample_stats)
-            counted.advance()
-    named = sorted({s for e in extremes.values() for ranked in (e.top_max, e.top_min, e.top_abs) for s, _ in ranked})
-    described = describe_samples(data) if sample_indices is None else None
-    return ActivationStats(
-        model_fingerprint=tfl.sha256(float_model), calibration_fingerprint=data.fingerprint(),
-        samples=len(data), names={a.key: a.name for a in activations},
-        producers={a.key: producers.get(a.key, "?") for a in activations},
-        tensors={key: e.total() for key, e in extremes.items()}, preprocessing=data.preprocessing,
-        extremes=extremes, sample_info={s: described[s] for s in named if described and described[s]},
-    )
+    return Collector(float_model, engine).collect(data, progress, sample_indices=sample_indices)
 
 
 def describe_samples(data: CalibrationSet) -> list[dict[str, str]] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.calib.collect import ActivationStats, collect, describe_samples
+from edgeq.calib.collect import ActivationStats, Collector, assemble_stats, collect
 from edgeq.calib.data import CalibrationSet
 from edgeq.calib.stats import SampleExtremes
 from edgeq.execute import Executor, Job, shards
@@ -37,9 +37,9 @@ def _finite(data: CalibrationSet) -> bool:
     return all(a.dtype.kind != "f" or bool(np.isfinite(a).all()) for a in data.arrays)
 
 
-def _collect_shard(model: bytes, shard: tuple[CalibrationSet, list[int]]) -> ActivationStats:
+def _collect_shard(collector: Collector, shard: tuple[CalibrationSet, list[int]]) -> ActivationStats:
     part, numbers = shard
-    return collect(model, part, sample_indices=numbers)
+    return collector.collect(part, sample_indices=numbers)
 
 
 def merge_stats(parts: Sequence[ActivationStats], data: CalibrationSet, *, describe: bool = True) -> ActivationStats:
@@ -47,13 +47,8 @@ def merge_stats(parts: Sequence[ActivationStats], data: CalibrationSet, *, descr
     first = parts[0]
     extremes: dict[Any, SampleExtremes] = {key: reduce(SampleExtremes.merge, (p.extremes[key] for p in parts))
                                            for key in first.extremes}
-    named = sorted({s for e in extremes.values() for ranked in (e.top_max, e.top_min, e.top_abs) for s, _ in ranked})
-    described = describe_samples(data) if describe else None
-    return ActivationStats(
-        model_fingerprint=first.model_fingerprint, calibration_fingerprint=data.fingerprint(), samples=len(data),
-        names=first.names, producers=first.producers, tensors={key: e.total() for key, e in extremes.items()},
-        preprocessing=data.preprocessing, extremes=extremes,
-        sample_info={s: described[s] for s in named if described and described[s]})
+    return assemble_stats(data, extremes, names=first.names, producers=first.producers,
+                          model_fingerprint=first.model_fingerprint, describe=describe)
 
 
 def collect_sharded(float_model: bytes, data: CalibrationSet, executor: Executor,
@@ -70,7 +65,7 @@ def collect_sharded(float_model: bytes, data: CalibrationSet, executor: Executor
     # numbered by their place in the whole set; the model is the job's shared value, sent once per worker.
     work = [(subset(data, r), list(r) if numbers is None else numbers[r.start:r.stop]) for r in ranges]
     parts = []
-    job = Job(no_state, _collect_shard, float_model)
+    job = Job(Collector, _collect_shard, float_model)  # each worker prepares the model once
     with task("calibration statistics", len(data)) as counted, closing(executor.imap(job, work)) as results:
         for (part_data, _), part in zip(work, results, strict=True):
             parts.append(part)
