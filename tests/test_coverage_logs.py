@@ -7,6 +7,7 @@ coverage computed from those logs must equal, float for float, the coverage comp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from edgeq.calib.collect import collection_kernels, model_inputs
 from edgeq.calib.coverage import coverage
 from edgeq.calib.data import CalibrationSet
-from edgeq.calib.log_coverage import LoggedTensor, load_sidecar, log_coverage, parse_segment_by
+from edgeq.calib.log_coverage import BOUNDED_OPS, LoggedTensor, load_sidecar, log_coverage, parse_segment_by
 from edgeq.cli import main as cli
 from edgeq.errors import InputError, UsageError
 from edgeq.intake.load import load_float_model
@@ -316,11 +317,22 @@ def test_an_int8_model_logs_codes_that_are_dequantized(demo: dict, tmp_path: Pat
         expected = max(max(-s * (lo - z), s * (hi - z)) for lo, hi in (c[layer.name] for c in codes))
         assert layer.production_max == expected, layer.name
     assert "serving_default_image:0" in report.saturated  # 1.6x the calibrated inputs: clamped at code 127
-    # a clamped tensor's logged max is only a lower bound: flagged whatever its ratio, never "covered"
+    # a clamped tensor's logged max is only a lower bound: flagged whatever its ratio, never "covered" (the input
+    # too: raw float inputs, no preprocessing that bounds them); a softmax at its op's own limit is no gap
     for layer in report.coverage.layers:
-        assert layer.saturated == (layer.name in report.saturated)
+        assert layer.saturated == (layer.name in report.saturated and layer.producer not in BOUNDED_OPS)
         assert layer.flagged == (layer.saturated or layer.ratio < report.coverage.threshold)
     assert any(layer.saturated and layer.ratio >= 1.0 for layer in report.coverage.layers)  # was reported covered
+    # the same calibration data said to come from 8-bit images as (x - 127.5) / 127.5: inputs cannot go beyond
+    # [-1, 1], the edges the input reached, so its saturation is the pixel range, not a gap; the rest unchanged
+    from edgeq.artifacts import Preprocessing
+
+    images = dataclasses.replace(demo["calib"], preprocessing=Preprocessing(mean=(127.5,), std=(127.5,)))
+    again = log_coverage(demo["float"], images, [log], sidecar, instrumented.with_suffix(".json"))
+    by_name = {layer.name: layer for layer in again.coverage.layers}
+    assert not by_name["serving_default_image:0"].saturated
+    assert [(t.name, t.saturated) for t in again.coverage.layers if t.producer != "INPUT"] == \
+        [(t.name, t.saturated) for t in report.coverage.layers if t.producer != "INPUT"]
     # logged as floats (dequantized by the app) instead of codes: refused, never compared as codes
     floats = tmp_path / "floats.jsonl"
     append_record(floats, model_sha256=sidecar.sha256, time=T0, tensors={n: (0.5, 1.25) for n in codes[0]})

@@ -43,8 +43,8 @@ class LayerCoverage:
     calib_top_sample: int | None = None  # the calibration sample with the largest max|x| here
     calib_stretch: float | None = None  # its max|x| / every other calibration sample's (None: unknown or 0)
     calib_max_without_top: float = 0.0  # max|x| of the other calibration samples
-    # INT8 logs: the tensor's codes reached the end of its range, so production's max is only a lower bound (the
-    # model clamps there): flagged whatever the ratio, never reported as covered.
+    # INT8 logs: the tensor's codes reached the end of its range where production may have gone beyond calibration
+    # unseen (log_coverage.saturation_gaps): its max is only a lower bound, so it is flagged whatever the ratio.
     saturated: bool = False
 
 

@@ -67,10 +67,15 @@ class LoggedTensor:
     def saturated(self, extremes: TensorExtremes) -> bool:
         """An int8 tensor at the end of its range on a side that is not 0: production reached the range's edge
         (the model clamps there, so how far beyond it went is unknowable from int8 logs)."""
-        if self.dtype != "int8":
-            return False
-        low = extremes.min == INT8_CODES[0] and INT8_CODES[0] != self.zero_point
-        return low or (extremes.max == INT8_CODES[1] and INT8_CODES[1] != self.zero_point)
+        return bool(self.saturated_edges(extremes))
+
+    def saturated_edges(self, extremes: TensorExtremes) -> tuple[float, ...]:
+        """The real values of the range's edges the logged codes reached (a side that is not 0)."""
+        if self.dtype != "int8" or self.scale is None or self.zero_point is None:
+            return ()
+        return tuple(self.scale * (code - self.zero_point) for code, reached in
+                     ((INT8_CODES[0], extremes.min == INT8_CODES[0]), (INT8_CODES[1], extremes.max == INT8_CODES[1]))
+                     if reached and code != self.zero_point)
 
 
 def load_sidecar(path: str | Path) -> InstrumentSidecar:
@@ -238,11 +243,52 @@ def _real_table(table: Mapping[str, TensorExtremes], logged: Mapping[str, Logged
     return out
 
 
-def _ratios(side: CalibrationSide, maxima: Mapping[TensorKey, float], threshold: float) -> tuple[TensorRatio, ...]:
+#: Ops whose output range the op itself bounds: an int8 output at the end of its range is the op's limit (a
+#: confident softmax at code 127), not production beyond calibration.
+BOUNDED_OPS = frozenset({"SOFTMAX", "LOGISTIC", "TANH"})
+
+
+def saturation_gaps(table: Mapping[str, TensorExtremes], logged: Mapping[str, LoggedTensor],
+                    index: Mapping[str, TensorKey], side: CalibrationSide) -> set[TensorKey]:
+    """The tensors of one merged table whose int8 codes reached the end of their range where production may have
+    gone beyond calibration unseen: flagged whatever their ratio (the logged max is only a lower bound).
+
+    Not flagged: outputs of ops that bound their own range (``BOUNDED_OPS``), and a model input whose every
+    reached edge lies at or beyond what the calibration set's preprocessing can produce from 8-bit pixels
+    (``(0 - mean) / std`` .. ``(255 - mean) / std``): production images cannot go further. Without a known
+    preprocessing an input is flagged like any tensor."""
+    gaps = set()
+    bounds = _pixel_bounds(side.data.preprocessing)
+    for name, extremes in table.items():
+        if name not in index or not (edges := logged[name].saturated_edges(extremes)):
+            continue
+        key = index[name]
+        producer = side.first.producers[key]
+        if producer in BOUNDED_OPS:
+            continue
+        half_step = (logged[name].scale or 0.0) / 2
+        at_pixel_limit = bounds is not None and all(
+            bounds[1] <= edge + half_step if edge > 0 else bounds[0] >= edge - half_step for edge in edges)
+        if not (producer == "INPUT" and at_pixel_limit):
+            gaps.add(key)
+    return gaps
+
+
+def _pixel_bounds(preprocessing: Any) -> tuple[float, float] | None:
+    """The lowest and highest model input 8-bit pixels can become under ``preprocessing`` (None: unknown)."""
+    if preprocessing is None:
+        return None
+    values = [(pixel - m) / s for m, s in zip(preprocessing.mean, preprocessing.std, strict=False)
+              for pixel in (0.0, 255.0)]
+    return min(values), max(values)
+
+
+def _ratios(side: CalibrationSide, maxima: Mapping[TensorKey, float], threshold: float,
+            saturated: set[TensorKey]) -> tuple[TensorRatio, ...]:
     rows = []
     for key in sorted(maxima):
         layer = side.layer(key, maxima[key], None, threshold)
-        rows.append(TensorRatio(layer.name, layer.production_max, layer.ratio, layer.flagged))
+        rows.append(TensorRatio(layer.name, layer.production_max, layer.ratio, layer.flagged or key in saturated))
     return tuple(rows)
 
 
@@ -283,18 +329,20 @@ def log_coverage(float_model: FloatModel, calibration: CalibrationSet, logs: Seq
         raise InputError(f"none of the {len(totals)} logged tensors is an activation of {float_model.source}: "
                          "nothing to compare")
     saturated = tuple(name for name, e in totals.items() if name in logged and logged[name].saturated(e))
-    clamped = {index[name] for name in saturated if name in index}
+    clamped = saturation_gaps(totals, logged, index, side)
     layers = {k: side.layer(k, m, None, threshold) for k, m in maxima.items()}
     layers = {k: dataclasses.replace(layer, flagged=True, saturated=True) if k in clamped else layer
               for k, layer in layers.items()}
     report = side.report(layers, threshold, guard)
     rolled = roll_up(stats.segments, segment_by)
     segments = tuple(SegmentCoverage(key, _ratios(side, _real_table(rolled[key], logged, index,
-                                                                    f"segment {key.to_dict()}"), threshold))
+                                                                    f"segment {key.to_dict()}"), threshold,
+                                                  saturation_gaps(rolled[key], logged, index, side)))
                      for key in sorted(rolled))
     windows = []
     for i in sorted(stats.windows):
-        rows = _ratios(side, _real_table(stats.windows[i], logged, index, f"window {i}"), threshold)
+        rows = _ratios(side, _real_table(stats.windows[i], logged, index, f"window {i}"), threshold,
+                       saturation_gaps(stats.windows[i], logged, index, side))
         if rows:
             worst = min(rows, key=lambda t: t.ratio)
             windows.append(WindowCoverage(stats.window_start(i), len(rows), sum(t.flagged for t in rows),

@@ -131,7 +131,7 @@ def run_coverage(args: argparse.Namespace) -> int:
                 plot_drift(logged, tmp)
     if tables_wanted(args):
         rows = [[layer.name[-40:], layer.producer, f"{layer.calib_max:.4g}", f"{layer.production_max:.4g}",
-                 _ratio_text(layer.ratio, layer.flagged, report.threshold),
+                 _ratio_text(layer.ratio, layer.flagged and not layer.saturated, report.threshold),
                  ("SATURATED" if layer.saturated else "GAP") if layer.flagged else "",
                  ", ".join(layer.closing_conditions) if layer.flagged else ""] for layer in report.layers]
         print_table(["tensor", "op", "calib max", "prod max", "ratio", "", "closed by"], rows)
@@ -203,8 +203,9 @@ def _print_log_tables(report: Any) -> None:
     if report.not_in_model:
         print(f"logged but no activation of MODEL (ignored): {', '.join(report.not_in_model)}")
     if report.saturated:
-        print(f"int8 tensors at the end of their range in production (flagged: production went at least that far, "
-              f"the model clamps there): {', '.join(report.saturated)}")
+        print(f"int8 tensors at the end of their range in production: {', '.join(report.saturated)} (SATURATED: "
+              "flagged, production went at least that far and the model clamps there; not flagged: the op bounds its "
+              "range, or an input whose calibration reached the same edge)")
     segments = report.segments
     if len(segments) > SEGMENTS_SHOWN:  # the worst ones; the JSON has every segment
         worst = sorted(segments, key=lambda s: min((t.ratio for t in s.tensors), default=math.inf))[:SEGMENTS_SHOWN]
@@ -234,7 +235,8 @@ def _ratio_text(ratio: float, flagged: bool, threshold: float) -> str:
 
 def _near_threshold_note(report: Any) -> None:
     """Logs come from the app's kernels, calibration from collect()'s: last-bit differences can flag a tensor."""
-    near = [layer.name for layer in report.flagged if layer.ratio >= report.threshold * (1 - NEAR_THRESHOLD)]
+    near = [layer.name for layer in report.flagged
+            if not layer.saturated and layer.ratio >= report.threshold * (1 - NEAR_THRESHOLD)]
     if near:
         print(f"note: {len(near)} flagged tensors are within {NEAR_THRESHOLD:.0e} of the threshold (e.g. {near[0]}); "
               "that may be a real gap, or an app on other kernels than calibration's (collected on "
