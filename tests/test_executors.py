@@ -206,6 +206,39 @@ def test_calibrate_cli_writes_the_same_bytes(calib_set: Path, tmp_path_factory: 
     assert out.read_bytes() == (folder / "local.npz").read_bytes()  # local ran first (parametrize order)
 
 
+def test_a_model_with_state_is_not_sharded() -> None:
+    """An RNN with a variable state tensor: each invocation depends on the ones before, so shards run by separate
+    interpreters (in any order) would change the statistics and scores. Refused, naming why; local runs it."""
+    from tflite_builders import GraphBuilder
+
+    from edgeq.calib.collect import collect
+    from edgeq.calib.data import CalibrationSet
+    from edgeq.calib.parallel import collect_sharded
+    from edgeq.harness.backends import parse_backend
+    from edgeq.harness.parallel import predict_on
+    from edgeq.tflite import model as tfl
+
+    schema = tfl.schema()
+    b = GraphBuilder()
+    x = b.tensor("x", [1, 4], "FLOAT32")
+    w = b.tensor("w", [3, 4], "FLOAT32", np.full((3, 4), 0.5, np.float32))
+    r = b.tensor("r", [3, 3], "FLOAT32", np.eye(3, dtype=np.float32))
+    bias = b.tensor("bias", [3], "FLOAT32", np.zeros(3, np.float32))
+    state = b.tensor("state", [1, 3], "FLOAT32")
+    b.graph.tensors[state].isVariable = True
+    y = b.tensor("y", [1, 3], "FLOAT32")
+    b.op("RNN", [x, w, r, bias, state], [y], schema.RNNOptionsT())
+    model = b.build([x], [y])
+    data = CalibrationSet(source="t", arrays=(np.arange(32, dtype=np.float32).reshape(8, 4) / 32,),
+                          preprocessing=None)
+    assert collect(model, data).samples == 8
+    with open_executor(parse_executor("processes", 2)) as executor:
+        with pytest.raises(UsageError, match=r"keeps state .*'state' is a variable.*--executor local"):
+            collect_sharded(model, data, executor)
+        with pytest.raises(UsageError, match="keeps state"):
+            predict_on(executor, model, parse_backend("cpu"), 1, data.arrays[0])
+
+
 # --- eval and validate's evaluation pass ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "workers"), EXECUTORS, ids=ids)

@@ -21,6 +21,7 @@ import numpy as np
 from edgeq.calib.collect import ActivationStats, Collector, assemble_stats, collect
 from edgeq.calib.data import CalibrationSet
 from edgeq.calib.stats import SampleExtremes
+from edgeq.errors import UsageError
 from edgeq.execute import Executor, Job, shards
 from edgeq.execute.base import no_state
 from edgeq.progress import task
@@ -42,6 +43,17 @@ def _collect_shard(collector: Collector, shard: tuple[CalibrationSet, list[int]]
     return collector.collect(part, sample_indices=numbers)
 
 
+def check_stateless(model: bytes, executor: str) -> None:
+    """Refuse to shard a model whose results depend on the invocations before them: shards run on separate
+    interpreters (and a worker's shards in any order), so the result would depend on the sharding."""
+    from edgeq.tflite import model as tfl
+
+    reason = tfl.stateful_reason(tfl.parse(model))
+    if reason:
+        raise UsageError(f"the model keeps state between invocations ({reason}): its results depend on the order "
+                         f"samples run in, which --executor {executor} does not keep; use --executor local")
+
+
 def merge_stats(parts: Sequence[ActivationStats], data: CalibrationSet, *, describe: bool = True) -> ActivationStats:
     """The statistics of the whole of ``data`` from those of its disjoint shards (exact, order-independent)."""
     first = parts[0]
@@ -58,6 +70,7 @@ def collect_sharded(float_model: bytes, data: CalibrationSet, executor: Executor
     if executor.name == "local" or len(ranges) <= 1 or not _finite(data):
         # one pass: a set with NaN/Inf is refused naming the sample by its place in the set, as collect does
         return collect(float_model, data, sample_indices=sample_indices)
+    check_stateless(float_model, executor.name)
     numbers = None if sample_indices is None else [int(i) for i in sample_indices]
     if numbers is not None and (len(numbers) != len(data) or len(set(numbers)) != len(numbers)):
         raise ValueError("sample_indices must number every sample of the set once")

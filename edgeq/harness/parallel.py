@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeq.calib.parallel import check_stateless
 from edgeq.errors import UsageError
 from edgeq.execute import Executor, Job, shards
 from edgeq.harness.accuracy import predict, predict_outputs
@@ -67,6 +68,7 @@ def evaluation_pass(executor: Executor, run: ModelPass, session: Session | None 
     if executor.name == "local" or len(ranges) <= 1:
         return _run(session or open_session(run.model, run.backend, run.threads), run, run.x)
     check_shardable(run.backend, executor.name)
+    check_stateless(run.model, executor.name)
     parts: list[Results] = []
     # Each shard carries its own rows (every byte of the inputs is sent once); the job's shared value, sent to each
     # worker once, is the pass without them.

@@ -291,3 +291,23 @@ def add_tensor(model: Any, graph: Any, name: str, shape: Sequence[int], type_nam
         tensor.buffer = len(model.buffers) - 1
     graph.tensors.append(tensor)
     return len(graph.tensors) - 1
+
+
+#: Ops whose results depend on earlier invocations (resource variables) or on how often the model ran (random).
+STATEFUL_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE", "RANDOM_UNIFORM",
+                "RANDOM_STANDARD_NORMAL", "MULTINOMIAL")
+
+
+def stateful_reason(model: Any) -> str | None:
+    """Why one invocation's results can depend on the invocations before it (a variable tensor, a resource
+    variable, a random op), or None. Such a model cannot be cut into shards run by separate interpreters."""
+    for g in reachable_subgraphs(model):
+        graph = model.subgraphs[g]
+        for tensor in graph.tensors or []:
+            if getattr(tensor, "isVariable", False):
+                return f"tensor '{tensor_name(tensor)}' is a variable (state kept between invocations)"
+        for op in graph.operators or []:
+            kind = op_type(model, op)
+            if kind in STATEFUL_OPS:
+                return f"it runs {kind}"
+    return None
