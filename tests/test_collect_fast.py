@@ -329,3 +329,10 @@ def test_coverage_of_a_tensor_production_never_fills_is_not_a_crash(tmp_path: Pa
     assert code in (0, 1)
     assert layers["gathered"]["production_max"] == 0 and layers["gathered"]["production_p9999"] is None
     assert not layers["gathered"]["flagged"]
+
+
+def test_an_all_zero_tensor_has_a_plain_zero_max() -> None:
+    """max(-0.0, 0.0) is -0.0: coverage JSON showed calib_max -0.0 and ratio -0.0 for all-zero tensors."""
+    for values in (np.zeros(7, np.float32), -np.zeros(7, np.float32), np.zeros(5000, np.float32)):
+        assert str(binner(65536).stats(values).abs_max) == "0.0"
+        assert str(reference(values).abs_max) == "0.0"

@@ -117,7 +117,7 @@ class TensorStats:
     @property
     def abs_max(self) -> float:
         """max|x| (0.0 when empty)."""
-        return max(-self.min, self.max) if self.count else 0.0
+        return max(-self.min, self.max) + 0.0 if self.count else 0.0  # + 0.0: never -0.0 (an all-zero tensor)
 
     def update(self, values: np.ndarray) -> None:
         """Add every element of ``values`` (any shape). Raises ValueError on NaN/Inf, leaving self unchanged."""

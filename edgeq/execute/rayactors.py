@@ -111,6 +111,8 @@ def unreachable(address: str) -> str | None:
     """Why no TCP connection opens to ``address``'s HOST:PORT (None when one does, or for ``auto``).
 
     Checked before ``ray.init``, which retries an unreachable address for minutes, printing as it goes."""
+    if address.startswith("ray://") and ":" not in address.removeprefix("ray://").strip("[]/"):
+        address += ":10001"  # Ray client's default port: checked like any other, not left to Ray's 30 s wait
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if address == "auto" or not sep or not port.isdigit():
         return None  # Ray parses the rest (and refuses what it cannot)
