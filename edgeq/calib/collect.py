@@ -3,7 +3,8 @@
 The collector only accumulates; estimators turn the statistics into ranges later. Memory is one
 bounded histogram per activation tensor, whatever the number of samples.
 
-Two engines run the model (``ENGINES``). A main graph that runs no other subgraph is collected on XNNPACK,
+Two engines run the model (``ENGINES``). A main graph that runs no other subgraph and computes no tensor
+from constants alone (``outputs_engine.applies``) is collected on XNNPACK,
 its measured tensors appended to a copy's outputs (``edgeq.calib.outputs_engine``; docs/collect_speed.md);
 ``collection_kernels`` says which kernels a model gets. Otherwise the replay engine below runs it on the
 builtin kernels with every tensor kept.
@@ -289,7 +290,8 @@ def _engine_name(parsed: Any, engine: str) -> str:
 
 
 def collection_kernels(float_model: bytes) -> CpuKernels:
-    """Which kernels ``collect()`` runs this model on: XNNPACK (as deployed) unless the main graph runs other
+    """Which kernels ``collect()`` runs this model on: XNNPACK (as deployed) unless the main graph computes a
+    tensor from constants alone (XNNPACK never writes those) or runs other
     subgraphs, whose control flow is replayed on the builtin kernels."""
     return ENGINES[_engine_name(tfl.parse(float_model), "auto")].kernels
 

@@ -240,7 +240,7 @@ def _near_threshold_note(report: Any) -> None:
     if near:
         print(f"note: {len(near)} flagged tensors are within {NEAR_THRESHOLD:.0e} of the threshold (e.g. {near[0]}); "
               "that may be a real gap, or an app on other kernels than calibration's (collected on "
-              "XNNPACK for graphs without control flow; a GPU delegate, the builtin kernels) differing in the last "
+              "XNNPACK for most graphs: collection_kernels; a GPU delegate, the builtin kernels) differing in the last "
               "bits: see docs/production_coverage.md")
 
 
