@@ -286,7 +286,7 @@ def test_tensors_computed_from_constants_alone_keep_the_replay_engine() -> None:
     """XNNPACK packs DEQUANTIZE(int8 weights) as static weights and never writes its output, even when it is a
     graph output: reading it gave uninitialised memory (ranges of 1e24, different on every run). Such a model
     is collected on the builtin kernels, which compute the dequantized weights: scale * code, exactly."""
-    from edgeq.calib.outputs_engine import applies, constant_derived
+    from edgeq.calib.outputs_engine import applies
 
     schema = tfl.schema()
     b = GraphBuilder()
@@ -301,7 +301,7 @@ def test_tensors_computed_from_constants_alone_keep_the_replay_engine() -> None:
     b.op("FULLY_CONNECTED", [x, w, -1], [y], schema.FullyConnectedOptionsT())
     model = b.build([x], [y])
     parsed = tfl.parse(model)
-    assert constant_derived(parsed) == [w] and not applies(parsed)
+    assert tfl.constant_derived(parsed) == [w] and not applies(parsed)
     assert collection_kernels(model) == CpuKernels.CPU
     data = CalibrationSet(source="t", arrays=(np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32),),
                           preprocessing=None)

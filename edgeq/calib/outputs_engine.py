@@ -44,21 +44,7 @@ def applies(parsed: Any) -> bool:
     XNNPACK takes an op of constants only (DEQUANTIZE of int8 weights, say) as packed static weights and never
     writes its output tensor, even one marked a graph output: what is read there is uninitialised memory. Such
     models keep the replay engine (builtin kernels, every tensor kept), which computes them."""
-    return tfl.reachable_subgraphs(parsed) == [0] and not constant_derived(parsed)
-
-
-def constant_derived(parsed: Any) -> list[int]:
-    """Tensors of the main graph that ops compute from constants alone (transitively), in op order."""
-    graph = parsed.subgraphs[0]
-    constant = {i for i, tensor in enumerate(graph.tensors or []) if tfl.is_constant(parsed, tensor)}
-    found = []
-    for op in graph.operators or []:
-        inputs = [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0]
-        if inputs and all(i in constant for i in inputs):
-            outputs = [int(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0]
-            constant.update(outputs)
-            found.extend(outputs)
-    return found
+    return tfl.reachable_subgraphs(parsed) == [0] and not tfl.constant_derived(parsed)
 
 
 def outputs_model(model: bytes, indices: Sequence[int]) -> bytes:

@@ -79,14 +79,16 @@ def _quantization(tensor: Any) -> tuple[float, int] | None:
 
 
 def activation_tensors(model: Any) -> list[InstrumentedTensor]:
-    """The main graph's instrumentable activations (inputs and op outputs, not constants), in tensor order: the
+    """The main graph's instrumentable activations (inputs and op outputs, not constants nor tensors computed from
+    constants alone), in tensor order: the
     float32 ones and the per-tensor quantized int8 ones (an INT8 model with float inputs/outputs has both)."""
     graph = model.subgraphs[0]
     found: list[InstrumentedTensor] = []
+    constant = set(tfl.constant_derived(model))  # the same every inference (dequantized weights): nothing to log
     for index in tfl.computed_tensors(graph):
         tensor = graph.tensors[index]
         dtype = _TYPES.get(tfl.tensor_type_name(int(tensor.type)))
-        if dtype is None or tfl.is_constant(model, tensor):
+        if dtype is None or tfl.is_constant(model, tensor) or index in constant:
             continue
         rank = len(tensor.shape) if tensor.shape is not None else 0
         if dtype == "int8":

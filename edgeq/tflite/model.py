@@ -311,3 +311,19 @@ def stateful_reason(model: Any) -> str | None:
             if kind in STATEFUL_OPS:
                 return f"it runs {kind}"
     return None
+
+
+def constant_derived(parsed: Any) -> list[int]:
+    """Tensors of the main graph that ops compute from constants alone (transitively), in op order: the same at
+    every inference (DEQUANTIZE of int8 or float16 weights, DENSIFY), and never written by XNNPACK, which packs
+    such ops as static weights."""
+    graph = parsed.subgraphs[0]
+    constant = {i for i, tensor in enumerate(graph.tensors or []) if is_constant(parsed, tensor)}
+    found = []
+    for op in graph.operators or []:
+        inputs = [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0]
+        if inputs and all(i in constant for i in inputs):
+            outputs = [int(i) for i in (op.outputs if op.outputs is not None else []) if i >= 0]
+            constant.update(outputs)
+            found.extend(outputs)
+    return found
