@@ -201,10 +201,13 @@ def abs_histogram(stats: TensorStats, bins: int = KL_BINS) -> np.ndarray:
     folded = (stats.hist[_HALF:] + stats.hist[_HALF - 1::-1]).astype(np.float64)  # bin j: (j, j+1] widths
     width = stats.radius / _HALF
     k = math.ceil(abs_max / width)  # bins k.. are empty
-    xp = np.maximum(np.append(np.arange(k, dtype=np.float64) * width, abs_max), floor)
+    # In units of the stats bin width (interpolation does not change under scaling): a tensor of subnormal values
+    # would otherwise give subnormal edge spacings, infinite slopes and NaN counts.
+    top, bottom = abs_max / width, floor / width
+    xp = np.maximum(np.append(np.arange(k, dtype=np.float64), top), bottom)
     fp = np.concatenate([[0.0], np.cumsum(folded[:k])])
     keep = np.append(xp[1:] != xp[:-1], True)  # clamping repeats edges: keep the last (a point mass at floor)
-    cdf = np.interp(np.arange(bins + 1, dtype=np.float64) * (abs_max / bins), xp[keep], fp[keep], left=0.0)
+    cdf = np.interp(np.arange(bins + 1, dtype=np.float64) * (top / bins), xp[keep], fp[keep], left=0.0)
     return np.diff(cdf)
 
 
