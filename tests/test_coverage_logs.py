@@ -323,6 +323,10 @@ def test_an_int8_model_logs_codes_that_are_dequantized(demo: dict, tmp_path: Pat
         assert layer.saturated == (layer.name in report.saturated and layer.producer not in BOUNDED_OPS)
         assert layer.flagged == (layer.saturated or layer.ratio < report.coverage.threshold)
     assert any(layer.saturated and layer.ratio >= 1.0 for layer in report.coverage.layers)  # was reported covered
+    gaps = {layer.name for layer in report.coverage.layers if layer.saturated}
+    for rows in [segment.tensors for segment in report.segments]:  # one segment, one window here: alike
+        assert gaps <= {t.name for t in rows if t.flagged}
+    assert report.windows and all(w.flagged >= len(gaps) for w in report.windows)
     # the same calibration data said to come from 8-bit images as (x - 127.5) / 127.5: inputs cannot go beyond
     # [-1, 1], the edges the input reached, so its saturation is the pixel range, not a gap; the rest unchanged
     from edgeq.artifacts import Preprocessing
