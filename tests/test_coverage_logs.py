@@ -362,3 +362,16 @@ def test_many_segments_print_the_worst_and_json_keeps_all(demo: dict, logged: di
     assert len(segments) == 25 and len(shown) == 20
     worst = sorted(segments, key=lambda s: min(t["ratio"] for t in s["tensors"]))[:20]
     assert sorted(line.split()[2] for line in shown) == sorted(f"user={s['tags']['user']}" for s in worst)
+
+
+@pytest.mark.parametrize(("mean", "std"), [((123.7, 116.3, 103.5), (58.4,)), ((0.0,), (58.4, 57.1, 57.4)),
+                                           ((127.5,), (127.5,)), ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))])
+def test_pixel_bounds_cover_every_channel(mean: tuple, std: tuple) -> None:
+    """A per-channel mean with one std (or the reverse) applies the single value to every channel: the bounds
+    an input cannot pass are over all channels (zip stopped at the shorter tuple, taking channel 0 alone)."""
+    from edgeq.artifacts import Preprocessing
+    from edgeq.calib.log_coverage import _pixel_bounds
+
+    channels = max(len(mean), len(std))
+    values = [(pixel - mean[c % len(mean)]) / std[c % len(std)] for c in range(channels) for pixel in (0, 255)]
+    assert _pixel_bounds(Preprocessing(mean=mean, std=std)) == pytest.approx((min(values), max(values)))

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeq.artifacts import QuantizedArtifact
 from edgeq.calib.collect import collect
 from edgeq.calib.coverage import CalibrationSide, Collect, CoverageReport, calibration_side
@@ -278,9 +280,11 @@ def _pixel_bounds(preprocessing: Any) -> tuple[float, float] | None:
     """The lowest and highest model input 8-bit pixels can become under ``preprocessing`` (None: unknown)."""
     if preprocessing is None:
         return None
-    values = [(pixel - m) / s for m, s in zip(preprocessing.mean, preprocessing.std, strict=False)
-              for pixel in (0.0, 255.0)]
-    return min(values), max(values)
+    # mean and std are per channel or one value for all (broadcast, as preprocessing applies them)
+    mean, std = np.broadcast_arrays(np.asarray(preprocessing.mean, np.float64),
+                                    np.asarray(preprocessing.std, np.float64))
+    values = np.concatenate([(0.0 - mean) / std, (255.0 - mean) / std])
+    return float(values.min()), float(values.max())
 
 
 def _ratios(side: CalibrationSide, maxima: Mapping[TensorKey, float], threshold: float,
